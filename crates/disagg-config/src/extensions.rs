@@ -1,0 +1,239 @@
+//! Our own optional top-level sections: `engine`, `router`, `results`. Unlike the upstream
+//! sections they reject unknown keys, so a typo never silently falls back to a default.
+
+use crate::diag::Sink;
+use crate::reader::{self, MapRef, Need};
+
+/// Which engine the worker roles start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// The built-in simulated engine.
+    Sim,
+    /// `trtllm-serve`.
+    Trtllm,
+    /// `vllm serve`.
+    Vllm,
+    /// `python -m sglang.launch_server`.
+    Sglang,
+    /// A command template.
+    Command,
+}
+
+impl EngineKind {
+    /// All spellings, in the order shown in messages.
+    pub const NAMES: &'static [&'static str] = &["sim", "trtllm", "vllm", "sglang", "command"];
+
+    /// Parse a spelling.
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "sim" => Some(EngineKind::Sim),
+            "trtllm" => Some(EngineKind::Trtllm),
+            "vllm" => Some(EngineKind::Vllm),
+            "sglang" => Some(EngineKind::Sglang),
+            "command" => Some(EngineKind::Command),
+            _ => None,
+        }
+    }
+}
+
+/// Cost-model parameters for the simulated engine; unset ones take the engine's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimParams {
+    /// Named parameters in source order (validated names, non-negative numbers).
+    pub values: Vec<(String, f64)>,
+}
+
+/// Parameter names the simulated engine understands.
+pub const SIM_PARAMS: &[&str] = &[
+    "prefill_tokens_per_s",
+    "decode_step_base_ms",
+    "decode_step_per_seq_ms",
+    "kv_capacity_tokens",
+    "kv_transfer_gb_per_s",
+    "kv_bytes_per_token",
+    "first_token_overhead_ms",
+    "seed",
+];
+
+/// `engine:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Engine {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Template for `command` engines.
+    pub command: Option<String>,
+    /// Simulated-engine parameters.
+    pub sim: SimParams,
+}
+
+/// `router:`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Router {
+    /// `round_robin`, `load_balancing` or `kv_cache_aware`.
+    pub policy: Option<&'static str>,
+    /// Retries before the first byte reached the client.
+    pub max_retries: Option<u32>,
+    /// Per-request deadline, seconds.
+    pub request_timeout_s: Option<f64>,
+    /// How long to wait for every worker's health, seconds.
+    pub server_start_timeout_s: Option<f64>,
+}
+
+/// `results:`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Results {
+    /// SQLite store path.
+    pub db: Option<String>,
+    /// Relative threshold for post-merge runs.
+    pub post_merge_threshold: Option<f64>,
+    /// Relative threshold for pre-merge runs.
+    pub pre_merge_threshold: Option<f64>,
+}
+
+/// Our sections, all optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extensions {
+    /// `engine:`.
+    pub engine: Option<Engine>,
+    /// `router:`.
+    pub router: Option<Router>,
+    /// `results:`.
+    pub results: Option<Results>,
+}
+
+impl Extensions {
+    pub(crate) fn read(sink: &mut Sink, top: MapRef<'_>) -> Extensions {
+        Extensions {
+            engine: reader::section(sink, top, "engine", "engine").map(|e| read_engine(sink, e)),
+            router: reader::section(sink, top, "router", "router").map(|r| read_router(sink, r)),
+            results: reader::section(sink, top, "results", "results")
+                .map(|r| read_results(sink, r)),
+        }
+    }
+}
+
+fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
+    reader::check_keys(sink, e, &["type", "command", "sim"], true);
+    let kind = reader::choice(
+        sink,
+        e,
+        "type",
+        EngineKind::NAMES,
+        "the engine the worker roles start",
+    )
+    .and_then(EngineKind::parse)
+    .unwrap_or(EngineKind::Sim);
+    let command = reader::string(
+        sink,
+        e,
+        "command",
+        Need::Optional,
+        "a command template with {host}, {port}, {model}, {options_file}",
+    );
+    if kind == EngineKind::Command && command.is_none() {
+        sink.error(
+            Some(e.pos()),
+            "engine.command",
+            None,
+            "engine type `command` needs a command template",
+            "add engine.command, e.g. \"my-server --host {host} --port {port}\"",
+        );
+    }
+    let mut sim = SimParams::default();
+    if let Some(s) = reader::section(sink, e, "sim", "engine.sim") {
+        reader::check_keys(sink, s, SIM_PARAMS, true);
+        for name in SIM_PARAMS {
+            if let Some(v) = reader::float(
+                sink,
+                s,
+                name,
+                Need::Optional,
+                0.0,
+                "a non-negative number; see the cost model in crates/disagg-sim",
+            ) {
+                sim.values.push(((*name).to_string(), v));
+            }
+        }
+    }
+    Engine { kind, command, sim }
+}
+
+fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
+    reader::check_keys(
+        sink,
+        r,
+        &[
+            "policy",
+            "max_retries",
+            "request_timeout",
+            "server_start_timeout",
+        ],
+        true,
+    );
+    let seconds = "seconds";
+    Router {
+        policy: reader::choice(
+            sink,
+            r,
+            "policy",
+            &["round_robin", "load_balancing", "kv_cache_aware"],
+            "how requests are spread over the workers of a pool",
+        ),
+        max_retries: reader::int(
+            sink,
+            r,
+            "max_retries",
+            Need::Optional,
+            0,
+            100,
+            "retries to another worker before any byte reached the client",
+        )
+        .map(|v| v as u32),
+        request_timeout_s: reader::float(
+            sink,
+            r,
+            "request_timeout",
+            Need::Optional,
+            0.001,
+            seconds,
+        ),
+        server_start_timeout_s: reader::float(
+            sink,
+            r,
+            "server_start_timeout",
+            Need::Optional,
+            0.001,
+            seconds,
+        ),
+    }
+}
+
+fn read_results(sink: &mut Sink, r: MapRef<'_>) -> Results {
+    reader::check_keys(
+        sink,
+        r,
+        &["db", "post_merge_threshold", "pre_merge_threshold"],
+        true,
+    );
+    let thr = "a relative threshold such as 0.05 for 5 %";
+    Results {
+        db: reader::string(sink, r, "db", Need::Optional, "a path to the SQLite store"),
+        post_merge_threshold: reader::float(
+            sink,
+            r,
+            "post_merge_threshold",
+            Need::Optional,
+            0.0,
+            thr,
+        ),
+        pre_merge_threshold: reader::float(
+            sink,
+            r,
+            "pre_merge_threshold",
+            Need::Optional,
+            0.0,
+            thr,
+        ),
+    }
+}

@@ -1,0 +1,106 @@
+//! Reading and validating everything `disagg` is configured by: the upstream TensorRT-LLM
+//! disaggregated test configs (every era, as they are), our own optional sections, cluster
+//! profiles and upstream test ids.
+//!
+//! Main types: [`TestConfig`] (a validated test config), [`WorkerOptions`] (the engine options
+//! of `worker_config.ctx|gen`, passed through in order, with typed access), [`ClusterFile`] /
+//! [`Cluster`], [`TestId`], and [`Diagnostics`] — every problem in a file at once, each with
+//! file, line:column, YAML path, value and a hint.
+//!
+//! ```
+//! use disagg_config::TestConfig;
+//! let yaml = "
+//! hardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}
+//! benchmark: {concurrency_list: '1 8', input_length: 128, output_length: 64}
+//! worker_config:
+//!   ctx: {tensor_parallel_size: 4}
+//!   gen: {tensor_parallel_size: 8, enable_attention_dp: true}
+//! ";
+//! let config = TestConfig::parse("example.yaml".as_ref(), yaml).unwrap();
+//! assert_eq!(config.gen_().gpus(), 8);
+//! assert_eq!(config.benchmark().concurrency, [1, 8]);
+//! ```
+
+mod cluster;
+mod diag;
+mod envvars;
+mod extensions;
+mod name;
+mod reader;
+mod test_config;
+mod test_id;
+mod worker;
+pub mod yaml;
+
+use std::path::PathBuf;
+
+pub use cluster::{Cluster, ClusterFile, Container, ContainerRuntime};
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use envvars::{is_env_name, parse_env_assignments};
+pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};
+pub use name::{NameFields, Parallel, decode as decode_name};
+pub use reader::is_placeholder;
+pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
+pub use test_id::{TestId, parse_test_list};
+pub use worker::{HARNESS_KEYS, Speculative, WorkerOptions};
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read and has problems; all of them are listed.
+    #[error("{}{} in {}", .0.error_count(), if .0.error_count() == 1 { " problem" } else { " problems" }, .0.0.first().map(|d| d.file.display().to_string()).unwrap_or_default())]
+    Invalid(Diagnostics),
+    /// `--cluster NAME` is not in the cluster file.
+    #[error("no cluster `{name}` in {} (known: {known})", file.display())]
+    UnknownCluster {
+        /// Requested name.
+        name: String,
+        /// The cluster file.
+        file: PathBuf,
+        /// Names it has.
+        known: String,
+    },
+    /// A test id that is not a disaggregated upstream id.
+    #[error("test id `{id}`: {why}")]
+    TestId {
+        /// The id.
+        id: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// No file for a test id.
+    #[error("no config named `{name}.yaml` under {}", dir.display())]
+    ConfigNotFound {
+        /// Config name.
+        name: String,
+        /// Where we looked.
+        dir: PathBuf,
+    },
+    /// Several files for a test id.
+    #[error("several configs named `{name}`: {candidates}")]
+    AmbiguousConfig {
+        /// Config name.
+        name: String,
+        /// The files.
+        candidates: String,
+    },
+}
+
+impl ConfigError {
+    /// The per-problem diagnostics, when the file had problems.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            ConfigError::Invalid(d) => Some(d),
+            _ => None,
+        }
+    }
+}

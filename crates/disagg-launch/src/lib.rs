@@ -1,0 +1,29 @@
+//! Launchers: how the roles of a planned test are started.
+//!
+//! Today: [`sbatch`], the pure renderer of the Slurm batch script (GEN/CTX worker steps, the
+//! coordinator and benchmark on `--overlap` steps, node slices, teardown), and [`shell`], the
+//! quoting every rendered value goes through. Submitting/tracking jobs and the local process
+//! supervisor join this crate as they are built.
+//!
+//! ```
+//! use disagg_plan::{plan, Placement, PlanInput, ServerGroup};
+//! use disagg_launch::sbatch::{render, JobSpec, RoleEnv};
+//! let p = plan(&PlanInput {
+//!     gpus_per_node: 4,
+//!     ctx: ServerGroup { count: 1, gpus: 4 },
+//!     gen_: ServerGroup { count: 1, gpus: 8 },
+//!     placement: Placement::Upstream,
+//! }).unwrap();
+//! let script = render(&JobSpec {
+//!     test_name: "example".into(), job_name: "disagg-example".into(),
+//!     run_dir: "/shared/runs/1".into(), disagg_bin: "/shared/bin/disagg".into(), plan: &p,
+//!     partition: Some("batch".into()), account: None, time_limit: None, gres_gpus: false,
+//!     sbatch_args: vec![], container: None, mpi: Some("pmix".into()), install: vec![],
+//!     env: RoleEnv::default(), step_stagger_s: 0, teardown_grace_s: 30, generator: "disagg".into(),
+//! }).unwrap();
+//! assert!(script.contains("#SBATCH --nodes=3"));
+//! assert!(script.contains("-N 2 --ntasks=8 --ntasks-per-node=4"));
+//! ```
+
+pub mod sbatch;
+pub mod shell;

@@ -1,0 +1,448 @@
+//! The Slurm batch script of one test, rendered from a [`Plan`] and the cluster's settings.
+//!
+//! Pure: the same [`JobSpec`] always renders the same text. Every value that comes from a
+//! config goes through [`quote`], or must pass [`is_sbatch_safe`] to appear on an `#SBATCH` line,
+//! so the script never executes a config value. Install commands from the cluster profile are
+//! the one exception by design: they are commands, run with `bash -c` on each node.
+//!
+//! The script's shape:
+//! 1. `#SBATCH` header from the plan (nodes, tasks, GPUs) and the cluster (partition, account, time).
+//! 2. Node slices: `scontrol show hostnames` into an array; each step is pinned with `-w`, so the
+//!    plan's placement is what runs (upstream left it to Slurm until era E).
+//! 3. Optional install step, once per node.
+//! 4. `GEN_i`, then `CTX_i` worker steps in the background (`--kill-on-bad-exit=1`, the MPI flag
+//!    only here), then `DISAGG_SERVER` and `BENCHMARK` on `--overlap` steps. Each step runs
+//!    `disagg role <ROLE> --run-dir <DIR>` with its role's environment exported.
+//! 5. Wait for the first step to end. The benchmark ending first is the normal end and its exit
+//!    code is the job's; any other step ending first fails the job at once. Then every step is
+//!    sent SIGTERM, given a grace period, and killed.
+
+use std::fmt::Write as _;
+
+use disagg_plan::{Plan, Role, ServerPlan};
+
+use crate::shell::{is_sbatch_safe, quote};
+
+/// An environment variable for a step.
+pub type EnvVar = (String, String);
+
+/// Container settings for pyxis (`srun --container-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// `--container-image`.
+    pub image: String,
+    /// `--container-mounts`.
+    pub mounts: Option<String>,
+    /// `--container-workdir`.
+    pub workdir: Option<String>,
+}
+
+/// Environment per role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleEnv {
+    /// Every step.
+    pub common: Vec<EnvVar>,
+    /// Every worker step.
+    pub worker: Vec<EnvVar>,
+    /// Context worker steps, after `worker`.
+    pub ctx: Vec<EnvVar>,
+    /// Generation worker steps, after `worker`.
+    pub gen_: Vec<EnvVar>,
+    /// The coordinator step.
+    pub server: Vec<EnvVar>,
+    /// The benchmark step.
+    pub benchmark: Vec<EnvVar>,
+}
+
+/// Everything the script needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec<'a> {
+    /// The test's name (for comments).
+    pub test_name: String,
+    /// `--job-name`; made unique by the caller.
+    pub job_name: String,
+    /// The run directory on the shared filesystem.
+    pub run_dir: String,
+    /// Path of the `disagg` binary on the nodes.
+    pub disagg_bin: String,
+    /// The plan.
+    pub plan: &'a Plan,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--time`.
+    pub time_limit: Option<String>,
+    /// Add `--gpus-per-node` (clusters with GPU GRES).
+    pub gres_gpus: bool,
+    /// Extra `#SBATCH` arguments.
+    pub sbatch_args: Vec<String>,
+    /// pyxis container, if any.
+    pub container: Option<ContainerSpec>,
+    /// `--mpi=` on worker steps.
+    pub mpi: Option<String>,
+    /// Commands run once per node before the roles.
+    pub install: Vec<String>,
+    /// Per-role environment.
+    pub env: RoleEnv,
+    /// Seconds between two step launches (pyxis needs a few).
+    pub step_stagger_s: u32,
+    /// Seconds steps get between SIGTERM and SIGKILL at the end.
+    pub teardown_grace_s: u32,
+    /// The version line for the header.
+    pub generator: String,
+}
+
+/// Why a script cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A value that must go on an `#SBATCH` line has characters sbatch would misread.
+    #[error(
+        "{field} `{value}` cannot go on an #SBATCH line: use only letters, digits and _-./:=@%+,"
+    )]
+    UnsafeSbatchValue {
+        /// Which setting.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// An environment variable name that is not a shell identifier.
+    #[error(
+        "environment variable name `{0}` is not valid: use letters, digits and _, not starting with a digit"
+    )]
+    BadEnvName(String),
+}
+
+fn sbatch_line(
+    out: &mut String,
+    flag: &str,
+    field: &'static str,
+    value: &str,
+) -> Result<(), RenderError> {
+    if !is_sbatch_safe(value) {
+        return Err(RenderError::UnsafeSbatchValue {
+            field,
+            value: value.to_string(),
+        });
+    }
+    let _ = writeln!(out, "#SBATCH {flag}={value}");
+    Ok(())
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Render the script.
+pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
+    let plan = spec.plan;
+    let mut s = String::new();
+    let ctx_servers = plan.servers.iter().filter(|x| x.role == Role::Ctx).count();
+    let gen_servers = plan.servers.len() - ctx_servers;
+
+    // Header.
+    let _ = writeln!(s, "#!/bin/bash");
+    let _ = writeln!(
+        s,
+        "# Slurm job for test {} — generated by {}.",
+        spec.test_name.replace('\n', " "),
+        spec.generator
+    );
+    let _ = writeln!(
+        s,
+        "# Edit the test config or the cluster profile, not this file."
+    );
+    let _ = writeln!(
+        s,
+        "# Plan: {} nodes x {} GPUs = {} GPUs ({} idle); {} ctx x {} GPUs, {} gen x {} GPUs; placement {:?}.",
+        plan.total_nodes,
+        plan.gpus_per_node,
+        plan.total_gpus,
+        plan.idle_gpus,
+        ctx_servers,
+        plan.gpus_per_ctx_server,
+        gen_servers,
+        plan.gpus_per_gen_server,
+        plan.placement
+    );
+    sbatch_line(&mut s, "--job-name", "job name", &spec.job_name)?;
+    let _ = writeln!(s, "#SBATCH --nodes={}", plan.total_nodes);
+    let _ = writeln!(s, "#SBATCH --ntasks={}", plan.total_gpus);
+    let _ = writeln!(s, "#SBATCH --ntasks-per-node={}", plan.gpus_per_node);
+    if spec.gres_gpus {
+        let _ = writeln!(s, "#SBATCH --gpus-per-node={}", plan.gpus_per_node);
+    }
+    if let Some(p) = &spec.partition {
+        sbatch_line(&mut s, "--partition", "partition", p)?;
+    }
+    if let Some(a) = &spec.account {
+        sbatch_line(&mut s, "--account", "account", a)?;
+    }
+    if let Some(t) = &spec.time_limit {
+        sbatch_line(&mut s, "--time", "time limit", t)?;
+    }
+    let log = format!("{}/logs/job.log", spec.run_dir);
+    if is_sbatch_safe(&log) {
+        let _ = writeln!(s, "#SBATCH --output={log}");
+    } else {
+        let _ = writeln!(
+            s,
+            "# (no #SBATCH --output: the run directory needs quoting; `disagg submit` passes it to sbatch)"
+        );
+    }
+    for arg in &spec.sbatch_args {
+        if !is_sbatch_safe(arg) {
+            return Err(RenderError::UnsafeSbatchValue {
+                field: "sbatch argument",
+                value: arg.clone(),
+            });
+        }
+        let _ = writeln!(s, "#SBATCH {arg}");
+    }
+
+    // Settings.
+    s.push_str("\nset -uo pipefail\n\n");
+    let _ = writeln!(s, "RUN_DIR={}", quote(&spec.run_dir));
+    let _ = writeln!(s, "DISAGG={}", quote(&spec.disagg_bin));
+    let _ = writeln!(s, "GRACE={}", spec.teardown_grace_s);
+    s.push_str(concat!(
+        "LOGS=\"$RUN_DIR/logs\"\n",
+        "mkdir -p \"$LOGS\"\n",
+        "export DISAGG_RUN_DIR=\"$RUN_DIR\"\n",
+        "echo \"disagg: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}\"\n",
+    ));
+    for (k, v) in &spec.env.common {
+        export(&mut s, "", k, v)?;
+    }
+
+    // Node slices.
+    let n = plan.total_nodes;
+    let _ = write!(
+        s,
+        concat!(
+            "\n# The plan pins every step to its nodes (generation servers first, then context servers).\n",
+            "mapfile -t NODES < <(scontrol show hostnames \"$SLURM_JOB_NODELIST\")\n",
+            "if (( ${{#NODES[@]}} < {n} )); then\n",
+            "  echo \"disagg: the job got ${{#NODES[@]}} nodes, the plan needs {n}\" >&2\n",
+            "  exit 1\n",
+            "fi\n",
+        ),
+        n = n
+    );
+
+    // Container flags.
+    if let Some(c) = &spec.container {
+        s.push_str("\n# pyxis container for every step.\nCONTAINER=()\n");
+        let _ = writeln!(s, "CONTAINER+=(--container-image={})", quote(&c.image));
+        if let Some(m) = &c.mounts {
+            let _ = writeln!(s, "CONTAINER+=(--container-mounts={})", quote(m));
+        }
+        if let Some(w) = &c.workdir {
+            let _ = writeln!(s, "CONTAINER+=(--container-workdir={})", quote(w));
+        }
+        s.push_str("CONTAINER+=(--container-name=\"disagg-${SLURM_JOB_ID:-0}\")\n");
+    }
+
+    // Install.
+    if !spec.install.is_empty() {
+        let script = spec.install.join("\n");
+        let _ = write!(
+            s,
+            concat!(
+                "\n# Install: once per node, before any role starts.\n",
+                "if ! srun -N {n} --ntasks={n} --ntasks-per-node=1{container} bash -c {script} &> \"$LOGS/install.log\"; then\n",
+                "  echo \"disagg: the install step failed; see $LOGS/install.log\" >&2\n",
+                "  exit 1\n",
+                "fi\n",
+            ),
+            n = n,
+            container = if spec.container.is_some() {
+                " \"${CONTAINER[@]}\""
+            } else {
+                ""
+            },
+            script = quote(&script)
+        );
+    }
+
+    // Steps.
+    s.push_str(concat!(
+        "\n# Steps, each running `disagg role`. Their PIDs (srun) are kept for the end of the job.\n",
+        "pids=()\n",
+        "names=()\n",
+    ));
+    let stagger = spec.step_stagger_s;
+    let mut first = true;
+    let workers = plan
+        .servers
+        .iter()
+        .filter(|x| x.role == Role::Gen)
+        .chain(plan.servers.iter().filter(|x| x.role == Role::Ctx));
+    for server in workers {
+        if !first && stagger > 0 {
+            let _ = writeln!(s, "sleep {stagger}");
+        }
+        first = false;
+        worker_step(&mut s, spec, server)?;
+    }
+    for role in ["DISAGG_SERVER", "BENCHMARK"] {
+        if stagger > 0 {
+            let _ = writeln!(s, "sleep {stagger}");
+        }
+        let (env, step) = match role {
+            "DISAGG_SERVER" => (&spec.env.server, plan.disagg_server),
+            _ => (&spec.env.benchmark, plan.benchmark),
+        };
+        let _ = writeln!(
+            s,
+            "\n# {role}: one task on node {}, overlapping a worker.",
+            step.node_index
+        );
+        s.push_str("(\n");
+        for (k, v) in env {
+            export(&mut s, "  ", k, v)?;
+        }
+        let _ = writeln!(s, "  export DISAGG_SERVING_TYPE={role}");
+        let _ = writeln!(
+            s,
+            "  exec srun --kill-on-bad-exit=1 --overlap -N {} --ntasks={} --ntasks-per-node={} -w \"${{NODES[{}]}}\" \\",
+            step.nodes, step.ntasks, step.ntasks_per_node, step.node_index
+        );
+        container_env(&mut s, spec, env, &[])?;
+        let _ = writeln!(s, "    \"$DISAGG\" role {role} --run-dir \"$RUN_DIR\"");
+        let _ = writeln!(s, ") &> \"$LOGS/slurm-{role}.log\" &");
+        let _ = writeln!(s, "pids+=($!); names+=({role})");
+    }
+
+    // Wait and tear down.
+    s.push_str(TEARDOWN);
+    Ok(s)
+}
+
+fn export(s: &mut String, indent: &str, k: &str, v: &str) -> Result<(), RenderError> {
+    if !valid_name(k) {
+        return Err(RenderError::BadEnvName(k.to_string()));
+    }
+    let _ = writeln!(s, "{indent}export {k}={}", quote(v));
+    Ok(())
+}
+
+/// pyxis only forwards the variables it is told about into the container.
+fn container_env(
+    s: &mut String,
+    spec: &JobSpec<'_>,
+    env: &[EnvVar],
+    extra: &[&str],
+) -> Result<(), RenderError> {
+    if spec.container.is_none() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = vec!["DISAGG_SERVING_TYPE", "DISAGG_RUN_DIR"];
+    names.extend(extra);
+    for (k, _) in env {
+        if !valid_name(k) {
+            return Err(RenderError::BadEnvName(k.clone()));
+        }
+        names.push(k);
+    }
+    let _ = writeln!(
+        s,
+        "    \"${{CONTAINER[@]}}\" --container-env={} \\",
+        names.join(",")
+    );
+    Ok(())
+}
+
+fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Result<(), RenderError> {
+    let role = server.role_name();
+    let nodes = server
+        .node_indices
+        .iter()
+        .map(|i| format!("${{NODES[{i}]}}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let _ = writeln!(
+        s,
+        "\n# {role}: {} GPUs on {} node(s) {:?}, GPUs {}{}.",
+        server.gpus,
+        server.nodes,
+        server.node_indices,
+        server.cuda_visible_devices(),
+        if server.shares_node {
+            ", sharing its node"
+        } else {
+            ""
+        }
+    );
+    s.push_str("(\n");
+    let extra = match server.role {
+        Role::Ctx => &spec.env.ctx,
+        Role::Gen => &spec.env.gen_,
+    };
+    let env: Vec<EnvVar> = spec.env.worker.iter().chain(extra).cloned().collect();
+    for (k, v) in &env {
+        export(s, "  ", k, v)?;
+    }
+    let _ = writeln!(s, "  export DISAGG_SERVING_TYPE={role}");
+    let mut forwarded = Vec::new();
+    if server.shares_node {
+        let _ = writeln!(
+            s,
+            "  export CUDA_VISIBLE_DEVICES={}",
+            server.cuda_visible_devices()
+        );
+        forwarded.push("CUDA_VISIBLE_DEVICES");
+    }
+    let mpi = match &spec.mpi {
+        Some(m) => format!(" --mpi={}", quote(m)),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        s,
+        "  exec srun --kill-on-bad-exit=1 -N {} --ntasks={} --ntasks-per-node={} -w \"{nodes}\"{mpi} \\",
+        server.nodes, server.ntasks, server.ntasks_per_node
+    );
+    container_env(s, spec, &env, &forwarded)?;
+    let _ = writeln!(s, "    \"$DISAGG\" role {role} --run-dir \"$RUN_DIR\"");
+    let _ = writeln!(s, ") &> \"$LOGS/slurm-{role}.log\" &");
+    let _ = writeln!(s, "pids+=($!); names+=({role})");
+    Ok(())
+}
+
+const TEARDOWN: &str = r#"
+# End every step: SIGTERM (srun forwards it to the tasks), a grace period, then SIGKILL.
+teardown() {
+  local pid deadline
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  deadline=$((SECONDS + GRACE))
+  while (( SECONDS < deadline )); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    (( alive )) || return 0
+    sleep 1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+}
+trap 'echo "disagg: job interrupted" >&2; teardown; exit 143' TERM INT
+
+# The first step to end decides: the benchmark is the normal end, anything else is a failure.
+ended_pid=""
+wait -n -p ended_pid "${pids[@]}"
+rc=$?
+ended="?"
+for i in "${!pids[@]}"; do
+  [[ "${pids[$i]}" == "$ended_pid" ]] && ended="${names[$i]}"
+done
+if [[ "$ended" == BENCHMARK ]]; then
+  outcome=$rc
+  echo "disagg: BENCHMARK ended with exit code $rc"
+else
+  outcome=$(( rc == 0 ? 1 : rc ))
+  echo "disagg: step $ended ended before the benchmark (exit code $rc); failing the job" >&2
+fi
+teardown
+echo "disagg: job finished with exit code $outcome after $SECONDS s"
+exit "$outcome"
+"#;

@@ -1,0 +1,212 @@
+//! Maps a validated [`TestConfig`] and a [`Cluster`] onto the settings the other crates take:
+//! a [`PlanInput`] for planning, a [`JobSpec`] for the batch script.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use disagg_config::{Cluster, ClusterFile, ContainerRuntime, Mode, TestConfig, TestId};
+use disagg_launch::sbatch::{ContainerSpec, JobSpec, RoleEnv};
+use disagg_plan::{Placement, Plan, PlanInput, ServerGroup};
+
+use crate::{Hint, InvalidInput};
+
+/// Load a config given as a path, or as an upstream test id looked up under `config_dir`.
+/// Warnings go to stderr; errors come back with every problem listed.
+pub fn load_config(arg: &str, config_dir: &Path) -> anyhow::Result<TestConfig> {
+    let as_path = Path::new(arg);
+    let path = if as_path.exists() || !(arg.contains('[') || arg.starts_with("disagg")) {
+        as_path.to_path_buf()
+    } else {
+        TestId::parse(arg)?.resolve(config_dir)?
+    };
+    let config = match TestConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(d) = e.diagnostics() {
+                eprint!("{d}");
+                eprintln!();
+            }
+            return Err(e.into());
+        }
+    };
+    if !config.warnings().0.is_empty() {
+        eprint!("{}", config.warnings());
+        eprintln!();
+    }
+    Ok(config)
+}
+
+/// The cluster file: `--clusters`, `$DISAGG_CLUSTERS`, else the XDG config location.
+pub fn clusters_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("disagg").join("clusters.yaml")
+}
+
+/// Load the named cluster, with the CI environment overrides applied.
+pub fn load_cluster(flag: Option<&Path>, name: &str) -> anyhow::Result<Cluster> {
+    let path = clusters_path(flag);
+    if !path.exists() {
+        return Err(anyhow::Error::new(Hint(format!(
+            "write a cluster profile file there, pass --clusters FILE, or run scripts/local-slurm.sh up for a local one"
+        )))
+        .context(InvalidInput(format!(
+            "cluster `{name}` requested but there is no cluster file at {}",
+            path.display()
+        ))));
+    }
+    let file = match ClusterFile::load(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(d) = e.diagnostics() {
+                eprint!("{d}");
+            }
+            return Err(e.into());
+        }
+    };
+    Ok(file.get(name, &|k| std::env::var(k).ok())?)
+}
+
+/// Planning settings from the config; checked against the cluster's node size.
+pub fn plan_input(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    placement: Placement,
+) -> anyhow::Result<PlanInput> {
+    let gpn = config.hardware().gpus_per_node;
+    if let Some(c) = cluster {
+        if let Some(cluster_gpn) = c.gpus_per_node {
+            if gpn > cluster_gpn {
+                return Err(InvalidInput(format!(
+                    "{}: hardware.gpus_per_node is {gpn} but cluster `{}` has {cluster_gpn} GPUs per node",
+                    config.path().display(),
+                    c.name
+                ))
+                .into());
+            }
+            if gpn < cluster_gpn {
+                eprintln!(
+                    "warning: {}: hardware.gpus_per_node is {gpn}, cluster `{}` has {cluster_gpn}; planning with {gpn} as upstream CI does",
+                    config.path().display(),
+                    c.name
+                );
+            }
+        }
+    }
+    Ok(PlanInput {
+        gpus_per_node: gpn,
+        ctx: ServerGroup {
+            count: config.ctx_servers(),
+            gpus: config.ctx().gpus(),
+        },
+        gen_: ServerGroup {
+            count: config.hardware().num_gen_servers,
+            gpus: config.gen_().gpus(),
+        },
+        placement,
+    })
+}
+
+/// Make the plan, naming the config in any error.
+pub fn make_plan(config: &TestConfig, input: &PlanInput) -> anyhow::Result<Plan> {
+    disagg_plan::plan(input).with_context(|| format!("cannot plan {}", config.path().display()))
+}
+
+/// A Slurm job name from the config name: only characters sbatch takes unquoted.
+pub fn job_name(config: &TestConfig) -> String {
+    let cleaned: String = config
+        .name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    format!("disagg-{cleaned}")
+}
+
+/// The environment of each role: the config's strings, plus upstream's gen-only switches.
+pub fn role_env(config: &TestConfig) -> RoleEnv {
+    let env = config.environment();
+    let mut role = RoleEnv {
+        common: Vec::new(),
+        worker: env.worker.clone(),
+        ctx: env.ctx_worker.clone(),
+        gen_: env.gen_worker.clone(),
+        server: env.server.clone(),
+        benchmark: env.benchmark.clone(),
+    };
+    let b = config.benchmark();
+    if matches!(b.mode, Mode::GenOnly | Mode::GenOnlyNoContext) {
+        // Upstream (submit.py, gen_only): the generation executor's fill gate opens at
+        // `concurrency` queued requests; the coordinator skips the context phase.
+        let first = b.concurrency.first().copied().unwrap_or(1);
+        let gen_only = [
+            ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", "1".to_string()),
+            ("TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP", "1".to_string()),
+            ("TLLM_BENCHMARK_REQ_QUEUES_SIZE", first.to_string()),
+        ];
+        role.worker.splice(
+            0..0,
+            gen_only.iter().map(|(k, v)| ((*k).to_string(), v.clone())),
+        );
+        role.server
+            .insert(0, ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY".into(), "1".into()));
+    }
+    role
+}
+
+/// Everything the batch script needs.
+pub fn job_spec<'p>(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    plan: &'p Plan,
+    run_dir: &Path,
+    disagg_bin: &Path,
+) -> JobSpec<'p> {
+    let slurm = config.slurm();
+    let container = cluster.and_then(|c| match (c.container.runtime, &c.container.image) {
+        (ContainerRuntime::Pyxis, Some(image)) => Some(ContainerSpec {
+            image: image.clone(),
+            mounts: c.container.mounts.clone(),
+            workdir: c.container.workdir.clone(),
+        }),
+        _ => None,
+    });
+    let stagger = if container.is_some() { 5 } else { 0 };
+    JobSpec {
+        test_name: config.name().to_string(),
+        job_name: job_name(config),
+        run_dir: run_dir.display().to_string(),
+        disagg_bin: disagg_bin.display().to_string(),
+        plan,
+        partition: cluster
+            .and_then(|c| c.partition.clone())
+            .or_else(|| slurm.partition.clone()),
+        account: cluster
+            .and_then(|c| c.account.clone())
+            .or_else(|| slurm.account.clone()),
+        time_limit: cluster
+            .and_then(|c| c.time_limit.clone())
+            .or_else(|| slurm.job_time.clone()),
+        gres_gpus: cluster.is_some_and(|c| c.gres_gpus),
+        sbatch_args: cluster.map(|c| c.sbatch_args.clone()).unwrap_or_default(),
+        container,
+        mpi: cluster.and_then(|c| c.mpi.clone()),
+        install: cluster.map(|c| c.install.clone()).unwrap_or_default(),
+        env: role_env(config),
+        step_stagger_s: stagger,
+        teardown_grace_s: 30,
+        generator: format!("disagg {}", env!("CARGO_PKG_VERSION")),
+    }
+}
