@@ -179,7 +179,10 @@ impl Sink {
     }
 
     /// Everything recorded.
-    pub fn finish(self) -> Diagnostics {
+    pub fn finish(mut self) -> Diagnostics {
+        // Reading order: problems without a position first, then by line and column.
+        self.items
+            .sort_by_key(|d| d.pos.map(|p| (p.line, p.col)).unwrap_or_default());
         Diagnostics(self.items)
     }
 }

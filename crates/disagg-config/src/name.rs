@@ -46,7 +46,7 @@ pub struct NameFields {
     pub ccb: Option<String>,
 }
 
-fn number_after<'a>(token: &'a str, prefix: &str) -> Option<u32> {
+fn number_after(token: &str, prefix: &str) -> Option<u32> {
     let rest = token.strip_prefix(prefix)?;
     if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -1,7 +1,7 @@
 //! Typed reads from a [`Node`] tree that record every problem in a [`Sink`] instead of stopping.
 
 use crate::diag::Sink;
-use crate::yaml::{Node, Pos, Scalar, Value};
+use crate::yaml::{Node, Pos, Scalar, Value, resolve_plain as resolve_plain_text};
 
 /// A mapping node together with its YAML path.
 #[derive(Clone, Copy)]
@@ -131,8 +131,14 @@ pub(crate) enum Need<'h> {
 
 fn missing(sink: &mut Sink, map: MapRef<'_>, key: &str, need: Need<'_>) {
     if let Need::Required(hint) = need {
+        // Point at the mapping's first key: the line the key would join.
+        let pos = map
+            .node
+            .as_map()
+            .and_then(|entries| entries.first())
+            .map_or(map.pos(), |(k, _)| k.pos);
         sink.error(
-            Some(map.pos()),
+            Some(pos),
             &join(map.path, key),
             None,
             format!("required key `{key}` is missing"),
@@ -142,9 +148,14 @@ fn missing(sink: &mut Sink, map: MapRef<'_>, key: &str, need: Need<'_>) {
 }
 
 fn wrong_type(sink: &mut Sink, node: &Node, path: &str, expected: &str, hint: &str) {
-    let extra = match node.scalar() {
-        Some(Scalar::Str(s)) if is_placeholder(s) => {
+    let extra = match (&node.value, node.scalar()) {
+        (_, Some(Scalar::Str(s))) if is_placeholder(s) => {
             format!("; `{s}` is an unfilled placeholder")
+        }
+        (Value::Scalar { text, quoted: true }, _)
+            if !matches!(resolve_plain_text(text), Scalar::Str(_)) =>
+        {
+            "; remove the quotes".to_string()
         }
         _ => String::new(),
     };
@@ -175,7 +186,7 @@ pub(crate) fn int(
     match node.scalar() {
         Some(Scalar::Int(v)) if (min..=max).contains(&v) => Some(v),
         Some(Scalar::Int(_)) => {
-            let range = if max == i64::MAX {
+            let range = if max >= i64::from(u32::MAX) {
                 format!("at least {min}")
             } else {
                 format!("between {min} and {max}")

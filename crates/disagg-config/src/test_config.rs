@@ -347,6 +347,21 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
     let (ctx, gen_) = read_workers(sink, top);
     let extensions = Extensions::read(sink, top);
 
+    if let (Some(hw), Some(b)) = (hardware, &benchmark) {
+        if hw.num_ctx_servers == 0 && b.mode != Mode::GenOnlyNoContext {
+            let pos = root
+                .get("hardware")
+                .and_then(|h| h.get("num_ctx_servers"))
+                .map(|n| n.pos);
+            sink.error(
+                pos,
+                "hardware.num_ctx_servers",
+                Some("0".to_string()),
+                format!("mode {} needs at least one context server", b.mode.as_str()),
+                "set num_ctx_servers to 1 or more, or benchmark.mode: gen_only_no_context",
+            );
+        }
+    }
     if let Some(hw) = hardware {
         check_fit(sink, &hw, "ctx", &ctx, benchmark.as_ref().map(|b| b.mode));
         check_fit(sink, &hw, "gen", &gen_, None);
@@ -613,7 +628,7 @@ fn read_concurrency(sink: &mut Sink, b: MapRef<'_>) -> Option<Vec<u32>> {
         None
     };
     let values: Vec<u32> = match (&node.value, node.scalar()) {
-        (_, Some(Scalar::Int(v))) if v >= 1 && v <= MAX_COUNT => vec![v as u32],
+        (_, Some(Scalar::Int(v))) if (1..=MAX_COUNT).contains(&v) => vec![v as u32],
         (_, Some(Scalar::Str(s))) => {
             let mut out = Vec::new();
             for word in s.split(|c: char| c.is_whitespace() || c == ',') {
@@ -631,7 +646,7 @@ fn read_concurrency(sink: &mut Sink, b: MapRef<'_>) -> Option<Vec<u32>> {
             let mut out = Vec::new();
             for item in items {
                 match item.scalar() {
-                    Some(Scalar::Int(v)) if v >= 1 && v <= MAX_COUNT => out.push(v as u32),
+                    Some(Scalar::Int(v)) if (1..=MAX_COUNT).contains(&v) => out.push(v as u32),
                     _ => {
                         return bad(
                             sink,

@@ -3,7 +3,7 @@
 //! serde-based loaders stop at the first error and forget positions once a value is
 //! deserialised. Validation here wants every problem at once, each with its line and column,
 //! so configs are loaded into this small tree (anchors and aliases resolved, mapping order
-//! kept) and read by hand in [`crate::reader`].
+//! kept) and read by hand by the config readers.
 
 use std::fmt;
 
@@ -177,7 +177,8 @@ impl Node {
     }
 }
 
-fn resolve_plain(text: &str) -> Scalar<'_> {
+/// Resolve the text of a plain (unquoted) scalar.
+pub fn resolve_plain(text: &str) -> Scalar<'_> {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
         "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {

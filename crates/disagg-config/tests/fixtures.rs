@@ -1,6 +1,11 @@
 //! Every upstream config in `fixtures/trtllm-configs` reads to the values `expected.json`
 //! records for it (benchmark shape, hardware, worker options, name fields).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 use std::path::{Path, PathBuf};
 
 use disagg_config::{Mode, TestConfig, WorkerOptions, decode_name};

@@ -156,7 +156,7 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     );
     let _ = writeln!(
         s,
-        "# Plan: {} nodes x {} GPUs = {} GPUs ({} idle); {} ctx x {} GPUs, {} gen x {} GPUs; placement {:?}.",
+        "# Plan: {} node(s) x {} GPUs = {} GPUs ({} idle); {} ctx x {} GPUs, {} gen x {} GPUs; placement {:?}.",
         plan.total_nodes,
         plan.gpus_per_node,
         plan.total_gpus,
@@ -268,11 +268,8 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     }
 
     // Steps.
-    s.push_str(concat!(
-        "\n# Steps, each running `disagg role`. Their PIDs (srun) are kept for the end of the job.\n",
-        "pids=()\n",
-        "names=()\n",
-    ));
+    s.push_str(TEARDOWN);
+    s.push_str("\n# Steps, each running `disagg role` under srun, in the background.\n");
     let stagger = spec.step_stagger_s;
     let mut first = true;
     let workers = plan
@@ -317,7 +314,7 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     }
 
     // Wait and tear down.
-    s.push_str(TEARDOWN);
+    s.push_str(WAIT);
     Ok(s)
 }
 
@@ -365,10 +362,14 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
         .join(",");
     let _ = writeln!(
         s,
-        "\n# {role}: {} GPUs on {} node(s) {:?}, GPUs {}{}.",
+        "\n# {role}: {} GPU(s) on node(s) {}, GPUs {}{}.",
         server.gpus,
-        server.nodes,
-        server.node_indices,
+        server
+            .node_indices
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         server.cuda_visible_devices(),
         if server.shares_node {
             ", sharing its node"
@@ -411,29 +412,43 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
     Ok(())
 }
 
+/// Defined before any step starts, so a signal during the launch still ends every step.
 const TEARDOWN: &str = r#"
 # End every step: SIGTERM (srun forwards it to the tasks), a grace period, then SIGKILL.
+pids=()
+names=()
 teardown() {
-  local pid deadline
+  local pid deadline alive
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   deadline=$((SECONDS + GRACE))
   while (( SECONDS < deadline )); do
-    local alive=0
+    alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     (( alive )) || return 0
-    sleep 1
+    sleep 0.2
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  return 0
 }
 trap 'echo "disagg: job interrupted" >&2; teardown; exit 143' TERM INT
+"#;
 
+/// After the steps: the first to end decides. Polls once a second with `kill -0` and reads the
+/// exit code with `wait PID`, which works from bash 4 on (`wait -n -p` needs 5.1).
+const WAIT: &str = r#"
 # The first step to end decides: the benchmark is the normal end, anything else is a failure.
-ended_pid=""
-wait -n -p ended_pid "${pids[@]}"
-rc=$?
-ended="?"
-for i in "${!pids[@]}"; do
-  [[ "${pids[$i]}" == "$ended_pid" ]] && ended="${names[$i]}"
+ended=""
+rc=0
+while [[ -z "$ended" ]]; do
+  for i in "${!pids[@]}"; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      ended="${names[$i]}"
+      wait "${pids[$i]}"
+      rc=$?
+      break
+    fi
+  done
+  [[ -n "$ended" ]] || sleep 0.2
 done
 if [[ "$ended" == BENCHMARK ]]; then
   outcome=$rc

@@ -61,7 +61,7 @@ pub struct PlanArgs {
     /// Print the Slurm batch script instead of the table
     #[arg(long)]
     pub sbatch: bool,
-    /// Run directory the script uses (on the shared filesystem) [default: ./runs/<config name>]
+    /// Run directory the script uses (on the shared filesystem) [default: ./runs/CONFIG_NAME]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Path of the disagg binary on the compute nodes [default: this binary]

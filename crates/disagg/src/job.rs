@@ -53,9 +53,10 @@ pub fn clusters_path(flag: Option<&Path>) -> PathBuf {
 pub fn load_cluster(flag: Option<&Path>, name: &str) -> anyhow::Result<Cluster> {
     let path = clusters_path(flag);
     if !path.exists() {
-        return Err(anyhow::Error::new(Hint(format!(
+        return Err(anyhow::Error::new(Hint(
             "write a cluster profile file there, pass --clusters FILE, or run scripts/local-slurm.sh up for a local one"
-        )))
+                .to_string(),
+        ))
         .context(InvalidInput(format!(
             "cluster `{name}` requested but there is no cluster file at {}",
             path.display()

@@ -61,13 +61,14 @@ fn main() -> ExitCode {
             if let Some(h) = hint {
                 let _ = writeln!(stderr, "hint: {h}");
             }
-            let invalid = err.chain().any(|c| {
-                c.downcast_ref::<InvalidInput>().is_some()
-                    || c.downcast_ref::<disagg_config::ConfigError>().is_some()
-                    || c.downcast_ref::<disagg_plan::PlanError>().is_some()
-                    || c.downcast_ref::<disagg_launch::sbatch::RenderError>()
-                        .is_some()
-            });
+            let invalid = err.downcast_ref::<InvalidInput>().is_some()
+                || err.chain().any(|c| {
+                    c.downcast_ref::<InvalidInput>().is_some()
+                        || c.downcast_ref::<disagg_config::ConfigError>().is_some()
+                        || c.downcast_ref::<disagg_plan::PlanError>().is_some()
+                        || c.downcast_ref::<disagg_launch::sbatch::RenderError>()
+                            .is_some()
+                });
             ExitCode::from(if invalid { 2 } else { 1 })
         }
     }

@@ -94,8 +94,9 @@ pub fn table(name: &str, plan: &Plan) -> String {
     };
     s.push_str(&format!("Plan for {name} ({placement})\n"));
     s.push_str(&format!(
-        "  {} nodes x {} GPUs = {} GPUs, {} used, {} idle\n\n",
+        "  {} node{} x {} GPUs = {} GPUs, {} used, {} idle\n\n",
         plan.total_nodes,
+        if plan.total_nodes == 1 { "" } else { "s" },
         plan.gpus_per_node,
         plan.total_gpus,
         plan.total_gpus - plan.idle_gpus,

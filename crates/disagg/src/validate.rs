@@ -59,7 +59,9 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
                     Some(d) => {
                         write!(stderr, "{d}")?;
                         writeln!(stderr)?;
-                        writeln!(stdout, "invalid  {} ({err})", file.display())?;
+                        let n = d.error_count();
+                        let noun = if n == 1 { "error" } else { "errors" };
+                        writeln!(stdout, "invalid  {} ({n} {noun})", file.display())?;
                     }
                     None => {
                         let cause = std::error::Error::source(&err)

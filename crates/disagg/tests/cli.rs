@@ -1,0 +1,207 @@
+//! What a person reads from `disagg validate` and `disagg plan`, pinned with snapshots.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+const SEED: &str = "fixtures/trtllm-configs/perf/deepseek-r1-fp4_1k1k_ctx1_gen1_dep8_bs768_eplb0_mtp0_ccb-UCX.yaml";
+const DATA: &str = "crates/disagg/tests/data";
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn disagg(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("DISAGG_CLUSTERS")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("CLUSTER_PARTITION")
+        .env_remove("CLUSTER_ACCOUNT")
+        .env_remove("DOCKER_IMAGE")
+        .env_remove("MPI_TYPE")
+        .env_remove("CLUSTER_LLM_DATA")
+        .output()
+        .unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_position_path_value_and_hint() {
+    let out = disagg(&[
+        "validate",
+        &format!("{DATA}/many-problems.yaml"),
+        &format!("{DATA}/malformed.yaml"),
+        &format!("{DATA}/uneven-server.yaml"),
+        &format!("{DATA}/missing-keys.yaml"),
+        SEED,
+    ]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!("validate_stdout", out.stdout);
+    insta::assert_snapshot!("validate_stderr", out.stderr);
+}
+
+#[test]
+fn validate_accepts_every_fixture() {
+    let out = disagg(&["validate", "fixtures/trtllm-configs"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .ends_with("48 file(s): 48 valid, 0 invalid, 6 with warnings\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn validate_deny_warnings_fails_on_legacy_spellings() {
+    let out = disagg(&[
+        "validate",
+        "--deny-warnings",
+        "fixtures/trtllm-configs/perf/deepseek-r1-fp4_000.yaml",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("legacy location (era A)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn plan_prints_a_table() {
+    let out = disagg(&["plan", SEED]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!("plan_table_seed", out.stdout);
+    let out = disagg(&["plan", &format!("{DATA}/small-servers.yaml"), "--packing"]);
+    insta::assert_snapshot!("plan_table_packed", out.stdout);
+}
+
+#[test]
+fn plan_sbatch_for_a_pyxis_cluster() {
+    let out = disagg(&[
+        "--clusters",
+        &format!("{DATA}/clusters.yaml"),
+        "plan",
+        SEED,
+        "--cluster",
+        "gb200",
+        "--sbatch",
+        "--run-dir",
+        "/lustre/runs/seed",
+        "--disagg-bin",
+        "/lustre/bin/disagg",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!("sbatch_seed_gb200", out.stdout);
+}
+
+#[test]
+fn plan_sbatch_packed_on_a_plain_cluster() {
+    let out = disagg(&[
+        "--clusters",
+        &format!("{DATA}/clusters.yaml"),
+        "plan",
+        &format!("{DATA}/small-servers.yaml"),
+        "--cluster",
+        "plain",
+        "--packing",
+        "--sbatch",
+        "--run-dir",
+        "/shared/runs/small",
+        "--disagg-bin",
+        "/shared/bin/disagg",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!("sbatch_small_packed", out.stdout);
+}
+
+#[test]
+fn ci_environment_overrides_the_cluster_profile() {
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "--clusters",
+            &format!("{DATA}/clusters.yaml"),
+            "plan",
+            SEED,
+            "-c",
+            "gb200",
+            "--sbatch",
+            "--run-dir",
+            "/r",
+        ])
+        .current_dir(root())
+        .env("CLUSTER_PARTITION", "other_partition")
+        .env("CLUSTER_ACCOUNT", "other_account")
+        .env("DOCKER_IMAGE", "registry/image:tag")
+        .env("MPI_TYPE", "pmi2")
+        .output()
+        .unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("#SBATCH --partition=other_partition\n"),
+        "{script}"
+    );
+    assert!(script.contains("#SBATCH --account=other_account\n"));
+    assert!(script.contains("--container-image=registry/image:tag"));
+    assert!(script.contains("--mpi=pmi2"));
+}
+
+#[test]
+fn plan_errors_name_the_problem() {
+    let unknown = disagg(&[
+        "--clusters",
+        &format!("{DATA}/clusters.yaml"),
+        "plan",
+        SEED,
+        "-c",
+        "nope",
+    ]);
+    assert_eq!(unknown.code, 2);
+    let missing = disagg(&["plan", SEED, "-c", "gb200"]);
+    assert_eq!(missing.code, 2);
+    let bad_id = disagg(&["plan", "test_e2e[aggr_upload-x]"]);
+    assert_eq!(bad_id.code, 2);
+    let not_found = disagg(&[
+        "plan",
+        "test_e2e[disagg_upload-nope]",
+        "--config-dir",
+        "fixtures",
+    ]);
+    assert_eq!(not_found.code, 2);
+    let invalid = disagg(&["plan", &format!("{DATA}/uneven-server.yaml")]);
+    assert_eq!(invalid.code, 2);
+    insta::assert_snapshot!(
+        "plan_errors",
+        [
+            unknown.stderr,
+            missing.stderr,
+            bad_id.stderr,
+            not_found.stderr,
+            invalid.stderr
+        ]
+        .join("---\n")
+    );
+}
+
+#[test]
+fn help_texts() {
+    insta::assert_snapshot!("help", disagg(&["--help"]).stdout);
+    insta::assert_snapshot!("help_plan", disagg(&["plan", "--help"]).stdout);
+    insta::assert_snapshot!("help_validate", disagg(&["validate", "--help"]).stdout);
+}
