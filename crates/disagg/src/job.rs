@@ -119,8 +119,9 @@ pub fn make_plan(config: &TestConfig, input: &PlanInput) -> anyhow::Result<Plan>
     disagg_plan::plan(input).with_context(|| format!("cannot plan {}", config.path().display()))
 }
 
-/// A Slurm job name from the config name: only characters sbatch takes unquoted.
-pub fn job_name(config: &TestConfig) -> String {
+/// A Slurm job name: the config name (only characters sbatch takes unquoted) and a short hash
+/// of the run directory, so two runs of one config never share a name.
+pub fn job_name(config: &TestConfig, run_dir: &Path) -> String {
     let cleaned: String = config
         .name()
         .chars()
@@ -133,7 +134,15 @@ pub fn job_name(config: &TestConfig) -> String {
         })
         .take(100)
         .collect();
-    format!("disagg-{cleaned}")
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let hash = run_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("disagg-{cleaned}-{hash:08x}")
 }
 
 /// The environment of each role: the config's strings, plus upstream's gen-only switches.
@@ -187,7 +196,7 @@ pub fn job_spec<'p>(
     let stagger = if container.is_some() { 5 } else { 0 };
     JobSpec {
         test_name: config.name().to_string(),
-        job_name: job_name(config),
+        job_name: job_name(config, run_dir),
         run_dir: run_dir.display().to_string(),
         disagg_bin: disagg_bin.display().to_string(),
         plan,
