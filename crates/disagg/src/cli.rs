@@ -29,6 +29,109 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show what a test needs: servers, GPUs, nodes, srun geometry, idle GPUs; or its Slurm script
     Plan(PlanArgs),
+    /// Run the simulated engine: an OpenAI-compatible context/generation worker without a GPU
+    Sim(SimArgs),
+}
+
+/// Which disaggregation hand-off the simulator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimProtocol {
+    /// TensorRT-LLM `disaggregated_params` (trtllm-serve disaggregated, disagg router)
+    Trtllm,
+    /// vLLM `kv_transfer_params` (vllm-router)
+    Vllm,
+    /// SGLang `bootstrap_host/port/room` (sglang-router)
+    Sglang,
+}
+
+/// Which legs the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimRole {
+    /// Prefill legs
+    Context,
+    /// Decode legs
+    Generation,
+    /// Both, and aggregated requests
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to bind
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind (0 = any free port; the real one is printed and written to --report-addr)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Write the bound host:port to this file (atomically) once listening
+    #[arg(long, value_name = "FILE")]
+    pub report_addr: Option<PathBuf>,
+    /// Which legs this server takes
+    #[arg(long, value_enum, default_value = "both")]
+    pub role: SimRole,
+    /// Hand-off protocol
+    #[arg(long, value_enum, default_value = "trtllm")]
+    pub protocol: SimProtocol,
+    /// Model name served
+    #[arg(long, default_value = "sim")]
+    pub model: String,
+    /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which worker section of --config to read
+    #[arg(long, value_parser = ["ctx", "gen"], default_value = "gen")]
+    pub worker: String,
+    /// Set every cost to zero (measure the machinery, not a model)
+    #[arg(long)]
+    pub zero_cost: bool,
+    /// Prefill tokens per second per GPU (0 = free) [default: 20000]
+    #[arg(long)]
+    pub prefill_tokens_per_s: Option<f64>,
+    /// Fixed cost of a step in ms [default: 8]
+    #[arg(long)]
+    pub decode_step_base_ms: Option<f64>,
+    /// Cost per decoding sequence in ms [default: 0.05]
+    #[arg(long)]
+    pub decode_step_per_seq_ms: Option<f64>,
+    /// KV hand-off bandwidth in GB/s (0 = free) [default: 25]
+    #[arg(long)]
+    pub kv_transfer_gb_per_s: Option<f64>,
+    /// KV bytes per token [default: 131072]
+    #[arg(long)]
+    pub kv_bytes_per_token: Option<f64>,
+    /// KV-cache capacity in tokens [default: 1048576]
+    #[arg(long)]
+    pub kv_capacity_tokens: Option<u64>,
+    /// Tensor parallel size (scales prefill) [default: from --config, else 1]
+    #[arg(long)]
+    pub tensor_parallel_size: Option<u32>,
+    /// Most sequences at once [default: from --config, else 512]
+    #[arg(long)]
+    pub max_batch_size: Option<u32>,
+    /// Most tokens per step [default: from --config, else 2048]
+    #[arg(long)]
+    pub max_num_tokens: Option<u32>,
+    /// Longest prompt + output [default: from --config, else 131072]
+    #[arg(long)]
+    pub max_seq_len: Option<u32>,
+    /// Tokens per streamed chunk after the first [default: from --config, else 1]
+    #[arg(long)]
+    pub stream_interval: Option<u32>,
+    /// Seed of the generated tokens
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Chance that a generated token ends the output (0 = always run to max_tokens)
+    #[arg(long, default_value_t = 0.0)]
+    pub eos_probability: f64,
+    /// Key of the hand-off digest; every server of one test must share it
+    #[arg(long, env = "DISAGG_SIM_HANDOFF_KEY", hide_env_values = true)]
+    pub handoff_key: Option<String>,
+    /// Accept generation_only requests without a hand-off (upstream gen-only benchmark mode)
+    #[arg(long, env = "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub accept_synthetic_handoff: bool,
+    /// Worker threads (1 = one core, the default)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ use clap::Parser as _;
 mod cli;
 mod job;
 mod plan_cmd;
+mod sim_cmd;
 mod validate;
 
 /// An error caused by what the user gave us; exits with code 2.
@@ -45,6 +46,15 @@ impl std::error::Error for Hint {}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Logs go to stderr; RUST_LOG=debug shows more.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -78,5 +88,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Validate(args) => validate::run(&args),
         cli::Command::Plan(args) => plan_cmd::run(&cli.global, &args),
+        cli::Command::Sim(args) => sim_cmd::run(&args),
     }
 }

@@ -1,0 +1,256 @@
+//! The async shell around the [`Scheduler`]: one task owns it, takes submissions and
+//! cancellations from a channel, sleeps for each step's duration on absolute time (so small
+//! per-step overheads do not accumulate into drift), and hands each sequence its tokens.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::scheduler::{AdmitError, Scheduler, SeqSpec};
+
+/// Tokens for one sequence from one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// New tokens.
+    pub tokens: u32,
+    /// Whether the sequence is done.
+    pub finished: bool,
+}
+
+enum Command {
+    Submit {
+        spec: SeqSpec,
+        out: mpsc::UnboundedSender<Delivery>,
+        admitted: tokio::sync::oneshot::Sender<Result<(), AdmitError>>,
+    },
+    Cancel(u64),
+}
+
+/// Counters the engine keeps up to date, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Sequences admitted.
+    pub running: AtomicU64,
+    /// Sequences queued.
+    pub waiting: AtomicU64,
+    /// KV tokens reserved.
+    pub kv_used: AtomicU64,
+    /// KV capacity.
+    pub kv_capacity: AtomicU64,
+    /// Steps run.
+    pub steps: AtomicU64,
+    /// Tokens generated.
+    pub generated_tokens: AtomicU64,
+    /// Prompt tokens prefilled.
+    pub prefill_tokens: AtomicU64,
+    /// Sequences cancelled before they finished.
+    pub cancelled: AtomicU64,
+    /// Sequences finished.
+    pub finished: AtomicU64,
+    /// Total step time, microseconds.
+    pub busy_us: AtomicU64,
+}
+
+/// A handle to the engine task.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::UnboundedSender<Command>,
+    stats: Arc<Stats>,
+}
+
+/// A running sequence: its tokens arrive on `rx`; dropping it cancels the sequence.
+pub struct Sequence {
+    /// Deliveries.
+    pub rx: mpsc::UnboundedReceiver<Delivery>,
+    id: u64,
+    done: bool,
+    engine: Engine,
+}
+
+impl Sequence {
+    /// Receive the next delivery; `None` when the engine stopped.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        let d = self.rx.recv().await;
+        if d.is_none_or(|d| d.finished) {
+            self.done = true;
+        }
+        d
+    }
+}
+
+impl Drop for Sequence {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away: free the slot and KV now, not when the tokens would be due.
+            let _ = self.engine.tx.send(Command::Cancel(self.id));
+        }
+    }
+}
+
+/// Why a submission failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The scheduler refused it.
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
+    /// The engine has stopped.
+    #[error("the engine is shutting down")]
+    Stopped,
+}
+
+impl Engine {
+    /// Start the engine task. It ends when `cancel` fires or every handle is dropped.
+    pub fn start(
+        scheduler: Scheduler,
+        cancel: CancellationToken,
+    ) -> (Engine, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Stats::default());
+        stats
+            .kv_capacity
+            .store(scheduler.kv_capacity(), Ordering::Relaxed);
+        let task = tokio::spawn(run(scheduler, rx, stats.clone(), cancel));
+        (Engine { tx, stats }, task)
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Submit a sequence.
+    pub async fn submit(&self, spec: SeqSpec) -> Result<Sequence, EngineError> {
+        let (out, rx) = mpsc::unbounded_channel();
+        let (admitted, ok) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Command::Submit {
+                spec,
+                out,
+                admitted,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        ok.await.map_err(|_| EngineError::Stopped)??;
+        Ok(Sequence {
+            rx,
+            id: spec.id,
+            done: false,
+            engine: self.clone(),
+        })
+    }
+}
+
+async fn run(
+    mut sched: Scheduler,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) {
+    let mut outs: std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>> =
+        std::collections::HashMap::new();
+    let mut clock = Instant::now();
+    loop {
+        // Take everything that arrived; wait for work when idle.
+        if sched.is_idle() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => apply(cmd, &mut sched, &mut outs, &stats),
+                    None => return,
+                },
+            }
+            clock = Instant::now();
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            apply(cmd, &mut sched, &mut outs, &stats);
+        }
+        if sched.is_idle() {
+            publish(&sched, &stats);
+            continue;
+        }
+        let step = sched.step();
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        stats
+            .prefill_tokens
+            .fetch_add(u64::from(step.prefill_tokens), Ordering::Relaxed);
+        stats
+            .busy_us
+            .fetch_add(step.duration.as_micros() as u64, Ordering::Relaxed);
+        publish(&sched, &stats);
+        if step.duration > Duration::ZERO {
+            clock += step.duration;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(clock) => {}
+            }
+        } else {
+            // Zero-cost model: let the HTTP tasks run between steps.
+            tokio::task::yield_now().await;
+            clock = Instant::now();
+        }
+        for e in step.emissions {
+            stats
+                .generated_tokens
+                .fetch_add(u64::from(e.tokens), Ordering::Relaxed);
+            let delivered = outs.get(&e.id).is_some_and(|tx| {
+                tx.send(Delivery {
+                    tokens: e.tokens,
+                    finished: e.finished,
+                })
+                .is_ok()
+            });
+            if e.finished {
+                outs.remove(&e.id);
+                stats.finished.fetch_add(1, Ordering::Relaxed);
+            } else if !delivered {
+                // The receiver is gone (client disconnected between steps).
+                outs.remove(&e.id);
+                if sched.cancel(e.id) {
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        publish(&sched, &stats);
+    }
+}
+
+fn apply(
+    cmd: Command,
+    sched: &mut Scheduler,
+    outs: &mut std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>>,
+    stats: &Stats,
+) {
+    match cmd {
+        Command::Submit {
+            spec,
+            out,
+            admitted,
+        } => {
+            let result = sched.submit(spec);
+            if result.is_ok() {
+                outs.insert(spec.id, out);
+            }
+            let _ = admitted.send(result);
+        }
+        Command::Cancel(id) => {
+            outs.remove(&id);
+            if sched.cancel(id) {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    publish(sched, stats);
+}
+
+fn publish(sched: &Scheduler, stats: &Stats) {
+    stats
+        .running
+        .store(sched.running() as u64, Ordering::Relaxed);
+    stats
+        .waiting
+        .store(sched.waiting() as u64, Ordering::Relaxed);
+    stats.kv_used.store(sched.kv_used(), Ordering::Relaxed);
+}

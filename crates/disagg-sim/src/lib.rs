@@ -1,0 +1,87 @@
+//! The simulated engine: an inference server that behaves like a TensorRT-LLM (or vLLM, or
+//! SGLang) context or generation worker — same HTTP API, same disaggregation hand-off — timed by
+//! a documented cost model instead of a GPU. A whole disaggregated test runs on a laptop or in
+//! CI with it, and capacity questions can be asked before a job is submitted.
+//!
+//! - [`scheduler`]: the pure continuous-batching step and the cost model (its table is there);
+//! - [`engine`]: the async shell that sleeps for each step and delivers tokens;
+//! - [`app`]: the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
+//!   `/health`, `/server_info`, `/metrics`, `/perf_metrics`, ...) and the three hand-offs;
+//! - [`handoff`]: the unforgeable TensorRT-LLM `encoded_opaque_state`;
+//! - [`text`]: deterministic token ids and text.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use disagg_sim::{SimConfig, Sim, scheduler::{CostModel, Limits}};
+//! let sim = Sim::bind("127.0.0.1:0", SimConfig::default(), Limits::default()).await?;
+//! println!("listening on {}", sim.local_addr());
+//! sim.run(tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+pub mod app;
+mod client;
+pub mod engine;
+pub mod handoff;
+pub mod scheduler;
+pub mod text;
+
+use std::net::SocketAddr;
+
+use axum::serve::ListenerExt as _;
+use tokio_util::sync::CancellationToken;
+
+pub use app::{Protocol, Role, SimConfig, app};
+
+use crate::engine::Engine;
+use crate::scheduler::{Limits, Scheduler};
+
+/// A bound simulator, ready to serve.
+pub struct Sim {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    cfg: SimConfig,
+    limits: Limits,
+}
+
+impl Sim {
+    /// Bind `addr` (port 0 picks a free port; [`Sim::local_addr`] tells which).
+    pub async fn bind(addr: &str, cfg: SimConfig, limits: Limits) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Sim {
+            listener,
+            addr,
+            cfg,
+            limits,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `cancel` fires, then stop accepting, end the engine and return.
+    pub async fn run(self, cancel: CancellationToken) -> std::io::Result<()> {
+        let mut cfg = self.cfg;
+        if cfg.issuer == SimConfig::default().issuer {
+            cfg.issuer = self.addr.to_string();
+        }
+        let engine_cancel = cancel.child_token();
+        let (engine, task) =
+            Engine::start(Scheduler::new(cfg.cost, self.limits), engine_cancel.clone());
+        let router = app(cfg, engine);
+        let listener = self.listener.tap_io(|tcp| {
+            // Every streamed chunk is a small write: never let Nagle hold one back.
+            let _ = tcp.set_nodelay(true);
+        });
+        let shutdown = cancel.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        engine_cancel.cancel();
+        let _ = task.await;
+        served
+    }
+}

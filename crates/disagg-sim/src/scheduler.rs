@@ -1,0 +1,579 @@
+//! The engine's iteration: which sequences run in the next step, how long the step takes, and
+//! what it produces. Pure: no clock, no I/O; the async shell in [`crate::engine`] sleeps for the
+//! returned durations.
+//!
+//! # Cost model
+//!
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `prefill_tokens_per_s` | 20 000 | prefill throughput of one GPU; a step's prefill costs `tokens / (this × tensor_parallel)`; 0 = free |
+//! | `tensor_parallel` | from `tensor_parallel_size` | scales prefill throughput |
+//! | `decode_step_base_ms` | 8.0 | fixed cost of any step that runs work |
+//! | `decode_step_per_seq_ms` | 0.05 | added per decoding sequence in the step |
+//! | `kv_transfer_gb_per_s` | 25.0 | hand-off bandwidth; a generation leg waits `prompt × kv_bytes_per_token / bandwidth` before it is queued; 0 = free |
+//! | `kv_bytes_per_token` | 131 072 | KV-cache bytes one token occupies (Llama-3-8B in bf16) |
+//! | `kv_capacity_tokens` | 1 048 576 | tokens of KV cache; a sequence reserves `prompt + output` when admitted and waits while it does not fit |
+//! | `max_batch_size` | from `max_batch_size` (512) | most sequences admitted at once |
+//! | `max_num_tokens` | from `max_num_tokens` (2048) | most tokens one step processes; prompts longer than what is left are prefilled in chunks |
+//!
+//! One step:
+//! 1. admit waiting sequences first-in first-out while fewer than `max_batch_size` run and their
+//!    KV reservation fits (the head of the queue blocks the rest);
+//! 2. every running sequence whose prompt is prefilled decodes one token (at most
+//!    `max_num_tokens` of them);
+//! 3. the remaining token budget goes to prompts still being prefilled, oldest first, in chunks;
+//! 4. `duration = decode_step_base_ms + decode_step_per_seq_ms × decoding + prefill_tokens /
+//!    (prefill_tokens_per_s × tensor_parallel)`, or zero when nothing ran;
+//! 5. a sequence whose prefill completes emits its first token; each decoding sequence emits one;
+//!    a hand-off sequence (generation leg) emits the context's first token together with its
+//!    first decoded one. Finished sequences release their slot and KV.
+//!
+//! So at concurrency 1 an aggregated request of `P` prompt tokens (`P ≤ max_num_tokens`) sees
+//! `TTFT = base + P / (rate × tp)` and `TPOT = base + per_seq`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Timing parameters. See the module docs for defaults and meaning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Prefill tokens per second per GPU (0 = free).
+    pub prefill_tokens_per_s: f64,
+    /// Tensor parallel size.
+    pub tensor_parallel: u32,
+    /// Fixed cost of a step, ms.
+    pub decode_step_base_ms: f64,
+    /// Cost per decoding sequence, ms.
+    pub decode_step_per_seq_ms: f64,
+    /// KV hand-off bandwidth, GB/s (0 = free).
+    pub kv_transfer_gb_per_s: f64,
+    /// KV bytes per token.
+    pub kv_bytes_per_token: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            prefill_tokens_per_s: 20_000.0,
+            tensor_parallel: 1,
+            decode_step_base_ms: 8.0,
+            decode_step_per_seq_ms: 0.05,
+            kv_transfer_gb_per_s: 25.0,
+            kv_bytes_per_token: 131_072.0,
+        }
+    }
+}
+
+impl CostModel {
+    /// Every cost zero: the engine runs as fast as the machine allows.
+    pub fn zero() -> CostModel {
+        CostModel {
+            prefill_tokens_per_s: 0.0,
+            tensor_parallel: 1,
+            decode_step_base_ms: 0.0,
+            decode_step_per_seq_ms: 0.0,
+            kv_transfer_gb_per_s: 0.0,
+            kv_bytes_per_token: 0.0,
+        }
+    }
+
+    /// Duration of a step that decodes `decoding` sequences and prefills `prefill_tokens`.
+    pub fn step_time(&self, decoding: u32, prefill_tokens: u32) -> Duration {
+        if decoding == 0 && prefill_tokens == 0 {
+            return Duration::ZERO;
+        }
+        let mut ms = self.decode_step_base_ms + self.decode_step_per_seq_ms * f64::from(decoding);
+        if self.prefill_tokens_per_s > 0.0 {
+            let rate = self.prefill_tokens_per_s * f64::from(self.tensor_parallel.max(1));
+            ms += 1000.0 * f64::from(prefill_tokens) / rate;
+        }
+        Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    }
+
+    /// Time to move the KV cache of `prompt_tokens` from a context server.
+    pub fn transfer_time(&self, prompt_tokens: u32) -> Duration {
+        if self.kv_transfer_gb_per_s <= 0.0 || self.kv_bytes_per_token <= 0.0 {
+            return Duration::ZERO;
+        }
+        let bytes = f64::from(prompt_tokens) * self.kv_bytes_per_token;
+        Duration::from_secs_f64(bytes / (self.kv_transfer_gb_per_s * 1e9))
+    }
+}
+
+/// Capacity limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sequences admitted at once.
+    pub max_batch_size: u32,
+    /// Tokens per step.
+    pub max_num_tokens: u32,
+    /// KV-cache capacity in tokens.
+    pub kv_capacity_tokens: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_size: 512,
+            max_num_tokens: 2048,
+            kv_capacity_tokens: 1 << 20,
+        }
+    }
+}
+
+/// A sequence to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqSpec {
+    /// Caller's id.
+    pub id: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Tokens to emit in all (≥ 1).
+    pub output_tokens: u32,
+    /// True when the KV cache arrives from a context server: no prefill, and the context's
+    /// first token is emitted with the first decoded one.
+    pub handoff: bool,
+}
+
+impl SeqSpec {
+    fn kv_tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.output_tokens)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Seq {
+    spec: SeqSpec,
+    prefilled: u32,
+    emitted: u32,
+}
+
+/// Tokens a sequence emitted in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emission {
+    /// The sequence.
+    pub id: u64,
+    /// How many new tokens.
+    pub tokens: u32,
+    /// Whether it has emitted all its tokens.
+    pub finished: bool,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// How long it takes.
+    pub duration: Duration,
+    /// Sequences that decoded.
+    pub decoding: u32,
+    /// Prompt tokens prefilled.
+    pub prefill_tokens: u32,
+    /// Tokens emitted, per sequence, in admission order.
+    pub emissions: Vec<Emission>,
+}
+
+/// Why a sequence was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// Its KV reservation exceeds the whole cache.
+    #[error("the request needs {need} KV-cache tokens but the cache holds {capacity}")]
+    TooLarge {
+        /// Tokens it needs.
+        need: u64,
+        /// Cache size.
+        capacity: u64,
+    },
+    /// Zero output tokens.
+    #[error("a request must produce at least one token")]
+    NoOutput,
+}
+
+/// Continuous-batching scheduler state.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    cost: CostModel,
+    limits: Limits,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    kv_used: u64,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(cost: CostModel, limits: Limits) -> Scheduler {
+        Scheduler {
+            cost,
+            limits,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            kv_used: 0,
+        }
+    }
+
+    /// The cost model.
+    pub fn cost(&self) -> &CostModel {
+        &self.cost
+    }
+
+    /// Queue a sequence.
+    pub fn submit(&mut self, spec: SeqSpec) -> Result<(), AdmitError> {
+        if spec.output_tokens == 0 {
+            return Err(AdmitError::NoOutput);
+        }
+        if spec.kv_tokens() > self.limits.kv_capacity_tokens {
+            return Err(AdmitError::TooLarge {
+                need: spec.kv_tokens(),
+                capacity: self.limits.kv_capacity_tokens,
+            });
+        }
+        let prefilled = if spec.handoff { spec.prompt_tokens } else { 0 };
+        self.waiting.push_back(Seq {
+            spec,
+            prefilled,
+            emitted: 0,
+        });
+        Ok(())
+    }
+
+    /// Drop a sequence wherever it is, releasing its slot and KV. Returns whether it existed.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(i) = self.waiting.iter().position(|s| s.spec.id == id) {
+            self.waiting.remove(i);
+            return true;
+        }
+        if let Some(i) = self.running.iter().position(|s| s.spec.id == id) {
+            let seq = self.running.remove(i);
+            self.kv_used -= seq.spec.kv_tokens();
+            return true;
+        }
+        false
+    }
+
+    /// Sequences admitted.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+    /// Sequences queued.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    /// KV tokens reserved.
+    pub fn kv_used(&self) -> u64 {
+        self.kv_used
+    }
+    /// KV capacity.
+    pub fn kv_capacity(&self) -> u64 {
+        self.limits.kv_capacity_tokens
+    }
+    /// Whether there is nothing to do.
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Run one iteration.
+    pub fn step(&mut self) -> Step {
+        // 1. Admission, FIFO.
+        while let Some(head) = self.waiting.front() {
+            let fits = self.kv_used + head.spec.kv_tokens() <= self.limits.kv_capacity_tokens;
+            if self.running.len() >= self.limits.max_batch_size as usize || !fits {
+                break;
+            }
+            if let Some(seq) = self.waiting.pop_front() {
+                self.kv_used += seq.spec.kv_tokens();
+                self.running.push(seq);
+            }
+        }
+        // 2. Decode budget, then 3. prefill chunks.
+        let mut budget = self.limits.max_num_tokens;
+        let mut decoding = 0u32;
+        let mut prefill_tokens = 0u32;
+        let mut emissions = Vec::new();
+        for seq in &mut self.running {
+            let prefill_done = seq.prefilled >= seq.spec.prompt_tokens;
+            if prefill_done {
+                if budget == 0 {
+                    continue;
+                }
+                budget -= 1;
+                decoding += 1;
+                // A hand-off emits the context's token with its first decoded one.
+                let new = if seq.spec.handoff && seq.emitted == 0 {
+                    2.min(seq.spec.output_tokens)
+                } else {
+                    1
+                };
+                seq.emitted += new;
+                emissions.push(Emission {
+                    id: seq.spec.id,
+                    tokens: new,
+                    finished: seq.emitted >= seq.spec.output_tokens,
+                });
+            }
+        }
+        for seq in &mut self.running {
+            let left = seq.spec.prompt_tokens - seq.prefilled;
+            if left == 0 || budget == 0 {
+                continue;
+            }
+            let chunk = left.min(budget);
+            budget -= chunk;
+            prefill_tokens += chunk;
+            seq.prefilled += chunk;
+            if seq.prefilled == seq.spec.prompt_tokens {
+                seq.emitted = 1;
+                emissions.push(Emission {
+                    id: seq.spec.id,
+                    tokens: 1,
+                    finished: seq.spec.output_tokens <= 1,
+                });
+            }
+        }
+        // 5. Release finished sequences.
+        let finished: Vec<u64> = emissions
+            .iter()
+            .filter(|e| e.finished)
+            .map(|e| e.id)
+            .collect();
+        if !finished.is_empty() {
+            let mut freed = 0;
+            self.running.retain(|s| {
+                let done = finished.contains(&s.spec.id);
+                if done {
+                    freed += s.spec.kv_tokens();
+                }
+                !done
+            });
+            self.kv_used -= freed;
+        }
+        Step {
+            duration: self.cost.step_time(decoding, prefill_tokens),
+            decoding,
+            prefill_tokens,
+            emissions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1000.0)
+    }
+
+    /// base 10 ms, 1 ms per decoding sequence, 1000 prompt tokens/s.
+    fn simple() -> CostModel {
+        CostModel {
+            prefill_tokens_per_s: 1000.0,
+            tensor_parallel: 1,
+            decode_step_base_ms: 10.0,
+            decode_step_per_seq_ms: 1.0,
+            kv_transfer_gb_per_s: 1.0,
+            kv_bytes_per_token: 1_000_000.0,
+        }
+    }
+
+    fn spec(id: u64, prompt: u32, output: u32) -> SeqSpec {
+        SeqSpec {
+            id,
+            prompt_tokens: prompt,
+            output_tokens: output,
+            handoff: false,
+        }
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_nanos(10)
+    }
+
+    #[test]
+    fn chunked_prefill_then_decode_with_exact_times() {
+        let limits = Limits {
+            max_batch_size: 8,
+            max_num_tokens: 64,
+            kv_capacity_tokens: 1000,
+        };
+        let mut s = Scheduler::new(simple(), limits);
+        s.submit(spec(1, 100, 3)).unwrap();
+        let st = s.step();
+        assert_eq!((st.prefill_tokens, st.decoding), (64, 0));
+        assert!(close(st.duration, ms(74.0)), "{:?}", st.duration);
+        assert!(st.emissions.is_empty());
+        let st = s.step();
+        assert_eq!(st.prefill_tokens, 36);
+        assert!(close(st.duration, ms(46.0)));
+        assert_eq!(
+            st.emissions,
+            [Emission {
+                id: 1,
+                tokens: 1,
+                finished: false
+            }]
+        );
+        for last in [false, true] {
+            let st = s.step();
+            assert_eq!((st.prefill_tokens, st.decoding), (0, 1));
+            assert!(close(st.duration, ms(11.0)));
+            assert_eq!(
+                st.emissions,
+                [Emission {
+                    id: 1,
+                    tokens: 1,
+                    finished: last
+                }]
+            );
+        }
+        assert!(s.is_idle());
+        assert_eq!(s.kv_used(), 0);
+        assert_eq!(s.step(), Step::default());
+    }
+
+    #[test]
+    fn decode_and_prefill_share_a_step() {
+        let mut s = Scheduler::new(
+            simple(),
+            Limits {
+                max_batch_size: 8,
+                max_num_tokens: 100,
+                kv_capacity_tokens: 1000,
+            },
+        );
+        s.submit(spec(1, 10, 5)).unwrap();
+        s.step(); // prefill of 1
+        s.submit(spec(2, 50, 5)).unwrap();
+        let st = s.step();
+        assert_eq!((st.decoding, st.prefill_tokens), (1, 50));
+        // 10 base + 1 decoding + 50 tokens at 1000/s
+        assert!(close(st.duration, ms(61.0)));
+        let ids: Vec<u64> = st.emissions.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn batch_size_limits_admission_and_the_rest_queue() {
+        let mut s = Scheduler::new(
+            simple(),
+            Limits {
+                max_batch_size: 2,
+                max_num_tokens: 1000,
+                kv_capacity_tokens: 1000,
+            },
+        );
+        for id in 1..=3 {
+            s.submit(spec(id, 10, 2)).unwrap();
+        }
+        let st = s.step();
+        assert_eq!((s.running(), s.waiting()), (2, 1));
+        assert_eq!(st.prefill_tokens, 20);
+        s.step(); // both finish
+        assert_eq!((s.running(), s.waiting()), (0, 1));
+        let st = s.step();
+        assert_eq!(st.prefill_tokens, 10);
+    }
+
+    #[test]
+    fn full_kv_cache_queues_until_space_is_released() {
+        let mut s = Scheduler::new(
+            simple(),
+            Limits {
+                max_batch_size: 8,
+                max_num_tokens: 1000,
+                kv_capacity_tokens: 30,
+            },
+        );
+        s.submit(spec(1, 10, 10)).unwrap(); // reserves 20
+        s.submit(spec(2, 5, 10)).unwrap(); // needs 15: waits
+        s.submit(spec(3, 1, 1)).unwrap(); // would fit, but FIFO keeps it behind 2
+        s.step();
+        assert_eq!((s.running(), s.waiting(), s.kv_used()), (1, 2, 20));
+        while s.running() > 0 {
+            s.step();
+        }
+        assert_eq!(
+            (s.waiting(), s.kv_used()),
+            (2, 0),
+            "1 finished and released its 20"
+        );
+        let st = s.step();
+        assert_eq!(st.prefill_tokens, 6, "2 and 3 admitted together");
+        assert_eq!(s.kv_used(), 15, "3 finished in that step, 2 still holds 15");
+        assert_eq!(
+            s.submit(spec(9, 30, 1)),
+            Err(AdmitError::TooLarge {
+                need: 31,
+                capacity: 30
+            })
+        );
+    }
+
+    #[test]
+    fn a_handoff_skips_prefill_and_emits_two_tokens_first() {
+        let mut s = Scheduler::new(simple(), Limits::default());
+        s.submit(SeqSpec {
+            id: 7,
+            prompt_tokens: 1000,
+            output_tokens: 3,
+            handoff: true,
+        })
+        .unwrap();
+        let st = s.step();
+        assert_eq!((st.prefill_tokens, st.decoding), (0, 1));
+        assert!(close(st.duration, ms(11.0)));
+        assert_eq!(
+            st.emissions,
+            [Emission {
+                id: 7,
+                tokens: 2,
+                finished: false
+            }]
+        );
+        assert_eq!(
+            s.step().emissions,
+            [Emission {
+                id: 7,
+                tokens: 1,
+                finished: true
+            }]
+        );
+        assert_eq!(simple().transfer_time(1000), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_context_leg_finishes_with_its_first_token() {
+        let mut s = Scheduler::new(simple(), Limits::default());
+        s.submit(spec(1, 200, 1)).unwrap();
+        let st = s.step();
+        assert!(close(st.duration, ms(210.0)));
+        assert_eq!(
+            st.emissions,
+            [Emission {
+                id: 1,
+                tokens: 1,
+                finished: true
+            }]
+        );
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn cancel_frees_slot_and_kv_at_once() {
+        let mut s = Scheduler::new(simple(), Limits::default());
+        s.submit(spec(1, 10, 100)).unwrap();
+        s.submit(spec(2, 10, 100)).unwrap();
+        s.step();
+        assert_eq!(s.kv_used(), 220);
+        assert!(s.cancel(1));
+        assert_eq!((s.running(), s.kv_used()), (1, 110));
+        assert!(!s.cancel(1));
+    }
+
+    #[test]
+    fn tensor_parallel_scales_prefill_and_zero_cost_is_free() {
+        let mut c = simple();
+        c.tensor_parallel = 4;
+        assert!(close(c.step_time(0, 400), ms(110.0)));
+        assert_eq!(CostModel::zero().step_time(100, 10_000), Duration::ZERO);
+        assert_eq!(CostModel::zero().transfer_time(10_000), Duration::ZERO);
+    }
+}
