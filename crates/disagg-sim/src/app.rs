@@ -214,11 +214,15 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Count a refused request (for `/metrics`) and pass the error on.
+fn refused(st: &AppState, e: ApiError) -> ApiError {
+    st.counters.client_errors.fetch_add(1, Ordering::Relaxed);
+    e
+}
+
 fn parse<T: serde::de::DeserializeOwned>(st: &AppState, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        st.counters.client_errors.fetch_add(1, Ordering::Relaxed);
-        ApiError::bad(format!("invalid request body: {e}"))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| refused(st, ApiError::bad(format!("invalid request body: {e}"))))
 }
 
 /// Which part of the work this request is.
@@ -249,8 +253,11 @@ async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Res
         Prompt::TextBatch(mut v) if v.len() == 1 => text::tokenize(&v.remove(0)),
         Prompt::TokenBatch(mut v) if v.len() == 1 => v.remove(0),
         _ => {
-            return Err(ApiError::bad(
-                "only a single prompt (a string or a list of token ids) is supported",
+            return Err(refused(
+                &st,
+                ApiError::bad(
+                    "only a single prompt (a string or a list of token ids) is supported",
+                ),
             ));
         }
     };
@@ -268,7 +275,7 @@ async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Res
 async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&st, &body)?;
     if req.messages.is_empty() && req.prompt_token_ids.is_none() {
-        return Err(ApiError::bad("messages must not be empty"));
+        return Err(refused(&st, ApiError::bad("messages must not be empty")));
     }
     let prompt = match req.prompt_token_ids {
         Some(ids) => ids,
@@ -409,10 +416,7 @@ async fn generate(
     max_completion_tokens: Option<i64>,
 ) -> Result<Response, ApiError> {
     let cfg = &st.cfg;
-    let fail = |e: ApiError| {
-        st.counters.client_errors.fetch_add(1, Ordering::Relaxed);
-        e
-    };
+    let fail = |e: ApiError| refused(st, e);
     if model != cfg.model {
         return Err(fail(ApiError {
             status: StatusCode::NOT_FOUND,
