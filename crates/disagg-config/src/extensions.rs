@@ -52,7 +52,7 @@ pub const SIM_PARAMS: &[&str] = &[
     "kv_capacity_tokens",
     "kv_transfer_gb_per_s",
     "kv_bytes_per_token",
-    "first_token_overhead_ms",
+    "eos_probability",
     "seed",
 ];
 

@@ -56,8 +56,17 @@ const FAKE_SRUN: &str = r#"#!/bin/bash
 f="$REC/$$"
 printf '%s\0' "$@" > "$f.args"
 env -0 > "$f.env"
-# The benchmark ends the job; every other step runs until it is told to stop.
-for a in "$@"; do [[ "$a" == BENCHMARK ]] && exit 0; done
+# The benchmark ends the job once the three other steps have started (as the real one waits
+# for the workers); every other step runs until it is told to stop.
+for a in "$@"; do
+  if [[ "$a" == BENCHMARK ]]; then
+    for _ in $(seq 100); do
+      (( $(ls "$REC" | grep -c '\.args$') >= 4 )) && exit 0
+      sleep 0.05
+    done
+    exit 0
+  fi
+done
 exec sleep 30
 "#;
 

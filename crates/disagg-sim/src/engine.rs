@@ -82,6 +82,17 @@ impl Sequence {
     }
 }
 
+impl Sequence {
+    /// A delivery that has already arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        let d = self.rx.try_recv().ok()?;
+        if d.finished {
+            self.done = true;
+        }
+        Some(d)
+    }
+}
+
 impl Drop for Sequence {
     fn drop(&mut self) {
         if !self.done {

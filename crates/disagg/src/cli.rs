@@ -72,9 +72,9 @@ pub struct SimArgs {
     /// Hand-off protocol
     #[arg(long, value_enum, default_value = "trtllm")]
     pub protocol: SimProtocol,
-    /// Model name served
-    #[arg(long, default_value = "sim")]
-    pub model: String,
+    /// Model name served [default: metadata.model_name of --config, else "sim"]
+    #[arg(long)]
+    pub model: Option<String>,
     /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -120,9 +120,9 @@ pub struct SimArgs {
     /// Seed of the generated tokens
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Chance that a generated token ends the output (0 = always run to max_tokens)
-    #[arg(long, default_value_t = 0.0)]
-    pub eos_probability: f64,
+    /// Chance that a generated token ends the output (0 = always run to max_tokens) [default: 0]
+    #[arg(long)]
+    pub eos_probability: Option<f64>,
     /// Key of the hand-off digest; every server of one test must share it
     #[arg(long, env = "DISAGG_SIM_HANDOFF_KEY", hide_env_values = true)]
     pub handoff_key: Option<String>,

@@ -22,7 +22,7 @@ pub fn settings(args: &SimArgs) -> anyhow::Result<(SimConfig, Limits)> {
     };
     let mut limits = Limits::default();
     let mut cfg = SimConfig {
-        model: args.model.clone(),
+        model: args.model.clone().unwrap_or_else(|| "sim".to_string()),
         role: match args.role {
             SimRole::Context => Role::Context,
             SimRole::Generation => Role::Generation,
@@ -33,7 +33,7 @@ pub fn settings(args: &SimArgs) -> anyhow::Result<(SimConfig, Limits)> {
             SimProtocol::Vllm => Protocol::Vllm,
             SimProtocol::Sglang => Protocol::Sglang,
         },
-        eos_probability: args.eos_probability,
+        eos_probability: args.eos_probability.unwrap_or(0.0),
         accept_synthetic_handoff: args.accept_synthetic_handoff,
         ..SimConfig::default()
     };
@@ -51,6 +51,9 @@ pub fn settings(args: &SimArgs) -> anyhow::Result<(SimConfig, Limits)> {
             cfg.max_seq_len = l;
         }
         cfg.stream_interval = w.stream_interval();
+        if let (None, Some(name)) = (&args.model, &config.metadata().model_name) {
+            cfg.model = name.clone();
+        }
         apply_sim_section(&config, &mut cost, &mut limits, &mut cfg);
     }
     let set = |v: Option<f64>, slot: &mut f64| {
@@ -80,10 +83,13 @@ pub fn settings(args: &SimArgs) -> anyhow::Result<(SimConfig, Limits)> {
             .into());
         }
     }
-    if !(0.0..1.0).contains(&args.eos_probability) {
+    if let Some(p) = args.eos_probability {
+        cfg.eos_probability = p;
+    }
+    if !(0.0..1.0).contains(&cfg.eos_probability) {
         return Err(crate::InvalidInput(format!(
-            "--eos-probability must be in [0, 1), got {}",
-            args.eos_probability
+            "the EOS probability must be in [0, 1), got {}",
+            cfg.eos_probability
         ))
         .into());
     }
@@ -133,6 +139,7 @@ fn apply_sim_section(
             "kv_bytes_per_token" => cost.kv_bytes_per_token = *v,
             "kv_capacity_tokens" => limits.kv_capacity_tokens = *v as u64,
             "seed" => cfg.seed = *v as u64,
+            "eos_probability" => cfg.eos_probability = *v,
             _ => {}
         }
     }

@@ -1,0 +1,102 @@
+//! `disagg sim` as a user runs it: settings from a test config, port 0, the reported address,
+//! a real request, and a clean stop on SIGTERM.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child if the test fails half-way, so no process outlives the test.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "sim",
+            "--port",
+            "0",
+            "--config",
+            "examples/local-sim.yaml",
+            "--worker",
+            "gen",
+            "--zero-cost",
+        ])
+        .arg("--report-addr")
+        .arg(&addr_file)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("disagg sim: listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    // worker_config.gen of the example: max_batch_size 64, max_num_tokens 256, stream_interval 1.
+    assert!(
+        line.contains("max_batch_size 64, max_num_tokens 256, stream_interval 1"),
+        "{line}"
+    );
+    let addr = std::fs::read_to_string(&addr_file).unwrap();
+    assert!(
+        line.contains(&addr),
+        "printed and reported addresses agree: {line} vs {addr}"
+    );
+    assert_ne!(addr.rsplit(':').next(), Some("0"));
+
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let body = r#"{"model":"sim-llama-8b","prompt":"a b c","max_tokens":3,"stream":true}"#;
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("data: [DONE]"), "{resp}");
+
+    let start = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sim did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
