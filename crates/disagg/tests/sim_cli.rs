@@ -1,11 +1,6 @@
 //! `disagg sim` as a user runs it: settings from a test config, port 0, the reported address,
 //! a real request, and a clean stop on SIGTERM.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "a test fails loudly on any unexpected error"
-)]
-
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
