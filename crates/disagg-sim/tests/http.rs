@@ -226,7 +226,25 @@ async fn trtllm_handoff_round_trip_matches_an_aggregated_run() {
     assert_eq!(
         metric(&m.body, "disagg_sim_prefill_tokens_total"),
         Some(0.0)
-    );
+    ); // Both legs show up in /perf_metrics, joined by the context's request id; reading drains.
+    let ctx_perf = Http::new()
+        .get(&format!("{}/perf_metrics", ctx.url()))
+        .await
+        .json();
+    let gen_perf = Http::new()
+        .get(&format!("{}/perf_metrics", gen_.url()))
+        .await
+        .json();
+    assert_eq!(ctx_perf[0]["leg"], "context");
+    assert_eq!(gen_perf[0]["leg"], "generation");
+    assert_eq!(gen_perf[0]["ctx_request_id"], ctx_perf[0]["ctx_request_id"]);
+    assert_eq!(gen_perf[0]["output_tokens"], 6);
+    assert!(gen_perf[0]["last_token_time"].as_f64() >= gen_perf[0]["first_token_time"].as_f64());
+    let again = Http::new()
+        .get(&format!("{}/perf_metrics", gen_.url()))
+        .await
+        .json();
+    assert_eq!(again, json!([]));
 }
 
 #[tokio::test]
