@@ -152,7 +152,7 @@ struct Room {
 const PERF_KEEP: usize = 10_000;
 const ROOMS_KEEP: usize = 100_000;
 
-/// The app: every route, on a shared state. Serve it with [`crate::serve`] or drive it in-process.
+/// The app: every route, on a shared state. Serve it with [`crate::Sim`] or drive it in-process.
 pub fn app(cfg: SimConfig, engine: Engine) -> Router {
     let state = Arc::new(AppState {
         cfg,

@@ -5,7 +5,7 @@
 //!
 //! - [`scheduler`]: the pure continuous-batching step and the cost model (its table is there);
 //! - [`engine`]: the async shell that sleeps for each step and delivers tokens;
-//! - [`app`]: the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
+//! - [`app`](mod@app): the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`, `/server_info`, `/metrics`, `/perf_metrics`, ...) and the three hand-offs;
 //! - [`handoff`]: the unforgeable TensorRT-LLM `encoded_opaque_state`;
 //! - [`text`]: deterministic token ids and text.
