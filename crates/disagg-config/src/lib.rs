@@ -22,6 +22,7 @@
 //! ```
 
 mod cluster;
+mod coordinator;
 mod diag;
 mod envvars;
 mod extensions;
@@ -35,6 +36,7 @@ pub mod yaml;
 use std::path::PathBuf;
 
 pub use cluster::{Cluster, ClusterFile, Container, ContainerRuntime};
+pub use coordinator::{CoordinatorConfig, RouterPolicy, ServerPool};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
 pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};

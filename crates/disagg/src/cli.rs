@@ -31,6 +31,39 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the simulated engine: an OpenAI-compatible context/generation worker without a GPU
     Sim(SimArgs),
+    /// Run the disaggregated router (TensorRT-LLM coordinator protocol) from a server_config.yaml
+    Router(RouterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// The upstream coordinator config (server_config.yaml)
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Bind this host instead of the config's `hostname`
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Bind this port instead of the config's `port` (0 = any free port)
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Write the bound host:port to this file (atomically) once listening
+    #[arg(long, value_name = "FILE")]
+    pub report_addr: Option<PathBuf>,
+    /// Deadline of one request, seconds (upstream -r)
+    #[arg(long, short = 'r', default_value_t = 180.0)]
+    pub request_timeout: f64,
+    /// How long every worker may take to become healthy, seconds (upstream -t)
+    #[arg(long, short = 't', default_value_t = 180.0)]
+    pub server_start_timeout: f64,
+    /// Seconds between health checks of a worker
+    #[arg(long, default_value_t = 1.0)]
+    pub health_check_interval: f64,
+    /// Upstream gen-only benchmark mode: skip the context leg
+    #[arg(long, env = "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub gen_only: bool,
+    /// Worker threads [default: the number of cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Which disaggregation hand-off the simulator speaks.

@@ -17,6 +17,7 @@ use clap::Parser as _;
 mod cli;
 mod job;
 mod plan_cmd;
+mod router_cmd;
 mod sim_cmd;
 mod validate;
 
@@ -89,5 +90,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Validate(args) => validate::run(&args),
         cli::Command::Plan(args) => plan_cmd::run(&cli.global, &args),
         cli::Command::Sim(args) => sim_cmd::run(&args),
+        cli::Command::Router(args) => router_cmd::run(&args),
     }
 }

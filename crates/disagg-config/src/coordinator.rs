@@ -1,0 +1,393 @@
+//! The upstream coordinator config (`server_config.yaml`, read by `trtllm-serve disaggregated
+//! -c` and by `disagg router --config`).
+//!
+//! ```yaml
+//! hostname: localhost
+//! port: 8000                 # 0 = any free port
+//! max_retries: 1
+//! context_servers:
+//!   num_instances: 1
+//!   urls: ["localhost:8001"]
+//!   router: {type: round_robin}
+//! generation_servers:
+//!   num_instances: 1
+//!   urls: ["localhost:8002"]
+//!   router: {type: load_balancing, use_tokens: false}
+//! ```
+//!
+//! Keys upstream accepts but `disagg router` does not act on are kept as warnings, never errors;
+//! engine options inside a server section (`tensor_parallel_size`, ...) are ignored, as upstream
+//! only copies them into its router arguments.
+
+use std::path::{Path, PathBuf};
+
+use crate::ConfigError;
+use crate::diag::{Diagnostics, Sink};
+use crate::reader::{self, MapRef, Need};
+use crate::yaml::{self, Value};
+
+/// How a pool picks a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterPolicy {
+    /// In turn.
+    RoundRobin,
+    /// Fewest requests in flight (or prompt tokens with `use_tokens`), ties in turn.
+    LoadBalancing {
+        /// Balance prompt tokens instead of requests.
+        use_tokens: bool,
+    },
+    /// Prefix affinity with a load cap.
+    KvCacheAware,
+}
+
+/// One pool of workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPool {
+    /// `host:port` of each worker (no scheme).
+    pub urls: Vec<String>,
+    /// Policy.
+    pub policy: RouterPolicy,
+}
+
+/// A validated coordinator config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoordinatorConfig {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Bind host.
+    pub hostname: String,
+    /// Bind port (0 = any).
+    pub port: u16,
+    /// Retries per leg (upstream default 1).
+    pub max_retries: u32,
+    /// Context pool (empty in generation-only runs).
+    pub context: ServerPool,
+    /// Generation pool.
+    pub generation: ServerPool,
+    /// Warnings: keys read but not acted on.
+    pub warnings: Diagnostics,
+}
+
+const KNOWN: &[&str] = &[
+    "hostname",
+    "port",
+    "max_retries",
+    "context_servers",
+    "generation_servers",
+    "backend",
+    "model",
+    "perf_metrics_max_requests",
+    "return_perf_metrics",
+    "perf_metrics_output_dir",
+    "schedule_style",
+    "node_id",
+    "num_workers",
+    "disagg_coordinator_url",
+    "allow_request_chat_template",
+    "gen_strip_message_history",
+    "gen_tokids_ctxbytes",
+    "conditional_disagg_config",
+    "otlp_config",
+    "disagg_cluster",
+    "internal_request_auth_key",
+];
+
+/// Keys we read; the rest of [`KNOWN`] are accepted with a warning.
+const ACTED_ON: &[&str] = &[
+    "hostname",
+    "port",
+    "max_retries",
+    "context_servers",
+    "generation_servers",
+    "backend",
+    "model",
+    "perf_metrics_max_requests",
+    "schedule_style",
+];
+
+impl CoordinatorConfig {
+    /// Read and validate a coordinator config file.
+    pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        CoordinatorConfig::parse(path, &text)
+    }
+
+    /// Validate coordinator-config text.
+    pub fn parse(path: &Path, text: &str) -> Result<CoordinatorConfig, ConfigError> {
+        let mut sink = Sink::new(path);
+        let root = match yaml::load(text) {
+            Ok(r) => r,
+            Err(e) => {
+                sink.error(
+                    Some(e.pos),
+                    "",
+                    None,
+                    format!("the file is not valid YAML: {}", e.message),
+                    "fix the YAML syntax at this position",
+                );
+                return Err(ConfigError::Invalid(sink.finish()));
+            }
+        };
+        let top = MapRef {
+            node: &root,
+            path: "",
+        };
+        reader::check_keys(&mut sink, top, KNOWN, false);
+        for (key, node) in root.as_map().unwrap_or_default() {
+            if KNOWN.contains(&key.text.as_str()) && !ACTED_ON.contains(&key.text.as_str()) {
+                sink.warning(
+                    Some(key.pos),
+                    &key.text,
+                    Some(node.display()),
+                    "accepted but not used by disagg router",
+                    "remove it, or use trtllm-serve disaggregated if you need it",
+                );
+            }
+        }
+        if let Some(style) = reader::string(&mut sink, top, "schedule_style", Need::Optional, "") {
+            if style != "context_first" {
+                sink.error(
+                    root.get("schedule_style").map(|n| n.pos),
+                    "schedule_style",
+                    Some(style),
+                    "disagg router schedules context first",
+                    "remove schedule_style or set it to context_first",
+                );
+            }
+        }
+        let hostname = reader::string(
+            &mut sink,
+            top,
+            "hostname",
+            Need::Optional,
+            "a host name or IP to bind",
+        )
+        .unwrap_or_else(|| "localhost".to_string());
+        let port = reader::int(
+            &mut sink,
+            top,
+            "port",
+            Need::Optional,
+            0,
+            65_535,
+            "a TCP port; 0 picks a free one",
+        )
+        .unwrap_or(8000) as u16;
+        let max_retries = reader::int(
+            &mut sink,
+            top,
+            "max_retries",
+            Need::Optional,
+            0,
+            100,
+            "retries per leg before any byte reached the client",
+        )
+        .unwrap_or(1) as u32;
+        let context = read_pool(&mut sink, top, "context_servers", false);
+        let generation = read_pool(&mut sink, top, "generation_servers", true);
+        let diagnostics = sink.finish();
+        if diagnostics.has_errors() {
+            return Err(ConfigError::Invalid(diagnostics));
+        }
+        Ok(CoordinatorConfig {
+            path: path.to_path_buf(),
+            hostname,
+            port,
+            max_retries,
+            context,
+            generation,
+            warnings: diagnostics,
+        })
+    }
+}
+
+fn read_pool(sink: &mut Sink, top: MapRef<'_>, key: &str, required: bool) -> ServerPool {
+    let empty = ServerPool {
+        urls: Vec::new(),
+        policy: RouterPolicy::RoundRobin,
+    };
+    let Some(pool) = reader::section(sink, top, key, key) else {
+        if required {
+            sink.error(
+                Some(top.pos()),
+                key,
+                None,
+                format!("required section `{key}` is missing"),
+                format!("add `{key}: {{num_instances: 1, urls: [\"host:port\"]}}`"),
+            );
+        }
+        return empty;
+    };
+    // Engine options may sit in a server section upstream; they do not concern the router.
+    let urls_path = format!("{key}.urls");
+    let urls: Vec<String> = match pool.get("urls").map(|n| (&n.value, n)) {
+        None => Vec::new(),
+        Some((Value::Seq(items), _)) => items
+            .iter()
+            .filter_map(|n| match &n.value {
+                Value::Scalar { text, .. } => {
+                    let url = text
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/')
+                        .to_string();
+                    if url
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    {
+                        Some(url)
+                    } else {
+                        sink.error(
+                            Some(n.pos),
+                            &urls_path,
+                            Some(text.clone()),
+                            "not a host:port address",
+                            "write each worker as \"host:port\", e.g. \"localhost:8001\"",
+                        );
+                        None
+                    }
+                }
+                _ => {
+                    sink.error(
+                        Some(n.pos),
+                        &urls_path,
+                        Some(n.display()),
+                        "expected a string",
+                        "write \"host:port\"",
+                    );
+                    None
+                }
+            })
+            .collect(),
+        Some((_, n)) => {
+            sink.error(
+                Some(n.pos),
+                &urls_path,
+                Some(n.display()),
+                "expected a list",
+                "write urls: [\"host:port\", ...]",
+            );
+            Vec::new()
+        }
+    };
+    let num = reader::int(
+        sink,
+        pool,
+        "num_instances",
+        Need::Optional,
+        0,
+        4096,
+        "how many workers the pool has",
+    );
+    if let Some(n) = num {
+        if pool.get("urls").is_some() && n as usize != urls.len() {
+            sink.error(
+                pool.get("num_instances").map(|n| n.pos),
+                &format!("{key}.num_instances"),
+                Some(n.to_string()),
+                format!("num_instances is {n} but {} urls are listed", urls.len()),
+                "make num_instances equal the number of urls",
+            );
+        }
+    }
+    if required && urls.is_empty() {
+        sink.error(
+            Some(pool.pos()),
+            &urls_path,
+            None,
+            "no workers listed",
+            "list the workers as urls: [\"host:port\", ...]",
+        );
+    }
+    let router_path = format!("{key}.router");
+    let policy = match reader::section(sink, pool, "router", &router_path) {
+        None => RouterPolicy::RoundRobin,
+        Some(r) => {
+            let kind = reader::choice(
+                sink,
+                r,
+                "type",
+                &["round_robin", "load_balancing", "kv_cache_aware"],
+                "the pool's routing policy",
+            );
+            let use_tokens = reader::bool(sink, r, "use_tokens", Need::Optional, "true or false")
+                .unwrap_or(false);
+            match kind {
+                Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens },
+                Some("kv_cache_aware") => RouterPolicy::KvCacheAware,
+                _ => RouterPolicy::RoundRobin,
+            }
+        }
+    };
+    ServerPool { urls, policy }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ci_generated_config_parses() {
+        let text = "backend: pytorch\ncontext_servers:\n  num_instances: 2\n  urls: [\"n1:8001\", \"n2:8001\"]\ngeneration_servers:\n  num_instances: 1\n  urls: [\"n3:8002\"]\nhostname: n1\nport: 8333\n";
+        let c = CoordinatorConfig::parse(Path::new("server_config.yaml"), text).unwrap();
+        assert_eq!(
+            (c.hostname.as_str(), c.port, c.max_retries),
+            ("n1", 8333, 1)
+        );
+        assert_eq!(c.context.urls, ["n1:8001", "n2:8001"]);
+        assert_eq!(c.generation.policy, RouterPolicy::RoundRobin);
+        assert!(c.warnings.0.is_empty());
+    }
+
+    #[test]
+    fn the_reference_example_parses_with_warnings_for_unused_keys() {
+        let text = r#"
+hostname: localhost
+port: 8000
+max_retries: 1
+perf_metrics_max_requests: 0
+return_perf_metrics: false
+schedule_style: context_first
+node_id: 3
+context_servers:
+  num_instances: 2
+  urls: ["localhost:8001", "localhost:8002"]
+  router:
+    type: round_robin
+    use_tokens: false
+  tensor_parallel_size: 4
+generation_servers:
+  num_instances: 1
+  urls: ["localhost:8003"]
+  router: {type: load_balancing, use_tokens: true}
+conditional_disagg_config:
+  max_local_prefill_length: 0
+otlp_config: {otlp_traces_endpoint: null}
+"#;
+        let c = CoordinatorConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(
+            c.generation.policy,
+            RouterPolicy::LoadBalancing { use_tokens: true }
+        );
+        let warned: Vec<&str> = c.warnings.0.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            warned,
+            [
+                "return_perf_metrics",
+                "node_id",
+                "conditional_disagg_config",
+                "otlp_config"
+            ]
+        );
+    }
+
+    #[test]
+    fn mismatched_counts_and_bad_urls_are_errors() {
+        let text = "context_servers: {num_instances: 2, urls: [\"a:1\"]}\ngeneration_servers: {urls: [\"nope\"]}\n";
+        let err = CoordinatorConfig::parse(Path::new("c.yaml"), text).unwrap_err();
+        let d = err.diagnostics().unwrap();
+        assert_eq!(d.error_count(), 3, "{d}");
+    }
+}

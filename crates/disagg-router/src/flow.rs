@@ -1,0 +1,672 @@
+//! The routes and the context → generation flow.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::State as AxState;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use disagg_protocol::{ErrorResponse, sse_data};
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::State;
+use crate::metrics::ErrorKind;
+use crate::pool::{Lease, Pool};
+
+pub(crate) fn routes(state: Arc<State>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .route("/health", get(health))
+        .route("/cluster_info", get(cluster_info))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route("/perf_metrics", get(perf_metrics))
+        .with_state(state)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Completions,
+    Chat,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
+/// An error answered by the router itself, counted once, in one place.
+fn fail(st: &State, status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Response {
+    st.metrics.error(kind);
+    let message = message.into();
+    tracing::warn!(status = status.as_u16(), ?kind, %message, "request failed");
+    let kind_label = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    (
+        status,
+        axum::Json(ErrorResponse::new(message, kind_label, status.as_u16())),
+    )
+        .into_response()
+}
+
+/// The SSE event that ends a broken stream: valid JSON, then `[DONE]`.
+fn stream_error(message: &str, code: u16) -> Bytes {
+    let body = json!({"error": {"message": message, "type": "server_error", "code": code}});
+    let mut out = sse_data(&body.to_string());
+    out.push_str(&sse_data(disagg_protocol::DONE));
+    Bytes::from(out)
+}
+
+async fn completions(AxState(st): AxState<Arc<State>>, body: Bytes) -> Response {
+    handle(st, Endpoint::Completions, body).await
+}
+
+async fn chat(AxState(st): AxState<Arc<State>>, body: Bytes) -> Response {
+    handle(st, Endpoint::Chat, body).await
+}
+
+/// What the outcome of one leg is.
+enum Leg {
+    /// A 2xx from a worker.
+    Ok(Lease, hyper::Response<hyper::body::Incoming>),
+    /// A worker's 4xx, passed through as is.
+    Rejected(StatusCode, Bytes),
+}
+
+enum LegError {
+    NoWorker,
+    Upstream(String),
+    Timeout,
+}
+
+/// Send a leg to a worker of `pool`, retrying on another worker after a connection failure or a
+/// 5xx, never after a 4xx.
+async fn send_leg(
+    st: &State,
+    pool: &Pool,
+    path: &str,
+    body: Bytes,
+    tokens: u64,
+    deadline: Instant,
+    mut tried: Vec<usize>,
+) -> Result<Leg, LegError> {
+    let mut last = None;
+    for attempt in 0..=st.settings.max_retries {
+        let Some(lease) = pool.lease(&tried, tokens) else {
+            break;
+        };
+        if attempt > 0 {
+            st.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        tried.push(lease.index);
+        let req = match hyper::Request::post(format!("{}{path}", lease.worker.base))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+        {
+            Ok(r) => r,
+            Err(e) => return Err(LegError::Upstream(e.to_string())),
+        };
+        match tokio::time::timeout_at(deadline, st.client.request(req)).await {
+            Err(_) => return Err(LegError::Timeout),
+            Ok(Err(e)) => {
+                lease.worker.failures.fetch_add(1, Ordering::Relaxed);
+                if e.is_connect() {
+                    // Out of the rotation until its health check passes again.
+                    lease.worker.set_healthy(false);
+                }
+                last = Some(format!("{} {}: {e}", pool.role, lease.worker.addr));
+            }
+            Ok(Ok(resp)) if resp.status().is_server_error() => {
+                lease.worker.failures.fetch_add(1, Ordering::Relaxed);
+                let status = resp.status();
+                let text = read_body(resp, deadline).await.unwrap_or_default();
+                last = Some(format!(
+                    "{} {} answered {status}: {}",
+                    pool.role,
+                    lease.worker.addr,
+                    String::from_utf8_lossy(&text[..text.len().min(300)])
+                ));
+            }
+            Ok(Ok(resp)) if resp.status().is_client_error() => {
+                let status = resp.status();
+                let text = read_body(resp, deadline).await.unwrap_or_default();
+                return Ok(Leg::Rejected(status, text));
+            }
+            Ok(Ok(resp)) => return Ok(Leg::Ok(lease, resp)),
+        }
+    }
+    Err(match last {
+        None => LegError::NoWorker,
+        Some(e) => LegError::Upstream(e),
+    })
+}
+
+async fn read_body(
+    resp: hyper::Response<hyper::body::Incoming>,
+    deadline: Instant,
+) -> Option<Bytes> {
+    tokio::time::timeout_at(deadline, resp.into_body().collect())
+        .await
+        .ok()?
+        .ok()
+        .map(|c| c.to_bytes())
+}
+
+fn leg_error(st: &State, role: &str, e: LegError) -> Response {
+    match e {
+        LegError::NoWorker => fail(
+            st,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoWorker,
+            format!("no healthy {role} server"),
+        ),
+        LegError::Upstream(msg) => fail(
+            st,
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Upstream,
+            format!("the {role} leg failed after every retry: {msg}"),
+        ),
+        LegError::Timeout => fail(
+            st,
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout,
+            format!(
+                "the request did not finish within {:?} ({role} leg)",
+                st.settings.request_timeout
+            ),
+        ),
+    }
+}
+
+fn passthrough(status: StatusCode, body: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Rough prompt size for token-balanced routing.
+fn prompt_tokens(req: &Value) -> u64 {
+    match &req["prompt"] {
+        Value::Array(ids) => ids.len() as u64,
+        Value::String(s) => s.split_whitespace().count() as u64,
+        _ => 0,
+    }
+}
+
+async fn handle(st: Arc<State>, ep: Endpoint, body: Bytes) -> Response {
+    let started = Instant::now();
+    let deadline = started + st.settings.request_timeout;
+    let mut req = match serde_json::from_slice::<Value>(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return fail(
+                &st,
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "the request body must be a JSON object",
+            );
+        }
+        Err(e) => {
+            return fail(
+                &st,
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                format!("invalid request body: {e}"),
+            );
+        }
+    };
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let counter = match ep {
+        Endpoint::Completions => &st.metrics.completions,
+        Endpoint::Chat => &st.metrics.chat,
+    };
+    counter[usize::from(!stream)].fetch_add(1, Ordering::Relaxed);
+    if ep == Endpoint::Completions {
+        // Upstream accepts one string or one list of token ids; `["x"]` means "x".
+        let prompt = req["prompt"].take();
+        req["prompt"] = match prompt {
+            Value::String(_) => prompt,
+            Value::Array(items) if items.iter().all(Value::is_u64) && !items.is_empty() => {
+                Value::Array(items)
+            }
+            Value::Array(mut items) if items.len() == 1 && items[0].is_string() => items.remove(0),
+            _ => {
+                return fail(
+                    &st,
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::BadRequest,
+                    "the disaggregated server supports a single string prompt or one list of token ids",
+                );
+            }
+        };
+    } else if !req["messages"].is_array() {
+        return fail(
+            &st,
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            "messages must be a list",
+        );
+    }
+    let tokens = prompt_tokens(&req);
+
+    if st.settings.gen_only {
+        // Upstream's gen-only benchmark mode: no context leg, a synthetic hand-off.
+        req["disaggregated_params"] = json!({"request_type": "generation_only", "first_gen_tokens": [7],
+            "ctx_request_id": 1, "encoded_opaque_state": null, "draft_tokens": null});
+        req["ignore_eos"] = json!(true);
+        return generation(st, ep, req, tokens, stream, deadline, started, Vec::new()).await;
+    }
+
+    // Context leg.
+    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut ctx_req = req.clone();
+    ctx_req["stream"] = json!(false);
+    ctx_req["stream_options"] = Value::Null;
+    ctx_req["disaggregated_params"] = json!({"request_type": "context_only", "disagg_request_id": id,
+        "schedule_style": "context_first"});
+    let ctx_body = Bytes::from(ctx_req.to_string());
+    let ctx_started = Instant::now();
+    let (ctx_lease, resp) = match send_leg(
+        &st,
+        &st.context,
+        ep.path(),
+        ctx_body,
+        tokens,
+        deadline,
+        Vec::new(),
+    )
+    .await
+    {
+        Ok(Leg::Ok(lease, resp)) => (lease, resp),
+        Ok(Leg::Rejected(status, body)) => {
+            st.metrics.error(ErrorKind::WorkerRejected);
+            return passthrough(status, body);
+        }
+        Err(e) => return leg_error(&st, "context", e),
+    };
+    let ctx_addr = ctx_lease.worker.addr.clone();
+    let Some(ctx_bytes) = read_body(resp, deadline).await else {
+        return fail(
+            &st,
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Upstream,
+            format!("context {ctx_addr}: the response body did not arrive"),
+        );
+    };
+    drop(ctx_lease);
+    st.metrics.context_time.observe(ctx_started.elapsed());
+    let ctx: Value = match serde_json::from_slice(&ctx_bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                &st,
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::InvalidContext,
+                format!("context {ctx_addr} answered invalid JSON: {e}"),
+            );
+        }
+    };
+    let choices = ctx["choices"].as_array().map_or(0, Vec::len);
+    if choices != 1 {
+        return fail(
+            &st,
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::InvalidContext,
+            format!("context server {ctx_addr} returned {choices} choices, expecting 1"),
+        );
+    }
+    let params = &ctx["choices"][0]["disaggregated_params"];
+    if params["ctx_request_id"].is_null() {
+        return fail(
+            &st,
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::InvalidContext,
+            format!("context server {ctx_addr} returned no disaggregated_params.ctx_request_id"),
+        );
+    }
+    let finish = ctx["choices"][0]["finish_reason"]
+        .as_str()
+        .unwrap_or("length");
+    if finish != "length" && finish != "not_finished" {
+        st.metrics
+            .finished_at_context
+            .fetch_add(1, Ordering::Relaxed);
+        st.metrics.request_time.observe(started.elapsed());
+        return finished_at_context(
+            ep,
+            ctx,
+            stream,
+            req["stream_options"]["include_usage"] == json!(true),
+        );
+    }
+
+    // Generation leg: the client's body, the context's prompt ids and hand-off.
+    let mut params = params.clone();
+    params["request_type"] = json!("generation_only");
+    params["schedule_style"] = json!("context_first");
+    if !ctx["usage"].is_null() {
+        params["ctx_usage"] = ctx["usage"].clone();
+    }
+    if !ctx["prompt_token_ids"].is_null() {
+        match ep {
+            Endpoint::Completions => req["prompt"] = ctx["prompt_token_ids"].clone(),
+            Endpoint::Chat => req["prompt_token_ids"] = ctx["prompt_token_ids"].clone(),
+        }
+    }
+    req["disaggregated_params"] = params;
+    // A server in both pools does not take both legs of one request.
+    let exclude: Vec<usize> = st
+        .generation
+        .workers
+        .iter()
+        .position(|w| w.addr == ctx_addr && st.generation.workers.len() > 1)
+        .into_iter()
+        .collect();
+    generation(st, ep, req, tokens, stream, deadline, started, exclude).await
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+async fn generation(
+    st: Arc<State>,
+    ep: Endpoint,
+    req: Value,
+    tokens: u64,
+    stream: bool,
+    deadline: Instant,
+    started: Instant,
+    exclude: Vec<usize>,
+) -> Response {
+    let body = Bytes::from(req.to_string());
+    let sent = Instant::now();
+    let (lease, resp) = match send_leg(
+        &st,
+        &st.generation,
+        ep.path(),
+        body,
+        tokens,
+        deadline,
+        exclude,
+    )
+    .await
+    {
+        Ok(Leg::Ok(lease, resp)) => (lease, resp),
+        Ok(Leg::Rejected(status, body)) => {
+            st.metrics.error(ErrorKind::WorkerRejected);
+            return passthrough(status, body);
+        }
+        Err(e) => return leg_error(&st, "generation", e),
+    };
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    if !stream {
+        let addr = lease.worker.addr.clone();
+        let Some(bytes) = read_body(resp, deadline).await else {
+            return fail(
+                &st,
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Upstream,
+                format!("generation {addr}: the response did not complete"),
+            );
+        };
+        st.metrics.generation_ttft.observe(sent.elapsed());
+        st.metrics.request_time.observe(started.elapsed());
+        drop(lease);
+        return (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response();
+    }
+    relay(
+        st,
+        lease,
+        resp,
+        status,
+        content_type,
+        deadline,
+        started,
+        sent,
+    )
+}
+
+/// Stream the generation server's bytes to the client unchanged; end a broken stream with an
+/// error event and `[DONE]`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+fn relay(
+    st: Arc<State>,
+    lease: Lease,
+    resp: hyper::Response<hyper::body::Incoming>,
+    status: StatusCode,
+    content_type: HeaderValue,
+    deadline: Instant,
+    started: Instant,
+    sent: Instant,
+) -> Response {
+    struct Relay {
+        st: Arc<State>,
+        body: hyper::body::Incoming,
+        lease: Lease,
+        first: bool,
+        done: bool,
+    }
+    let state = Relay {
+        st,
+        body: resp.into_body(),
+        lease,
+        first: true,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut r| async move {
+        loop {
+            if r.done {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, r.body.frame()).await {
+                Err(_) => {
+                    r.done = true;
+                    r.st.metrics.error(ErrorKind::Timeout);
+                    let msg = format!(
+                        "the request did not finish within {:?}; the stream was cut",
+                        r.st.settings.request_timeout
+                    );
+                    return Some((Ok::<_, Infallible>(stream_error(&msg, 504)), r));
+                }
+                Ok(None) => {
+                    r.st.metrics.request_time.observe(started.elapsed());
+                    return None;
+                }
+                Ok(Some(Err(e))) => {
+                    r.done = true;
+                    r.st.metrics.error(ErrorKind::StreamAborted);
+                    r.lease.worker.failures.fetch_add(1, Ordering::Relaxed);
+                    let msg = format!(
+                        "the generation server {} failed mid-stream: {e}",
+                        r.lease.worker.addr
+                    );
+                    tracing::warn!(%msg);
+                    return Some((Ok(stream_error(&msg, 502)), r));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if r.first {
+                            r.first = false;
+                            r.st.metrics.generation_ttft.observe(sent.elapsed());
+                        }
+                        return Some((Ok(data), r));
+                    }
+                }
+            }
+        }
+    });
+    let mut out = Response::new(Body::from_stream(stream));
+    *out.status_mut() = status;
+    out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    out.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    out
+}
+
+/// Answer from the context leg alone (the model ended at its first token).
+fn finished_at_context(
+    ep: Endpoint,
+    mut ctx: Value,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    if let Some(choice) = ctx["choices"].get_mut(0).and_then(Value::as_object_mut) {
+        choice.remove("disaggregated_params");
+    }
+    if let Some(obj) = ctx.as_object_mut() {
+        obj.remove("prompt_token_ids");
+    }
+    if !stream {
+        return axum::Json(ctx).into_response();
+    }
+    // The client asked for a stream: give it one, with the token (upstream sends only [DONE]).
+    let choice = &ctx["choices"][0];
+    let (object, delta) = match ep {
+        Endpoint::Completions => (
+            "text_completion",
+            json!({"index": 0, "text": choice["text"], "logprobs": null, "finish_reason": choice["finish_reason"]}),
+        ),
+        Endpoint::Chat => (
+            "chat.completion.chunk",
+            json!({"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
+                   "finish_reason": choice["finish_reason"]}),
+        ),
+    };
+    let head = json!({"id": ctx["id"], "object": object, "created": ctx["created"], "model": ctx["model"]});
+    let mut chunk = head.clone();
+    chunk["choices"] = json!([delta]);
+    let mut out = sse_data(&chunk.to_string());
+    if include_usage && !ctx["usage"].is_null() {
+        let mut usage = head;
+        usage["choices"] = json!([]);
+        usage["usage"] = ctx["usage"].clone();
+        out.push_str(&sse_data(&usage.to_string()));
+    }
+    out.push_str(&sse_data(disagg_protocol::DONE));
+    ([(header::CONTENT_TYPE, "text/event-stream")], out).into_response()
+}
+
+async fn health(AxState(st): AxState<Arc<State>>) -> Response {
+    let down: Vec<String> = st
+        .pools()
+        .iter()
+        .flat_map(|p| {
+            p.workers
+                .iter()
+                .filter(|w| !w.is_healthy())
+                .map(move |w| format!("{} {}", p.role, w.addr))
+        })
+        .collect();
+    let pools_ok =
+        (st.context.is_empty() || st.context.any_healthy()) && st.generation.any_healthy();
+    if st.ready.load(Ordering::Acquire) && pools_ok {
+        return (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "unhealthy": down})),
+        )
+            .into_response();
+    }
+    let status = if st.ready.load(Ordering::Acquire) {
+        "degraded"
+    } else {
+        "starting"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": status, "unhealthy": down})),
+    )
+        .into_response()
+}
+
+async fn cluster_info(AxState(st): AxState<Arc<State>>) -> axum::Json<Value> {
+    let pool = |p: &Pool| -> Value {
+        p.workers
+            .iter()
+            .map(|w| json!({"url": w.addr, "healthy": w.is_healthy(), "in_flight": w.in_flight(),
+                "requests": w.requests.load(Ordering::Relaxed), "failures": w.failures.load(Ordering::Relaxed)}))
+            .collect()
+    };
+    axum::Json(json!({
+        "is_ready": st.ready.load(Ordering::Acquire),
+        "context_servers": pool(&st.context),
+        "generation_servers": pool(&st.generation),
+    }))
+}
+
+async fn get_json(st: &State, url: String) -> Option<Value> {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let resp = tokio::time::timeout_at(deadline, st.client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(&read_body(resp, deadline).await?).ok()
+}
+
+async fn models(AxState(st): AxState<Arc<State>>) -> Response {
+    for w in st.generation.workers.iter().filter(|w| w.is_healthy()) {
+        if let Some(v) = get_json(&st, format!("{}/v1/models", w.base)).await {
+            return axum::Json(v).into_response();
+        }
+    }
+    fail(
+        &st,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::NoWorker,
+        "no healthy generation server to list the models",
+    )
+}
+
+async fn metrics(AxState(st): AxState<Arc<State>>) -> Response {
+    let text = st.metrics.render(&st.pools());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Every worker's `/perf_metrics`, joined by `ctx_request_id` (as upstream does).
+async fn perf_metrics(AxState(st): AxState<Arc<State>>) -> axum::Json<Value> {
+    let mut ctx_records = Vec::new();
+    for w in &st.context.workers {
+        if let Some(Value::Array(items)) = get_json(&st, format!("{}/perf_metrics", w.base)).await {
+            ctx_records.extend(items.into_iter().map(|i| (w.addr.clone(), i)));
+        }
+    }
+    let mut joined = Vec::new();
+    for w in &st.generation.workers {
+        if let Some(Value::Array(items)) = get_json(&st, format!("{}/perf_metrics", w.base)).await {
+            for g in items {
+                let id = &g["ctx_request_id"];
+                if let Some((ctx_server, c)) = ctx_records
+                    .iter()
+                    .find(|(_, c)| &c["ctx_request_id"] == id && !id.is_null())
+                {
+                    joined.push(json!({"ctx_server": ctx_server, "gen_server": w.addr,
+                        "ctx_perf_metrics": c, "gen_perf_metrics": g}));
+                }
+            }
+        }
+    }
+    axum::Json(Value::Array(joined))
+}

@@ -1,0 +1,309 @@
+//! The disaggregated coordinator: a TensorRT-LLM-compatible router that sends each request to a
+//! context (prefill) worker, then hands the result to a generation (decode) worker and relays
+//! its stream to the client byte for byte.
+//!
+//! Flow per request (`trtllm-serve disaggregated`, `context_first`):
+//! 1. context leg: the client's body with `stream: false`, `stream_options: null` and
+//!    `disaggregated_params: {request_type: context_only, disagg_request_id, schedule_style}`;
+//! 2. the context response must have exactly one choice carrying `disaggregated_params` with a
+//!    `ctx_request_id`; if its `finish_reason` is neither `length` nor `not_finished` the request
+//!    is answered from it — as a proper SSE stream with the token when the client streams
+//!    (upstream loses that token);
+//! 3. generation leg: the client's body with `prompt` (completions) or `prompt_token_ids` (chat)
+//!    replaced by the context's `prompt_token_ids`, and the context's `disaggregated_params`
+//!    relabelled `generation_only` (plus `ctx_usage`); its bytes are relayed unchanged.
+//!
+//! Reliability: a leg is retried on another worker (at most `max_retries` times) only on a
+//! connection failure or a 5xx, never on a 4xx and never once a byte reached the client; a
+//! worker that fails leaves the rotation until its health check passes again; a stream whose
+//! worker dies ends with an SSE error event (valid JSON) and `[DONE]`; every request has a
+//! deadline; a client that goes away cancels the worker request at once (the upstream
+//! connection is dropped).
+//!
+//! Speed: `TCP_NODELAY` on every socket, pooled keep-alive connections to workers, the
+//! generation stream relayed as bytes.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use disagg_router::{Router, RouterSettings};
+//! let settings = RouterSettings {
+//!     context: vec!["127.0.0.1:8001".into()],
+//!     generation: vec!["127.0.0.1:8002".into()],
+//!     ..RouterSettings::default()
+//! };
+//! let router = Router::bind("127.0.0.1:0", settings).await?;
+//! println!("listening on {}", router.local_addr());
+//! router.run(tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+mod flow;
+pub mod metrics;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::serve::ListenerExt as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+pub use crate::pool::Policy;
+use crate::pool::Pool;
+
+/// What the router needs to know.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// Context workers, `host:port` (empty for generation-only benchmarks).
+    pub context: Vec<String>,
+    /// Generation workers, `host:port`.
+    pub generation: Vec<String>,
+    /// Context pool policy.
+    pub context_policy: Policy,
+    /// Generation pool policy.
+    pub generation_policy: Policy,
+    /// Retries per leg.
+    pub max_retries: u32,
+    /// Deadline of one request, end to end.
+    pub request_timeout: Duration,
+    /// How long to wait for every worker's first healthy answer.
+    pub server_start_timeout: Duration,
+    /// Pause between health checks of a worker.
+    pub health_check_interval: Duration,
+    /// Upstream's gen-only benchmark mode: skip the context leg, send a synthetic hand-off.
+    pub gen_only: bool,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            context: Vec::new(),
+            generation: Vec::new(),
+            context_policy: Policy::RoundRobin,
+            generation_policy: Policy::RoundRobin,
+            max_retries: 1,
+            request_timeout: Duration::from_secs(180),
+            server_start_timeout: Duration::from_secs(180),
+            health_check_interval: Duration::from_secs(1),
+            gen_only: false,
+        }
+    }
+}
+
+/// Why the router stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// Some workers never became healthy.
+    #[error("workers not ready after {waited:?}: {workers}")]
+    NotReady {
+        /// How long we waited.
+        waited: Duration,
+        /// `pool host:port` of each.
+        workers: String,
+    },
+    /// Serving failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(crate) struct State {
+    pub settings: RouterSettings,
+    pub context: Pool,
+    pub generation: Pool,
+    pub client: HttpClient,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    pub next_id: AtomicU64,
+}
+
+impl State {
+    fn new(settings: RouterSettings) -> State {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4096)
+            .build(connector);
+        // Request ids above 2^40 (the range upstream leaves to the coordinator), unique per run.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64)
+            << 16;
+        State {
+            context: Pool::new("context", &settings.context, settings.context_policy),
+            generation: Pool::new(
+                "generation",
+                &settings.generation,
+                settings.generation_policy,
+            ),
+            settings,
+            client,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+            next_id: AtomicU64::new(start.max(1 << 40)),
+        }
+    }
+
+    fn pools(&self) -> [&Pool; 2] {
+        [&self.context, &self.generation]
+    }
+
+    fn all_ever_healthy(&self) -> bool {
+        self.pools()
+            .iter()
+            .all(|p| p.workers.iter().all(|w| w.was_ever_healthy()))
+    }
+}
+
+/// The router's HTTP app on a fresh state (health checks are not started; see [`Router::run`]).
+pub fn app(settings: RouterSettings) -> axum::Router {
+    flow::routes(Arc::new(State::new(settings)))
+}
+
+/// A bound router.
+pub struct Router {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Router {
+    /// Bind `addr` (port 0 picks a free one).
+    pub async fn bind(addr: &str, settings: RouterSettings) -> std::io::Result<Router> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Router {
+            listener,
+            addr,
+            state: Arc::new(State::new(settings)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `cancel` fires. Fails if the workers are not all healthy within the start
+    /// timeout (`/health` answers 503 meanwhile).
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), RouterError> {
+        let state = self.state.clone();
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(health_loop(state.clone(), cancel.clone()));
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let shutdown = cancel.clone();
+        let server = axum::serve(listener, flow::routes(state.clone()))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let start_timeout = state.settings.server_start_timeout;
+        let watchdog = {
+            let state = state.clone();
+            let cancel = cancel.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + start_timeout;
+                loop {
+                    if state.ready.load(Ordering::Acquire) {
+                        // Serve until cancelled.
+                        cancel.cancelled().await;
+                        return Ok(());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        let workers = state
+                            .pools()
+                            .iter()
+                            .flat_map(|p| {
+                                p.workers
+                                    .iter()
+                                    .filter(|w| !w.was_ever_healthy())
+                                    .map(move |w| format!("{} {}", p.role, w.addr))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(RouterError::NotReady {
+                            waited: start_timeout,
+                            workers,
+                        });
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = server => r.map_err(RouterError::from),
+            r = watchdog => r,
+        };
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        result
+    }
+}
+
+/// Poll every worker's `/health`; a worker enters the rotation when it answers 200 and leaves it
+/// when it does not.
+async fn health_loop(state: Arc<State>, cancel: CancellationToken) {
+    loop {
+        let checks = state
+            .pools()
+            .into_iter()
+            .flat_map(|p| p.workers.iter())
+            .map(|w| {
+                let state = state.clone();
+                async move {
+                    let ok = probe(&state.client, &format!("{}/health", w.base)).await;
+                    if ok != w.is_healthy() {
+                        tracing::info!(worker = %w.addr, healthy = ok, "worker health changed");
+                    }
+                    w.set_healthy(ok);
+                }
+            });
+        futures_util::future::join_all(checks).await;
+        if !state.ready.load(Ordering::Acquire) && state.all_ever_healthy() {
+            tracing::info!("every worker is healthy; the router is ready");
+            state.ready.store(true, Ordering::Release);
+        }
+        let pause = if state.ready.load(Ordering::Acquire) {
+            state.settings.health_check_interval
+        } else {
+            // Before the first full house, look often: readiness gates the whole test.
+            state
+                .settings
+                .health_check_interval
+                .min(Duration::from_millis(200))
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+async fn probe(client: &HttpClient, url: &str) -> bool {
+    let Ok(req) = hyper::Request::get(url).body(Full::new(Bytes::new())) else {
+        return false;
+    };
+    let call = async {
+        let resp = client.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        let _ = resp.into_body().collect().await;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), call).await,
+        Ok(Some(true))
+    )
+}
