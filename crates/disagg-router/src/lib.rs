@@ -24,7 +24,7 @@
 //! generation stream relayed as bytes.
 //!
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use disagg_router::{Router, RouterSettings};
 //! let settings = RouterSettings {
 //!     context: vec!["127.0.0.1:8001".into()],
@@ -33,7 +33,8 @@
 //! };
 //! let router = Router::bind("127.0.0.1:0", settings).await?;
 //! println!("listening on {}", router.local_addr());
-//! router.run(tokio_util::sync::CancellationToken::new()).await
+//! router.run(tokio_util::sync::CancellationToken::new()).await?;
+//! # Ok(())
 //! # }
 //! ```
 
