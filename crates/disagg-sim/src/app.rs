@@ -472,8 +472,12 @@ async fn generate(
         if cfg.protocol == Protocol::Sglang {
             wait_for_prefill(cfg, s).await?;
         }
-        // The KV cache crosses the wire before decoding starts.
-        tokio::time::sleep(cfg.cost.transfer_time(prompt.len() as u32)).await;
+        // The KV cache crosses the wire before decoding starts. (A zero sleep would still wait
+        // for the next timer tick, ~1 ms, so skip it.)
+        let transfer = cfg.cost.transfer_time(prompt.len() as u32);
+        if !transfer.is_zero() {
+            tokio::time::sleep(transfer).await;
+        }
     }
     let transferred = st.started.elapsed().as_secs_f64();
     let (output_tokens, handoff) = match leg {

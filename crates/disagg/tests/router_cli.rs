@@ -1,7 +1,10 @@
 //! `disagg router` as a process in front of `disagg sim` processes: a generation worker killed
 //! with SIGKILL mid-stream, and workers that never come up.
 
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
