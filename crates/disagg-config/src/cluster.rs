@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::ConfigError;
 use crate::diag::Sink;
 use crate::reader::{self, MapRef, Need};
-use crate::yaml::{self, Node, Value};
+use crate::yaml::{Node, Value};
 
 /// How steps run their command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -109,29 +109,13 @@ pub struct ClusterFile {
 impl ClusterFile {
     /// Read and validate a cluster file.
     pub fn load(path: &Path) -> Result<ClusterFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = reader::read_file(path)?;
         ClusterFile::parse(path, &text)
     }
 
     /// Validate cluster-file text.
     pub fn parse(path: &Path, text: &str) -> Result<ClusterFile, ConfigError> {
-        let mut sink = Sink::new(path);
-        let root = match yaml::load(text) {
-            Ok(r) => r,
-            Err(e) => {
-                sink.error(
-                    Some(e.pos),
-                    "",
-                    None,
-                    format!("the file is not valid YAML: {}", e.message),
-                    "fix the YAML syntax at this position",
-                );
-                return Err(ConfigError::Invalid(sink.finish()));
-            }
-        };
+        let (mut sink, root) = reader::load_yaml(Sink::new(path), text)?;
         let top = MapRef {
             node: &root,
             path: "",

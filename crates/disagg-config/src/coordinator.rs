@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::ConfigError;
 use crate::diag::{Diagnostics, Sink};
 use crate::reader::{self, MapRef, Need};
-use crate::yaml::{self, Value};
+use crate::yaml::Value;
 
 /// How a pool picks a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,29 +108,13 @@ const ACTED_ON: &[&str] = &[
 impl CoordinatorConfig {
     /// Read and validate a coordinator config file.
     pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = reader::read_file(path)?;
         CoordinatorConfig::parse(path, &text)
     }
 
     /// Validate coordinator-config text.
     pub fn parse(path: &Path, text: &str) -> Result<CoordinatorConfig, ConfigError> {
-        let mut sink = Sink::new(path);
-        let root = match yaml::load(text) {
-            Ok(r) => r,
-            Err(e) => {
-                sink.error(
-                    Some(e.pos),
-                    "",
-                    None,
-                    format!("the file is not valid YAML: {}", e.message),
-                    "fix the YAML syntax at this position",
-                );
-                return Err(ConfigError::Invalid(sink.finish()));
-            }
-        };
+        let (mut sink, root) = reader::load_yaml(Sink::new(path), text)?;
         let top = MapRef {
             node: &root,
             path: "",

@@ -1,7 +1,36 @@
 //! Typed reads from a [`Node`] tree that record every problem in a [`Sink`] instead of stopping.
 
+use std::path::Path;
+
+use crate::ConfigError;
 use crate::diag::Sink;
-use crate::yaml::{Node, Pos, Scalar, Value, resolve_plain as resolve_plain_text};
+use crate::yaml::{self, Node, Pos, Scalar, Value, resolve_plain as resolve_plain_text};
+
+/// Read a config file's text, naming the file in the error.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Load YAML text; a syntax error becomes a positioned diagnostic and ends the read.
+pub(crate) fn load_yaml(sink: Sink, text: &str) -> Result<(Sink, Node), ConfigError> {
+    let mut sink = sink;
+    match yaml::load(text) {
+        Ok(root) => Ok((sink, root)),
+        Err(e) => {
+            sink.error(
+                Some(e.pos),
+                "",
+                None,
+                format!("the file is not valid YAML: {}", e.message),
+                "fix the YAML syntax at this position (indentation, quotes, brackets)",
+            );
+            Err(ConfigError::Invalid(sink.finish()))
+        }
+    }
+}
 
 /// A mapping node together with its YAML path.
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@ use crate::envvars::parse_env_assignments;
 use crate::extensions::Extensions;
 use crate::reader::{self, MapRef, Need, is_placeholder, join};
 use crate::worker::WorkerOptions;
-use crate::yaml::{self, Node, Scalar, Value};
+use crate::yaml::{Node, Scalar, Value};
 use crate::{ConfigError, name};
 
 /// What the benchmark exercises.
@@ -222,29 +222,13 @@ const MAX_COUNT: i64 = 1 << 20;
 impl TestConfig {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<TestConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = reader::read_file(path)?;
         TestConfig::parse(path, &text)
     }
 
     /// Validate config text; `path` names it in messages and gives the config's name.
     pub fn parse(path: &Path, text: &str) -> Result<TestConfig, ConfigError> {
-        let mut sink = Sink::new(path);
-        let root = match yaml::load(text) {
-            Ok(root) => root,
-            Err(e) => {
-                sink.error(
-                    Some(e.pos),
-                    "",
-                    None,
-                    format!("the file is not valid YAML: {}", e.message),
-                    "fix the YAML syntax at this position (indentation, quotes, brackets)",
-                );
-                return Err(ConfigError::Invalid(sink.finish()));
-            }
-        };
+        let (mut sink, root) = reader::load_yaml(Sink::new(path), text)?;
         if root.as_map().is_none() {
             sink.error(
                 Some(root.pos),

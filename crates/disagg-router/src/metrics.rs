@@ -157,42 +157,45 @@ impl Metrics {
             "# HELP disagg_router_finished_at_context_total Requests the context leg completed.\n# TYPE disagg_router_finished_at_context_total counter\ndisagg_router_finished_at_context_total {}",
             self.finished_at_context.load(Ordering::Relaxed)
         );
-        out.push_str("# HELP disagg_router_worker_in_flight Requests in flight per worker.\n# TYPE disagg_router_worker_in_flight gauge\n");
-        for pool in pools {
-            for w in &pool.workers {
-                let _ = writeln!(
-                    out,
-                    "disagg_router_worker_in_flight{{pool=\"{}\",worker=\"{}\"}} {}",
-                    pool.role,
-                    w.addr,
-                    w.in_flight()
-                );
+        let per_worker = |out: &mut String,
+                          name: &str,
+                          kind: &str,
+                          help: &str,
+                          value: &dyn Fn(&crate::pool::Worker) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for pool in pools {
+                for w in &pool.workers {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{pool=\"{}\",worker=\"{}\"}} {}",
+                        pool.role,
+                        w.addr,
+                        value(w)
+                    );
+                }
             }
-        }
-        out.push_str("# HELP disagg_router_worker_healthy Whether a worker is in the rotation.\n# TYPE disagg_router_worker_healthy gauge\n");
-        for pool in pools {
-            for w in &pool.workers {
-                let _ = writeln!(
-                    out,
-                    "disagg_router_worker_healthy{{pool=\"{}\",worker=\"{}\"}} {}",
-                    pool.role,
-                    w.addr,
-                    u8::from(w.is_healthy())
-                );
-            }
-        }
-        out.push_str("# HELP disagg_router_worker_requests_total Legs sent per worker.\n# TYPE disagg_router_worker_requests_total counter\n");
-        for pool in pools {
-            for w in &pool.workers {
-                let _ = writeln!(
-                    out,
-                    "disagg_router_worker_requests_total{{pool=\"{}\",worker=\"{}\"}} {}",
-                    pool.role,
-                    w.addr,
-                    w.requests.load(Ordering::Relaxed)
-                );
-            }
-        }
+        };
+        per_worker(
+            &mut out,
+            "disagg_router_worker_in_flight",
+            "gauge",
+            "Requests in flight per worker.",
+            &|w| w.in_flight(),
+        );
+        per_worker(
+            &mut out,
+            "disagg_router_worker_healthy",
+            "gauge",
+            "Whether a worker is in the rotation.",
+            &|w| u64::from(w.is_healthy()),
+        );
+        per_worker(
+            &mut out,
+            "disagg_router_worker_requests_total",
+            "counter",
+            "Legs sent per worker.",
+            &|w| w.requests.load(Ordering::Relaxed),
+        );
         self.context_time.render(
             &mut out,
             "disagg_router_context_seconds",

@@ -18,30 +18,14 @@
     reason = "a benchmark aborts on any setup error"
 )]
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Http, Proc, client, env};
 
 struct Work {
     dir: std::path::PathBuf,
@@ -86,23 +70,9 @@ impl Work {
         pid
     }
 
-    /// CPU seconds (user + system) the last-started process has used so far, from /proc.
+    /// CPU seconds the last-started process (the router) has used so far.
     fn router_cpu(&self) -> f64 {
-        let Some(Proc(child)) = self.procs.last() else {
-            return 0.0;
-        };
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        // utime, stime (fields 14 and 15), plus children's (16, 17) for wrappers that fork.
-        fields.get(11..15).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        }) / 100.0
+        self.procs.last().map_or(0.0, Proc::cpu_seconds)
     }
 
     /// Start a `disagg sim` and return its address.
@@ -136,16 +106,6 @@ impl Work {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-fn client(idle: usize) -> Http {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(idle)
-        .build(c)
 }
 
 async fn healthy(http: &Http, base: &str) -> bool {

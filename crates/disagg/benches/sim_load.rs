@@ -14,50 +14,24 @@
     reason = "a benchmark aborts on any setup error"
 )]
 
-use std::process::{Child, Command};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{Http, Proc, client, env};
 
 struct SimProc {
-    child: Child,
+    proc_: Proc,
     addr: String,
 }
 
 impl SimProc {
-    /// CPU seconds the simulator has used (user + system), from /proc.
+    /// CPU seconds the simulator has used (taskset execs it, so the child is the simulator).
     fn cpu_seconds(&self) -> f64 {
-        // taskset execs the simulator, so the child's pid is the simulator's.
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        });
-        ticks / 100.0
-    }
-}
-
-impl Drop for SimProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc_.cpu_seconds()
     }
 }
 
@@ -90,21 +64,14 @@ fn start_sim(args: &[&str]) -> SimProc {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            return SimProc { child, addr };
+            return SimProc {
+                proc_: Proc(child),
+                addr,
+            };
         }
         assert!(Instant::now() < deadline, "sim did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> Http {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(10_000)
-        .build(c)
 }
 
 /// One streamed request: (time to first chunk, time to last byte, completion tokens from usage).
@@ -175,7 +142,7 @@ async fn capacity(streams: u64, tokens: u64, interval: u64) {
     ]);
     let base = format!("http://{}", sim.addr);
     let url = format!("{base}/v1/completions");
-    let http = client();
+    let http = client(10_000);
     let body = format!(
         "{{\"model\":\"sim\",\"prompt\":[1,2,3,4,5,6,7,8],\"max_tokens\":{tokens},\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}"
     );
@@ -225,7 +192,7 @@ async fn fidelity(requests: u64) {
     let (isl, osl) = (1024u64, 64u64);
     let sim = start_sim(&[]);
     let url = format!("http://{}/v1/completions", sim.addr);
-    let http = client();
+    let http = client(10_000);
     let prompt: Vec<String> = (0..isl).map(|i| (i % 30_000).to_string()).collect();
     let body = |seed: u64| {
         format!(
