@@ -1,0 +1,118 @@
+//! The result block TensorRT-LLM's `benchmark_serving` prints, with its exact labels and
+//! layout (`{:<40} {:<10}` rows, 50-wide centred headers), so the upstream parsers read ours.
+
+use std::fmt::Write as _;
+
+use crate::metrics::RunMetrics;
+use crate::stats::Summary;
+
+fn header(out: &mut String, title: &str, fill: char) {
+    // Python's "{:{c}^50}": extra padding goes to the right.
+    let width: usize = 50;
+    let pad = width.saturating_sub(title.chars().count());
+    let left = pad / 2;
+    let fill_s = |n: usize| fill.to_string().repeat(n);
+    let _ = writeln!(out, "{}{title}{}", fill_s(left), fill_s(pad - left));
+}
+
+fn int_row(out: &mut String, label: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "{label:<40} {v:<10}");
+}
+
+fn float_row(out: &mut String, label: &str, v: f64) {
+    let _ = writeln!(out, "{label:<40} {:<10}", format!("{v:.2}"));
+}
+
+/// `99` → "99", `99.9` → "99.9" (the upstream `p_word`).
+fn p_word(p: f64) -> String {
+    if p.fract() == 0.0 {
+        format!("{}", p as i64)
+    } else {
+        format!("{p}")
+    }
+}
+
+fn section(out: &mut String, title: &str, short: &str, s: &Summary) {
+    header(out, title, '-');
+    float_row(out, &format!("Mean {short} (ms):"), s.mean);
+    float_row(out, &format!("Median {short} (ms):"), s.median);
+    float_row(out, &format!("Std Dev {short} (ms):"), s.std);
+    for (p, v) in &s.percentiles {
+        float_row(out, &format!("P{} {short} (ms):", p_word(*p)), *v);
+    }
+}
+
+/// Render the block.
+pub fn console_block(m: &RunMetrics) -> String {
+    let mut out = String::new();
+    header(&mut out, " Serving Benchmark Result ", '=');
+    int_row(&mut out, "Total requests:", m.total_requests);
+    int_row(&mut out, "Successful requests:", m.completed);
+    int_row(&mut out, "Failed requests:", m.failed);
+    float_row(&mut out, "Benchmark duration (s):", m.duration_s);
+    int_row(&mut out, "Total input tokens:", m.total_input_tokens);
+    int_row(&mut out, "Total generated tokens:", m.total_output_tokens);
+    float_row(
+        &mut out,
+        "Request throughput (req/s):",
+        m.request_throughput,
+    );
+    if let Some(g) = m.request_goodput {
+        float_row(&mut out, "Request goodput (req/s):", g);
+    }
+    float_row(
+        &mut out,
+        "Output token throughput (tok/s):",
+        m.output_throughput,
+    );
+    float_row(
+        &mut out,
+        "Total Token throughput (tok/s):",
+        m.total_token_throughput,
+    );
+    float_row(&mut out, "User throughput (tok/s):", m.user_throughput);
+    section(&mut out, "Time to First Token", "TTFT", &m.ttft_ms);
+    section(
+        &mut out,
+        "Time per Output Token (excl. 1st token)",
+        "TPOT",
+        &m.tpot_ms,
+    );
+    section(&mut out, "Inter-token Latency", "ITL", &m.itl_ms);
+    section(&mut out, "End-to-end Latency", "E2EL", &m.e2el_ms);
+    header(&mut out, "", '=');
+    if m.failed > 0 {
+        let _ = writeln!(out, "!FAILED REQUESTS!");
+        for (reason, n) in m.errors.iter().take(10) {
+            let _ = writeln!(out, "  {n} x {reason}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_centred_like_python() {
+        let mut s = String::new();
+        header(&mut s, " Serving Benchmark Result ", '=');
+        header(&mut s, "Time to First Token", '-');
+        header(&mut s, "Time per Output Token (excl. 1st token)", '-');
+        assert_eq!(
+            s,
+            "============ Serving Benchmark Result ============\n\
+             ---------------Time to First Token----------------\n\
+             -----Time per Output Token (excl. 1st token)------\n"
+        );
+    }
+
+    #[test]
+    fn percentile_words() {
+        assert_eq!(
+            (p_word(99.0), p_word(99.9), p_word(50.0)),
+            ("99".into(), "99.9".into(), "50".into())
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! What happened to one request, as plain data: when it was due, when it was sent, when each
+//! content chunk arrived (and how many tokens it carried), when it ended, and what the server
+//! counted. Every metric is derived from these by [`crate::metrics`].
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One content chunk (an SSE event with `choices`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Chunk {
+    /// Arrival, since the start of the run.
+    pub at: Duration,
+    /// Tokens it carried, as far as the client can tell (1 when it cannot).
+    pub tokens: u32,
+}
+
+/// One request's timeline. Times are offsets from the start of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// When it was due. Latencies count from here, so a late send is the system's delay, not
+    /// hidden (no coordinated omission). In a closed loop it equals `sent`.
+    pub intended: Duration,
+    /// When the request was written.
+    pub sent: Duration,
+    /// Content chunks in arrival order (a non-streamed response is one chunk at its arrival).
+    pub chunks: Vec<Chunk>,
+    /// When the response ended (`[DONE]` or the end of the body).
+    pub end: Duration,
+    /// Prompt length the dataset asked for.
+    pub prompt_tokens: u32,
+    /// Output length requested (`max_tokens`).
+    pub requested_output_tokens: u32,
+    /// `usage.completion_tokens`, when the server sent it.
+    pub usage_output_tokens: Option<u32>,
+    /// `usage.prompt_tokens`, when the server sent it.
+    pub usage_prompt_tokens: Option<u32>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Where a request's output-token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's `usage.completion_tokens`.
+    Usage,
+    /// The tokens counted in the chunks.
+    Chunks,
+}
+
+impl Timeline {
+    /// Whether it counts as a success: no error and at least one content chunk.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && !self.chunks.is_empty()
+    }
+
+    /// Output tokens: `usage.completion_tokens` when positive (the upstream rule), else the
+    /// tokens counted in the chunks.
+    pub fn output_tokens(&self) -> (u32, TokenSource) {
+        match self.usage_output_tokens {
+            Some(n) if n > 0 => (n, TokenSource::Usage),
+            _ => (
+                self.chunks.iter().map(|c| c.tokens).sum(),
+                TokenSource::Chunks,
+            ),
+        }
+    }
+
+    /// Time to first token: first content chunk − intended start.
+    pub fn ttft(&self) -> Option<Duration> {
+        Some(self.chunks.first()?.at.saturating_sub(self.intended))
+    }
+
+    /// End-to-end latency: last content chunk − intended start (not `[DONE]`, not the usage
+    /// chunk, as vLLM and TensorRT-LLM's completions path).
+    pub fn e2el(&self) -> Option<Duration> {
+        Some(self.chunks.last()?.at.saturating_sub(self.intended))
+    }
+
+    /// Gaps between consecutive content chunks (upstream ITL: one entry per chunk, so a chunk of
+    /// k tokens contributes one gap, and mean ITL ≈ k × TPOT).
+    pub fn chunk_gaps(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.chunks
+            .windows(2)
+            .map(|w| w[1].at.saturating_sub(w[0].at))
+    }
+}
