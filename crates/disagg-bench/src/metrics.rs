@@ -142,7 +142,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
             None => errors.push((reason, 1)),
         }
     }
-    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.1));
     let user_throughput = if user.is_empty() {
         0.0
     } else {
