@@ -1,4 +1,5 @@
-//! The measuring core of `disagg bench`: per-request [`timeline::Timeline`]s as plain data,
+//! The benchmark client behind `disagg bench`: arrival schedules and random prompts
+//! ([`arrival`], pure), the load generator ([`runner`]), per-request [`timeline::Timeline`]s as plain data,
 //! the run metrics derived from them with the upstream (TensorRT-LLM / vLLM `benchmark_serving`)
 //! definitions ([`metrics`]), numpy-compatible statistics ([`stats`]) and the TensorRT-LLM result
 //! block ([`report`]) that the upstream pipeline's regexes parse.
@@ -17,7 +18,9 @@
 //! assert!(report::console_block(&m).contains("Mean TTFT (ms):"));
 //! ```
 
+pub mod arrival;
 pub mod metrics;
 pub mod report;
+pub mod runner;
 pub mod stats;
 pub mod timeline;

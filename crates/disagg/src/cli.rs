@@ -33,6 +33,72 @@ pub enum Command {
     Sim(SimArgs),
     /// Run the disaggregated router (TensorRT-LLM coordinator protocol) from a server_config.yaml
     Router(RouterArgs),
+    /// Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, E2EL and throughputs, upstream definitions
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server base URL (http://host:port)
+    #[arg(long)]
+    pub url: String,
+    /// Model name to send
+    #[arg(long)]
+    pub model: String,
+    /// Endpoint
+    #[arg(long, value_parser = ["completions", "chat"], default_value = "completions")]
+    pub endpoint: String,
+    /// Concurrency values, one run each (closed loop)
+    #[arg(long, value_delimiter = ',', conflicts_with = "request_rate")]
+    pub concurrency: Vec<usize>,
+    /// Requests per second (open loop, Poisson or gamma arrivals on absolute time)
+    #[arg(long)]
+    pub request_rate: Option<f64>,
+    /// Gamma shape of the arrivals (1 = Poisson, inf = evenly spaced)
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Prompts per run [default: concurrency × multi-round]
+    #[arg(long)]
+    pub num_prompts: Option<usize>,
+    /// Prompts per run = concurrency × K (the upstream rule)
+    #[arg(long, default_value_t = 1)]
+    pub multi_round: usize,
+    /// Input length in tokens
+    #[arg(long, default_value_t = 1024)]
+    pub isl: u32,
+    /// Output length in tokens
+    #[arg(long, default_value_t = 1024)]
+    pub osl: u32,
+    /// Random range ratio for both lengths, in [0, 1)
+    #[arg(long, default_value_t = 0.0)]
+    pub range_ratio: f64,
+    /// Ask the server to ignore EOS (exact output lengths; checked by the validity gate)
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Do not stream
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Warm-up requests before each run (not measured)
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// Seed of prompts and arrivals
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Goodput SLOs, e.g. ttft:300,tpot:50,e2el:2000 (ms)
+    #[arg(long)]
+    pub goodput: Option<String>,
+    /// Percentiles to report
+    #[arg(long, value_delimiter = ',', default_value = "99")]
+    pub percentiles: Vec<f64>,
+    /// Per-request deadline, seconds
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout: f64,
+    /// Write con<C>.json / rate<R>.json here
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 even when a run is invalid
+    #[arg(long)]
+    pub allow_invalid: bool,
 }
 
 #[derive(Debug, Args)]

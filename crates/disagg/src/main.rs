@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod bench_cmd;
 mod cli;
 mod job;
 mod plan_cmd;
@@ -91,5 +92,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Plan(args) => plan_cmd::run(&cli.global, &args),
         cli::Command::Sim(args) => sim_cmd::run(&args),
         cli::Command::Router(args) => router_cmd::run(&args),
+        cli::Command::Bench(args) => bench_cmd::run(&args),
     }
 }

@@ -1,0 +1,264 @@
+//! The load generator: sends the requests of one run (a concurrency or a rate), on absolute
+//! time, and records each one's [`Timeline`]. Closed loop: `concurrency` workers each send
+//! their next request as soon as their previous one ends. Open loop: the n-th request is due at
+//! `start + offset(n)` whatever happens to the others, and its latency counts from then.
+//!
+//! Each task keeps its own timelines and they are merged at the end: no channel message per
+//! token on the hot path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use disagg_protocol::{SseDecoder, SseEvent};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::arrival::RandomRequest;
+use crate::timeline::{Chunk, Timeline};
+
+/// Which OpenAI endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/completions` with token-id prompts.
+    Completions,
+    /// `/v1/chat/completions`.
+    Chat,
+}
+
+/// How requests are released.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// At most this many in flight; the next starts when one ends.
+    Concurrency(usize),
+    /// Due at these offsets (seconds), e.g. from [`crate::arrival::schedule`].
+    Rate {
+        /// Requests per second (for the record).
+        rate: f64,
+        /// Gamma shape.
+        burstiness: f64,
+    },
+}
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// `http://host:port`.
+    pub base_url: String,
+    /// Endpoint.
+    pub endpoint: Endpoint,
+    /// Model name.
+    pub model: String,
+    /// Stream the responses.
+    pub stream: bool,
+    /// Ask for exactly the requested output length.
+    pub ignore_eos: bool,
+    /// Load shape.
+    pub load: Load,
+    /// Offsets for an open loop (ignored in a closed loop).
+    pub offsets: Vec<f64>,
+    /// Per-request deadline.
+    pub timeout: Duration,
+}
+
+fn client(max: usize) -> Client<HttpConnector, Full<Bytes>> {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max)
+        .build(c)
+}
+
+fn body(spec: &RunSpec, r: &RandomRequest) -> Bytes {
+    let mut v = match spec.endpoint {
+        Endpoint::Completions => {
+            json!({"model": spec.model, "prompt": r.prompt, "max_tokens": r.output_tokens})
+        }
+        Endpoint::Chat => {
+            // Chat carries text: the ids rendered as words (the server's tokenizer decides).
+            let text: Vec<String> = r.prompt.iter().map(|t| format!("w{t}")).collect();
+            json!({"model": spec.model, "messages": [{"role": "user", "content": text.join(" ")}],
+                   "max_completion_tokens": r.output_tokens})
+        }
+    };
+    v["stream"] = json!(spec.stream);
+    if spec.stream {
+        v["stream_options"] = json!({"include_usage": true});
+    }
+    if spec.ignore_eos {
+        v["ignore_eos"] = json!(true);
+    }
+    Bytes::from(v.to_string())
+}
+
+/// A content chunk's token count: `token_ids` when the server sends them, else 1.
+fn chunk_tokens(v: &Value) -> u32 {
+    v["choices"][0]["token_ids"]
+        .as_array()
+        .map_or(1, |ids| ids.len().max(1) as u32)
+}
+
+async fn one(
+    http: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    spec: &RunSpec,
+    req: &RandomRequest,
+    start: Instant,
+    intended: Duration,
+) -> Timeline {
+    let mut t = Timeline {
+        intended,
+        sent: start.elapsed(),
+        chunks: Vec::new(),
+        end: Duration::ZERO,
+        prompt_tokens: req.prompt.len() as u32,
+        requested_output_tokens: req.output_tokens,
+        usage_output_tokens: None,
+        usage_prompt_tokens: None,
+        error: None,
+    };
+    let call = async {
+        let request = hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(body(spec, req)))
+            .map_err(|e| e.to_string())?;
+        let resp = http
+            .request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ));
+        }
+        let mut decoder = SseDecoder::new();
+        let mut events: Vec<SseEvent> = Vec::new();
+        let mut whole = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            let at = start.elapsed();
+            if !spec.stream {
+                whole.extend_from_slice(data);
+                continue;
+            }
+            decoder.feed(data, &mut events);
+            for e in events.drain(..) {
+                if e.is_done() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&e.data)
+                    .map_err(|err| format!("malformed SSE data ({err}): {}", e.data))?;
+                if let Some(err) = v.get("error") {
+                    return Err(format!("error event: {err}"));
+                }
+                if v["choices"].as_array().is_some_and(|c| !c.is_empty()) {
+                    t.chunks.push(Chunk {
+                        at,
+                        tokens: chunk_tokens(&v),
+                    });
+                }
+                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                    t.usage_output_tokens = u["completion_tokens"].as_u64().map(|n| n as u32);
+                    t.usage_prompt_tokens = u["prompt_tokens"].as_u64().map(|n| n as u32);
+                }
+            }
+        }
+        if !spec.stream {
+            let v: Value =
+                serde_json::from_slice(&whole).map_err(|e| format!("malformed response: {e}"))?;
+            t.usage_output_tokens = v["usage"]["completion_tokens"].as_u64().map(|n| n as u32);
+            t.usage_prompt_tokens = v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32);
+            // A non-streamed answer is one chunk, at its arrival.
+            t.chunks.push(Chunk {
+                at: start.elapsed(),
+                tokens: t.usage_output_tokens.unwrap_or(1),
+            });
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(spec.timeout, call).await {
+        Ok(Ok(())) if t.chunks.is_empty() => {
+            t.error = Some("never received a content chunk".into())
+        }
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => t.error = Some(e),
+        Err(_) => t.error = Some(format!("no answer within {:?}", spec.timeout)),
+    }
+    t.end = start.elapsed();
+    t
+}
+
+/// Run `requests` and return their timelines, in request order.
+pub async fn run(spec: &RunSpec, requests: &[RandomRequest]) -> Vec<Timeline> {
+    let path = match spec.endpoint {
+        Endpoint::Completions => "/v1/completions",
+        Endpoint::Chat => "/v1/chat/completions",
+    };
+    let url = format!("{}{path}", spec.base_url.trim_end_matches('/'));
+    let spec = Arc::new(spec.clone());
+    let requests: Arc<Vec<RandomRequest>> = Arc::new(requests.to_vec());
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    match spec.load {
+        Load::Concurrency(c) => {
+            let http = client(c);
+            let next = Arc::new(AtomicUsize::new(0));
+            for _ in 0..c.max(1) {
+                let (http, url, spec, requests, next) = (
+                    http.clone(),
+                    url.clone(),
+                    spec.clone(),
+                    requests.clone(),
+                    next.clone(),
+                );
+                tasks.spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(r) = requests.get(i) else { break };
+                        let intended = start.elapsed();
+                        mine.push((i, one(&http, &url, &spec, r, start, intended).await));
+                    }
+                    mine
+                });
+            }
+        }
+        Load::Rate { .. } => {
+            let http = client(256);
+            for (i, offset) in spec.offsets.iter().enumerate().take(requests.len()) {
+                let due = Duration::from_secs_f64(*offset);
+                let (http, url, spec, requests) =
+                    (http.clone(), url.clone(), spec.clone(), requests.clone());
+                tasks.spawn(async move {
+                    tokio::time::sleep_until(start + due).await;
+                    vec![(i, one(&http, &url, &spec, &requests[i], start, due).await)]
+                });
+            }
+        }
+    }
+    let mut all = Vec::with_capacity(requests.len());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(batch) = done {
+            all.extend(batch);
+        }
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, t)| t).collect()
+}

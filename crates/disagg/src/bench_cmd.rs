@@ -1,0 +1,216 @@
+//! `disagg bench`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use disagg_bench::arrival::{random_requests, schedule};
+use disagg_bench::metrics::{RunMetrics, Slo, compute};
+use disagg_bench::report::console_block;
+use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
+use disagg_bench::timeline::Timeline;
+use serde::Serialize;
+
+use crate::InvalidInput;
+use crate::cli::BenchArgs;
+
+/// The version of the JSON record below; bump on any change of its shape.
+const RECORD_VERSION: u32 = 1;
+
+/// One run's result file.
+#[derive(Serialize)]
+struct Record<'a> {
+    record_version: u32,
+    tool: String,
+    url: &'a str,
+    model: &'a str,
+    endpoint: &'a str,
+    load: String,
+    num_prompts: usize,
+    isl: u32,
+    osl: u32,
+    range_ratio: f64,
+    streaming: bool,
+    ignore_eos: bool,
+    seed: u64,
+    metric_definitions: &'static str,
+    valid: bool,
+    invalid_reasons: Vec<String>,
+    metrics: &'a RunMetrics,
+}
+
+fn parse_slo(text: &str) -> anyhow::Result<Slo> {
+    let mut slo = Slo::default();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once(':').ok_or_else(|| {
+            InvalidInput(format!(
+                "--goodput `{part}`: write metric:ms, e.g. ttft:300"
+            ))
+        })?;
+        let v: f64 = v.parse().map_err(|_| {
+            InvalidInput(format!("--goodput `{part}`: `{v}` is not a number of ms"))
+        })?;
+        match k {
+            "ttft" => slo.ttft_ms = Some(v),
+            "tpot" => slo.tpot_ms = Some(v),
+            "e2el" => slo.e2el_ms = Some(v),
+            _ => {
+                return Err(InvalidInput(format!("--goodput `{k}`: use ttft, tpot or e2el")).into());
+            }
+        }
+    }
+    Ok(slo)
+}
+
+/// Why a run cannot be trusted.
+fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if m.failed > 0 {
+        reasons.push(format!(
+            "{} of {} requests failed",
+            m.failed, m.total_requests
+        ));
+    }
+    if m.total_output_tokens == 0 {
+        reasons.push("no output tokens".to_string());
+    }
+    if ignore_eos {
+        let short = timelines
+            .iter()
+            .filter(|t| t.succeeded() && t.output_tokens().0 != t.requested_output_tokens)
+            .count();
+        if short > 0 {
+            reasons.push(format!(
+                "{short} requests returned another output length than requested despite ignore_eos"
+            ));
+        }
+    }
+    reasons
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if !(0.0..1.0).contains(&args.range_ratio) {
+        return Err(InvalidInput(format!(
+            "--range-ratio must be in [0, 1), got {}",
+            args.range_ratio
+        ))
+        .into());
+    }
+    if !args.url.starts_with("http://") {
+        return Err(InvalidInput(format!("--url `{}`: give http://host:port", args.url)).into());
+    }
+    let slo = args.goodput.as_deref().map(parse_slo).transpose()?;
+    let runs: Vec<Load> = match args.request_rate {
+        Some(rate) if rate > 0.0 && rate.is_finite() => vec![Load::Rate {
+            rate,
+            burstiness: args.burstiness,
+        }],
+        Some(rate) => {
+            return Err(InvalidInput(format!("--request-rate must be positive, got {rate}")).into());
+        }
+        None if args.concurrency.is_empty() => vec![Load::Concurrency(1)],
+        None => args
+            .concurrency
+            .iter()
+            .map(|&c| Load::Concurrency(c.max(1)))
+            .collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut any_invalid = false;
+    for load in runs {
+        let (label, n) = match load {
+            Load::Concurrency(c) => (
+                format!("con{c}"),
+                args.num_prompts.unwrap_or(c * args.multi_round.max(1)),
+            ),
+            Load::Rate { rate, .. } => (
+                format!("rate{rate}"),
+                args.num_prompts.unwrap_or(args.multi_round.max(1) * 100),
+            ),
+        };
+        let requests = random_requests(
+            n + args.warmup,
+            args.isl,
+            args.osl,
+            args.range_ratio,
+            32_000,
+            args.seed,
+        );
+        let (warm, measured) = requests.split_at(args.warmup);
+        let mut spec = RunSpec {
+            base_url: args.url.clone(),
+            endpoint: if args.endpoint == "chat" {
+                Endpoint::Chat
+            } else {
+                Endpoint::Completions
+            },
+            model: args.model.clone(),
+            stream: !args.no_stream,
+            ignore_eos: args.ignore_eos,
+            load,
+            offsets: Vec::new(),
+            timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+        };
+        if let Load::Rate { rate, burstiness } = load {
+            spec.offsets = schedule(n, rate, burstiness, args.seed);
+        }
+        let timelines = runtime.block_on(async {
+            if !warm.is_empty() {
+                let warm_spec = RunSpec {
+                    load: Load::Concurrency(warm.len()),
+                    ..spec.clone()
+                };
+                run_load(&warm_spec, warm).await;
+            }
+            run_load(&spec, measured).await
+        });
+        let metrics = compute(&timelines, &args.percentiles, slo);
+        let reasons = validity(&metrics, &timelines, args.ignore_eos);
+        any_invalid |= !reasons.is_empty();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{label}")?;
+        write!(out, "{}", console_block(&metrics))?;
+        if !reasons.is_empty() {
+            writeln!(out, "INVALID: {}", reasons.join("; "))?;
+        }
+        if let Some(dir) = &args.out {
+            let record = Record {
+                record_version: RECORD_VERSION,
+                tool: format!("disagg {}", env!("CARGO_PKG_VERSION")),
+                url: &args.url,
+                model: &args.model,
+                endpoint: &args.endpoint,
+                load: label.clone(),
+                num_prompts: n,
+                isl: args.isl,
+                osl: args.osl,
+                range_ratio: args.range_ratio,
+                streaming: !args.no_stream,
+                ignore_eos: args.ignore_eos,
+                seed: args.seed,
+                metric_definitions: "TensorRT-LLM benchmark_serving: TTFT first content chunk; TPOT (E2EL-TTFT)/(out-1); ITL per chunk; E2EL last content chunk; latencies from the intended send time",
+                valid: reasons.is_empty(),
+                invalid_reasons: reasons,
+                metrics: &metrics,
+            };
+            let path = dir.join(format!("{label}.json"));
+            let text = serde_json::to_string_pretty(&record)?;
+            crate::sim_cmd::write_atomic(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if any_invalid && !args.allow_invalid {
+        eprintln!(
+            "error: at least one run is INVALID (see above); --allow-invalid to exit 0 anyway"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,122 @@
+//! `disagg bench` against a `disagg sim` process: the result block, the JSON record, and the
+//! validity gate's exit codes.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sim() -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "sim",
+            "--port",
+            "0",
+            "--zero-cost",
+            "--stream-interval",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (Proc(child), url)
+}
+
+fn bench(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn a_valid_run_prints_the_block_and_writes_the_record() {
+    let (_sim, url) = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().display().to_string();
+    let (code, stdout) = bench(&[
+        "--url",
+        &url,
+        "--model",
+        "sim",
+        "--concurrency",
+        "2,4",
+        "--multi-round",
+        "3",
+        "--isl",
+        "16",
+        "--osl",
+        "6",
+        "--ignore-eos",
+        "--out",
+        &out_dir,
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("con2\n") && stdout.contains("con4\n"));
+    assert!(
+        stdout.contains("Total generated tokens:                  72"),
+        "{stdout}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("con4.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["record_version"], 1);
+    assert_eq!(record["valid"], true);
+    assert_eq!(record["metrics"]["completed"], 12);
+    assert_eq!(record["metrics"]["total_output_tokens"], 72);
+    assert_eq!(record["metrics"]["output_token_source"], "usage");
+}
+
+#[test]
+fn failed_requests_make_the_run_invalid() {
+    let (_sim, url) = sim();
+    let args = [
+        "--url",
+        url.as_str(),
+        "--model",
+        "wrong",
+        "--concurrency",
+        "2",
+        "--isl",
+        "8",
+        "--osl",
+        "2",
+    ];
+    let (code, stdout) = bench(&args);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("INVALID: 2 of 2 requests failed; no output tokens"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("!FAILED REQUESTS!"));
+    let mut lenient = args.to_vec();
+    lenient.push("--allow-invalid");
+    assert_eq!(bench(&lenient).0, 0);
+}
