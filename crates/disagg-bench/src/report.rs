@@ -90,6 +90,65 @@ pub fn console_block(m: &RunMetrics) -> String {
     out
 }
 
+/// The header of the per-run CSV summary.
+pub fn csv_header(percentiles: &[f64]) -> String {
+    let mut cols: Vec<String> = [
+        "run",
+        "interrupted",
+        "valid",
+        "total_requests",
+        "completed",
+        "failed",
+        "duration_s",
+        "total_input_tokens",
+        "total_output_tokens",
+        "request_throughput",
+        "output_throughput",
+        "total_token_throughput",
+        "user_throughput",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    for m in ["ttft", "tpot", "itl", "e2el"] {
+        cols.push(format!("mean_{m}_ms"));
+        cols.push(format!("median_{m}_ms"));
+        cols.push(format!("std_{m}_ms"));
+        for p in percentiles {
+            cols.push(format!("p{}_{m}_ms", p_word(*p)));
+        }
+    }
+    cols.join(",")
+}
+
+/// One run's CSV row, matching [`csv_header`].
+pub fn csv_row(run: &str, interrupted: bool, valid: bool, m: &RunMetrics) -> String {
+    let mut cells = vec![
+        run.replace(',', ";"),
+        interrupted.to_string(),
+        valid.to_string(),
+        m.total_requests.to_string(),
+        m.completed.to_string(),
+        m.failed.to_string(),
+        format!("{:.6}", m.duration_s),
+        m.total_input_tokens.to_string(),
+        m.total_output_tokens.to_string(),
+        format!("{:.6}", m.request_throughput),
+        format!("{:.6}", m.output_throughput),
+        format!("{:.6}", m.total_token_throughput),
+        format!("{:.6}", m.user_throughput),
+    ];
+    for s in [&m.ttft_ms, &m.tpot_ms, &m.itl_ms, &m.e2el_ms] {
+        cells.push(format!("{:.6}", s.mean));
+        cells.push(format!("{:.6}", s.median));
+        cells.push(format!("{:.6}", s.std));
+        for (_, v) in &s.percentiles {
+            cells.push(format!("{v:.6}"));
+        }
+    }
+    cells.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,8 +205,24 @@ async fn one(
     t
 }
 
-/// Run `requests` and return their timelines, in request order.
-pub async fn run(spec: &RunSpec, requests: &[RandomRequest]) -> Vec<Timeline> {
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Timelines of the requests that ended, in request order.
+    pub timelines: Vec<Timeline>,
+    /// True when `stop` fired before every request ended: the timelines are partial.
+    pub interrupted: bool,
+}
+
+/// Run `requests` and return their timelines, in request order. When `stop` fires, no new
+/// request starts, the ones in flight are dropped (the connection closes, so the server can
+/// free their slots) and the finished ones are returned.
+pub async fn run(
+    spec: &RunSpec,
+    requests: &[RandomRequest],
+    stop: &tokio_util::sync::CancellationToken,
+    done: &Arc<AtomicUsize>,
+) -> RunOutcome {
     let path = match spec.endpoint {
         Endpoint::Completions => "/v1/completions",
         Endpoint::Chat => "/v1/chat/completions",
@@ -221,20 +237,28 @@ pub async fn run(spec: &RunSpec, requests: &[RandomRequest]) -> Vec<Timeline> {
             let http = client(c);
             let next = Arc::new(AtomicUsize::new(0));
             for _ in 0..c.max(1) {
-                let (http, url, spec, requests, next) = (
+                let (http, url, spec, requests, next, stop, done) = (
                     http.clone(),
                     url.clone(),
                     spec.clone(),
                     requests.clone(),
                     next.clone(),
+                    stop.clone(),
+                    done.clone(),
                 );
                 tasks.spawn(async move {
                     let mut mine = Vec::new();
-                    loop {
+                    while !stop.is_cancelled() {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(r) = requests.get(i) else { break };
                         let intended = start.elapsed();
-                        mine.push((i, one(&http, &url, &spec, r, start, intended).await));
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            t = one(&http, &url, &spec, r, start, intended) => {
+                                done.fetch_add(1, Ordering::Relaxed);
+                                mine.push((i, t));
+                            }
+                        }
                     }
                     mine
                 });
@@ -244,11 +268,25 @@ pub async fn run(spec: &RunSpec, requests: &[RandomRequest]) -> Vec<Timeline> {
             let http = client(256);
             for (i, offset) in spec.offsets.iter().enumerate().take(requests.len()) {
                 let due = Duration::from_secs_f64(*offset);
-                let (http, url, spec, requests) =
-                    (http.clone(), url.clone(), spec.clone(), requests.clone());
+                let (http, url, spec, requests, stop, done) = (
+                    http.clone(),
+                    url.clone(),
+                    spec.clone(),
+                    requests.clone(),
+                    stop.clone(),
+                    done.clone(),
+                );
                 tasks.spawn(async move {
-                    tokio::time::sleep_until(start + due).await;
-                    vec![(i, one(&http, &url, &spec, &requests[i], start, due).await)]
+                    tokio::select! {
+                        _ = stop.cancelled() => Vec::new(),
+                        t = async {
+                            tokio::time::sleep_until(start + due).await;
+                            one(&http, &url, &spec, &requests[i], start, due).await
+                        } => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            vec![(i, t)]
+                        }
+                    }
                 });
             }
         }
@@ -260,5 +298,9 @@ pub async fn run(spec: &RunSpec, requests: &[RandomRequest]) -> Vec<Timeline> {
         }
     }
     all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, t)| t).collect()
+    let interrupted = stop.is_cancelled() && all.len() < requests.len();
+    RunOutcome {
+        timelines: all.into_iter().map(|(_, t)| t).collect(),
+        interrupted,
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use disagg_bench::arrival::{random_requests, schedule};
 use disagg_bench::metrics::{RunMetrics, Slo, compute};
-use disagg_bench::report::console_block;
+use disagg_bench::report::{console_block, csv_header, csv_row};
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
 use disagg_bench::timeline::Timeline;
 use serde::Serialize;
@@ -35,6 +35,7 @@ struct Record<'a> {
     ignore_eos: bool,
     seed: u64,
     metric_definitions: &'static str,
+    interrupted: bool,
     valid: bool,
     invalid_reasons: Vec<String>,
     metrics: &'a RunMetrics,
@@ -56,7 +57,9 @@ fn parse_slo(text: &str) -> anyhow::Result<Slo> {
             "tpot" => slo.tpot_ms = Some(v),
             "e2el" => slo.e2el_ms = Some(v),
             _ => {
-                return Err(InvalidInput(format!("--goodput `{k}`: use ttft, tpot or e2el")).into());
+                return Err(
+                    InvalidInput(format!("--goodput `{k}`: use ttft, tpot or e2el")).into(),
+                );
             }
         }
     }
@@ -89,6 +92,27 @@ fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<Str
     reasons
 }
 
+/// A progress line on stderr when it is a terminal: requests done and the rate, twice a second.
+fn progress(
+    label: String,
+    total: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use std::io::IsTerminal as _;
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let d = done.load(std::sync::atomic::Ordering::Relaxed);
+            let rate = d as f64 / start.elapsed().as_secs_f64();
+            eprint!("\r{label}: {d}/{total} requests, {rate:.1} req/s ");
+        }
+    })
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..1.0).contains(&args.range_ratio) {
         return Err(InvalidInput(format!(
@@ -107,7 +131,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             burstiness: args.burstiness,
         }],
         Some(rate) => {
-            return Err(InvalidInput(format!("--request-rate must be positive, got {rate}")).into());
+            return Err(
+                InvalidInput(format!("--request-rate must be positive, got {rate}")).into(),
+            );
         }
         None if args.concurrency.is_empty() => vec![Load::Concurrency(1)],
         None => args
@@ -124,7 +150,29 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut any_invalid = false;
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("\ninterrupted: keeping the requests that finished");
+            stop.cancel();
+        });
+    }
+    let mut csv = vec![csv_header(&args.percentiles)];
     for load in runs {
+        if stop.is_cancelled() {
+            break;
+        }
         let (label, n) = match load {
             Load::Concurrency(c) => (
                 format!("con{c}"),
@@ -161,18 +209,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         if let Load::Rate { rate, burstiness } = load {
             spec.offsets = schedule(n, rate, burstiness, args.seed);
         }
-        let timelines = runtime.block_on(async {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let outcome = runtime.block_on(async {
             if !warm.is_empty() {
                 let warm_spec = RunSpec {
                     load: Load::Concurrency(warm.len()),
                     ..spec.clone()
                 };
-                run_load(&warm_spec, warm).await;
+                let warm_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                run_load(&warm_spec, warm, &stop, &warm_done).await;
             }
-            run_load(&spec, measured).await
+            let progress = progress(label.clone(), n, done.clone());
+            let outcome = run_load(&spec, measured, &stop, &done).await;
+            progress.abort();
+            outcome
         });
+        let timelines = outcome.timelines;
         let metrics = compute(&timelines, &args.percentiles, slo);
-        let reasons = validity(&metrics, &timelines, args.ignore_eos);
+        let mut reasons = validity(&metrics, &timelines, args.ignore_eos);
+        if outcome.interrupted {
+            reasons.insert(
+                0,
+                format!("interrupted after {} of {n} requests", timelines.len()),
+            );
+        }
         any_invalid |= !reasons.is_empty();
         let mut out = std::io::stdout().lock();
         writeln!(out, "{label}")?;
@@ -195,16 +255,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 streaming: !args.no_stream,
                 ignore_eos: args.ignore_eos,
                 seed: args.seed,
+                interrupted: outcome.interrupted,
                 metric_definitions: "TensorRT-LLM benchmark_serving: TTFT first content chunk; TPOT (E2EL-TTFT)/(out-1); ITL per chunk; E2EL last content chunk; latencies from the intended send time",
                 valid: reasons.is_empty(),
-                invalid_reasons: reasons,
+                invalid_reasons: reasons.clone(),
                 metrics: &metrics,
             };
             let path = dir.join(format!("{label}.json"));
             let text = serde_json::to_string_pretty(&record)?;
             crate::sim_cmd::write_atomic(&path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
+            csv.push(csv_row(
+                &label,
+                outcome.interrupted,
+                reasons.is_empty(),
+                &metrics,
+            ));
+            let csv_path = dir.join("results.csv");
+            crate::sim_cmd::write_atomic(&csv_path, &(csv.join("\n") + "\n"))
+                .with_context(|| format!("cannot write {}", csv_path.display()))?;
         }
+    }
+    if stop.is_cancelled() {
+        eprintln!("error: interrupted; partial results are marked interrupted");
+        return Ok(ExitCode::from(130));
     }
     if any_invalid && !args.allow_invalid {
         eprintln!(

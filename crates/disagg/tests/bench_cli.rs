@@ -120,3 +120,82 @@ fn failed_requests_make_the_run_invalid() {
     lenient.push("--allow-invalid");
     assert_eq!(bench(&lenient).0, 0);
 }
+
+#[test]
+fn ctrl_c_keeps_the_partial_results_marked_interrupted() {
+    let mut slow = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "sim",
+            "--port",
+            "0",
+            "--zero-cost",
+            "--decode-step-base-ms",
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(slow.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _slow = Proc(slow);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--model",
+            "sim",
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--isl",
+            "8",
+            "--osl",
+            "5000",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut bench = Proc(child);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let sent = Command::new("kill")
+        .args(["-INT", &bench.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = bench.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "bench did not stop on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("con2.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["interrupted"], true);
+    assert_eq!(record["valid"], false);
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("con2,true,false,"),
+        "{csv}"
+    );
+}
