@@ -1,6 +1,9 @@
 //! What the CLI tests share: `disagg` child processes that never outlive a test.
 
-#![expect(clippy::expect_used, reason = "a test harness that cannot start must fail the test loudly")]
+#![expect(
+    clippy::expect_used,
+    reason = "a test harness that cannot start must fail the test loudly"
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
