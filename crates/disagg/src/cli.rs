@@ -93,7 +93,7 @@ pub struct BenchArgs {
     /// Per-request deadline, seconds
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
-    /// Write con<C>.json / rate<R>.json here
+    /// Write one JSON record per run (con8.json, rate2.5.json) and results.csv here
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Exit 0 even when a run is invalid
