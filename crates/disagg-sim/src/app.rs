@@ -520,6 +520,11 @@ async fn generate(
             Leg::Generation { ctx_request_id, .. } => ctx_request_id,
             _ => None,
         },
+        leg: match leg {
+            Leg::Aggregated => "aggregated",
+            Leg::Context { .. } => "context",
+            Leg::Generation { .. } => "generation",
+        },
     };
     let stream = s.stream.unwrap_or(false) && !matches!(leg, Leg::Context { .. });
     let include_usage = s
@@ -539,7 +544,7 @@ async fn generate(
     }
     let (count, first_time) = collect(st, seq).await?;
     let last_time = st.started.elapsed().as_secs_f64();
-    record(st, &g, &leg, count, first_time, last_time);
+    record(st, &g, count, first_time, last_time);
     let tokens: Vec<u32> = (0..count).map(|p| g.token(p)).collect();
     let text_out = render_text(&g, 0, tokens.len() as u32);
     let created = now_unix();
@@ -654,6 +659,8 @@ struct Generated {
     arrival: f64,
     transferred: f64,
     ctx_request_id: Option<u64>,
+    /// `aggregated`, `context` or `generation`, for `/perf_metrics`.
+    leg: &'static str,
 }
 
 impl Generated {
@@ -706,17 +713,11 @@ async fn collect(st: &AppState, mut seq: Sequence) -> Result<(u32, f64), ApiErro
     Ok((count, first.unwrap_or_default()))
 }
 
-fn record(st: &AppState, g: &Generated, leg: &Leg, n: u32, first: f64, last: f64) {
+fn record(st: &AppState, g: &Generated, n: u32, first: f64, last: f64) {
     let rec = PerfRecord {
         request_id: g.id,
-        ctx_request_id: g
-            .ctx_request_id
-            .or(matches!(leg, Leg::Context { .. }).then_some(g.id)),
-        leg: match leg {
-            Leg::Aggregated => "aggregated",
-            Leg::Context { .. } => "context",
-            Leg::Generation { .. } => "generation",
-        },
+        ctx_request_id: g.ctx_request_id.or((g.leg == "context").then_some(g.id)),
+        leg: g.leg,
         prompt_tokens: g.prompt_len,
         output_tokens: n,
         arrival_time: g.arrival,
@@ -868,21 +869,7 @@ fn stream_response(
                     out.push_str("data: [DONE]\n\n");
                     s.done = true;
                     let last = s.st.started.elapsed().as_secs_f64();
-                    record(
-                        &s.st,
-                        &g,
-                        &if g.ctx_request_id.is_some() {
-                            Leg::Generation {
-                                first_token: None,
-                                ctx_request_id: None,
-                            }
-                        } else {
-                            Leg::Aggregated
-                        },
-                        s.available,
-                        s.first_time.unwrap_or(last),
-                        last,
-                    );
+                    record(&s.st, &g, s.available, s.first_time.unwrap_or(last), last);
                 }
                 if s.done {
                     return Some((Ok(Bytes::from(out)), s));

@@ -263,7 +263,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             };
             let path = dir.join(format!("{label}.json"));
             let text = serde_json::to_string_pretty(&record)?;
-            crate::sim_cmd::write_atomic(&path, &text)
+            crate::atomic_file::write_atomic(&path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             csv.push(csv_row(
                 &label,
@@ -272,7 +272,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 &metrics,
             ));
             let csv_path = dir.join("results.csv");
-            crate::sim_cmd::write_atomic(&csv_path, &(csv.join("\n") + "\n"))
+            crate::atomic_file::write_atomic(&csv_path, &(csv.join("\n") + "\n"))
                 .with_context(|| format!("cannot write {}", csv_path.display()))?;
         }
     }

@@ -145,23 +145,6 @@ fn apply_sim_section(
     }
 }
 
-/// Write `text` to `path` through a temporary file and a rename, so a reader never sees half.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
 pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     let (cfg, limits) = settings(args)?;
     let runtime = if args.threads <= 1 {
@@ -182,7 +165,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = sim.local_addr();
         if let Some(path) = &args.report_addr {
-            write_atomic(path, &addr.to_string())
+            crate::atomic_file::write_atomic(path, &addr.to_string())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         {
