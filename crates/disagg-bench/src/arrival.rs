@@ -1,10 +1,8 @@
-//! When each request is due, and what it asks for: pure functions of a seed.
+//! When each request is due: a pure function of a seed.
 //!
 //! - Open loop: inter-arrival gaps drawn from a gamma distribution with shape `burstiness` and
 //!   scale `1 / (rate × burstiness)` (burstiness 1 = Poisson), as vLLM and TensorRT-LLM do; the
 //!   n-th request is due at the sum of the first n gaps.
-//! - Random prompts, vLLM-style: lengths uniform in `[floor(L·(1−r)), ceil(L·(1+r))]` (outputs at
-//!   least 1), token ids a run `(offset + i + j) mod vocab` from a random offset.
 
 /// SplitMix64: small, fast, and reproducible from a seed.
 #[derive(Debug, Clone)]
@@ -82,48 +80,6 @@ pub fn schedule(n: usize, rate: f64, burstiness: f64, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-/// One request of the random dataset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RandomRequest {
-    /// Prompt token ids.
-    pub prompt: Vec<u32>,
-    /// Output tokens to ask for.
-    pub output_tokens: u32,
-}
-
-/// `n` random requests around `isl`/`osl` with range ratio `r` (0 ≤ r < 1).
-pub fn random_requests(
-    n: usize,
-    isl: u32,
-    osl: u32,
-    r: f64,
-    vocab: u32,
-    seed: u64,
-) -> Vec<RandomRequest> {
-    let mut rng = Rng::new(seed);
-    let bounds = |len: u32, min: u64| {
-        let lo = ((f64::from(len) * (1.0 - r)).floor() as u64).max(min);
-        let hi = ((f64::from(len) * (1.0 + r)).ceil() as u64).max(lo);
-        (lo, hi)
-    };
-    let (ilo, ihi) = bounds(isl, 1);
-    let (olo, ohi) = bounds(osl, 1);
-    (0..n)
-        .map(|i| {
-            let len = rng.range(ilo, ihi);
-            let out = rng.range(olo, ohi) as u32;
-            let offset = rng.next_u64() % u64::from(vocab);
-            let prompt = (0..len)
-                .map(|j| ((offset + i as u64 + j) % u64::from(vocab)) as u32)
-                .collect();
-            RandomRequest {
-                prompt,
-                output_tokens: out,
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,25 +102,5 @@ mod tests {
         assert!(s.windows(2).all(|w| w[1] >= w[0]));
         let fixed = schedule(5, 10.0, f64::INFINITY, 0);
         assert!((fixed[4] - 0.4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn random_requests_are_reproducible_and_in_range() {
-        let a = random_requests(100, 1000, 100, 0.5, 32_000, 3);
-        assert_eq!(a, random_requests(100, 1000, 100, 0.5, 32_000, 3));
-        assert!(a.iter().all(|r| (500..=1500).contains(&r.prompt.len())));
-        assert!(a.iter().all(|r| (50..=150).contains(&r.output_tokens)));
-        let exact = random_requests(10, 64, 8, 0.0, 32_000, 3);
-        assert!(
-            exact
-                .iter()
-                .all(|r| r.prompt.len() == 64 && r.output_tokens == 8)
-        );
-        assert!(
-            exact[0]
-                .prompt
-                .windows(2)
-                .all(|w| (w[0] + 1) % 32_000 == w[1])
-        );
     }
 }

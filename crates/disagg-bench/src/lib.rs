@@ -1,5 +1,5 @@
-//! The benchmark client behind `disagg bench`: arrival schedules and random prompts
-//! ([`arrival`], pure), the load generator ([`runner`]), per-request [`timeline::Timeline`]s as plain data,
+//! The benchmark client behind `disagg bench`: arrival schedules ([`arrival`], pure), request
+//! sets ([`dataset`]: random token ids, JSONL), the load generator ([`runner`]), per-request [`timeline::Timeline`]s as plain data,
 //! the run metrics derived from them with the upstream (TensorRT-LLM / vLLM `benchmark_serving`)
 //! definitions ([`metrics`]), numpy-compatible statistics ([`stats`]) and the TensorRT-LLM result
 //! block ([`report`]) that the upstream pipeline's regexes parse.
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod arrival;
+pub mod dataset;
 pub mod metrics;
 pub mod report;
 pub mod runner;

@@ -8,7 +8,7 @@
 //! | E2EL | last content chunk − start |
 //! | request throughput | successful / duration |
 //! | output token throughput | Σ output tokens / duration |
-//! | total token throughput | (Σ dataset prompt tokens + Σ output tokens) / duration |
+//! | total token throughput | (Σ dataset prompt tokens + Σ output tokens) / duration (text prompts of unknown length count the server's `usage.prompt_tokens`) |
 //! | user throughput | mean over successful requests of output / E2EL (TTFT included) |
 //! | goodput | requests meeting every SLO / duration (TPOT counts as 0 for one-token outputs) |
 //!
@@ -101,7 +101,13 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
     for t in &ok {
         let (n, source) = t.output_tokens();
         all_usage &= source == TokenSource::Usage;
-        input += u64::from(t.prompt_tokens);
+        // The dataset's length (as upstream); the server's count for text prompts of unknown length.
+        let prompt = if t.prompt_tokens > 0 {
+            t.prompt_tokens
+        } else {
+            t.usage_prompt_tokens.unwrap_or(0)
+        };
+        input += u64::from(prompt);
         output += u64::from(n);
         let first = t.ttft().unwrap_or_default();
         let last = t.e2el().unwrap_or_default();

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::arrival::RandomRequest;
+use crate::dataset::{PromptInput, Request};
 use crate::timeline::{Chunk, Timeline};
 
 /// Which OpenAI endpoint.
@@ -74,15 +74,26 @@ fn client(max: usize) -> Client<HttpConnector, Full<Bytes>> {
         .build(c)
 }
 
-fn body(spec: &RunSpec, r: &RandomRequest) -> Bytes {
+fn body(spec: &RunSpec, r: &Request) -> Bytes {
     let mut v = match spec.endpoint {
         Endpoint::Completions => {
-            json!({"model": spec.model, "prompt": r.prompt, "max_tokens": r.output_tokens})
+            let prompt = match &r.prompt {
+                PromptInput::Ids(ids) => json!(ids),
+                PromptInput::Text(t) => json!(t),
+            };
+            json!({"model": spec.model, "prompt": prompt, "max_tokens": r.output_tokens})
         }
         Endpoint::Chat => {
-            // Chat carries text: the ids rendered as words (the server's tokenizer decides).
-            let text: Vec<String> = r.prompt.iter().map(|t| format!("w{t}")).collect();
-            json!({"model": spec.model, "messages": [{"role": "user", "content": text.join(" ")}],
+            // Chat carries text; ids are rendered as words (the server's tokenizer decides).
+            let text = match &r.prompt {
+                PromptInput::Ids(ids) => ids
+                    .iter()
+                    .map(|t| format!("w{t}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                PromptInput::Text(t) => t.clone(),
+            };
+            json!({"model": spec.model, "messages": [{"role": "user", "content": text}],
                    "max_completion_tokens": r.output_tokens})
         }
     };
@@ -107,7 +118,7 @@ async fn one(
     http: &Client<HttpConnector, Full<Bytes>>,
     url: &str,
     spec: &RunSpec,
-    req: &RandomRequest,
+    req: &Request,
     start: Instant,
     intended: Duration,
 ) -> Timeline {
@@ -116,7 +127,7 @@ async fn one(
         sent: start.elapsed(),
         chunks: Vec::new(),
         end: Duration::ZERO,
-        prompt_tokens: req.prompt.len() as u32,
+        prompt_tokens: req.prompt.token_len().unwrap_or(0),
         requested_output_tokens: req.output_tokens,
         usage_output_tokens: None,
         usage_prompt_tokens: None,
@@ -219,7 +230,7 @@ pub struct RunOutcome {
 /// free their slots) and the finished ones are returned.
 pub async fn run(
     spec: &RunSpec,
-    requests: &[RandomRequest],
+    requests: &[Request],
     stop: &tokio_util::sync::CancellationToken,
     done: &Arc<AtomicUsize>,
 ) -> RunOutcome {
@@ -229,7 +240,7 @@ pub async fn run(
     };
     let url = format!("{}{path}", spec.base_url.trim_end_matches('/'));
     let spec = Arc::new(spec.clone());
-    let requests: Arc<Vec<RandomRequest>> = Arc::new(requests.to_vec());
+    let requests: Arc<Vec<Request>> = Arc::new(requests.to_vec());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     match spec.load {

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use disagg_bench::arrival::{random_requests, schedule};
+use disagg_bench::arrival::schedule;
+use disagg_bench::dataset::random_requests;
 use disagg_bench::metrics::compute;
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run};
 use disagg_bench::timeline::Timeline;
@@ -24,7 +25,7 @@ async fn sim(stream_interval: u32) -> TestSim {
     .await
 }
 
-async fn go(spec: &RunSpec, reqs: &[disagg_bench::arrival::RandomRequest]) -> Vec<Timeline> {
+async fn go(spec: &RunSpec, reqs: &[disagg_bench::dataset::Request]) -> Vec<Timeline> {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let out = run(
         spec,

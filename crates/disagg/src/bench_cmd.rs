@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use disagg_bench::arrival::{random_requests, schedule};
+use disagg_bench::arrival::schedule;
+use disagg_bench::dataset::{load_jsonl, random_requests};
 use disagg_bench::metrics::{RunMetrics, Slo, compute};
 use disagg_bench::report::{console_block, csv_header, csv_row};
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
@@ -125,6 +126,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         return Err(InvalidInput(format!("--url `{}`: give http://host:port", args.url)).into());
     }
     let slo = args.goodput.as_deref().map(parse_slo).transpose()?;
+    let file_requests = match (args.dataset.as_str(), &args.dataset_path) {
+        ("jsonl", Some(path)) => {
+            Some(load_jsonl(path, args.osl).map_err(|e| InvalidInput(e.to_string()))?)
+        }
+        ("jsonl", None) => {
+            return Err(InvalidInput("--dataset jsonl needs --dataset-path FILE".into()).into());
+        }
+        (_, Some(_)) => {
+            return Err(
+                InvalidInput("--dataset-path is read only with --dataset jsonl".into()).into(),
+            );
+        }
+        _ => None,
+    };
     let runs: Vec<Load> = match args.request_rate {
         Some(rate) if rate > 0.0 && rate.is_finite() => vec![Load::Rate {
             rate,
@@ -183,14 +198,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 args.num_prompts.unwrap_or(args.multi_round.max(1) * 100),
             ),
         };
-        let requests = random_requests(
-            n + args.warmup,
-            args.isl,
-            args.osl,
-            args.range_ratio,
-            32_000,
-            args.seed,
-        );
+        let requests = match &file_requests {
+            Some(all) => all.iter().cycle().take(n + args.warmup).cloned().collect(),
+            None => random_requests(
+                n + args.warmup,
+                args.isl,
+                args.osl,
+                args.range_ratio,
+                32_000,
+                args.seed,
+            ),
+        };
         let (warm, measured) = requests.split_at(args.warmup);
         let mut spec = RunSpec {
             base_url: args.url.clone(),

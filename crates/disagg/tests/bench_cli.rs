@@ -199,3 +199,62 @@ fn ctrl_c_keeps_the_partial_results_marked_interrupted() {
         "{csv}"
     );
 }
+
+#[test]
+fn a_jsonl_dataset_of_text_and_ids() {
+    let (_sim, url) = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"one two three\", \"output_len\": 4}\n{\"prompt\": [5, 6], \"output_len\": 2}\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let (code, stdout) = bench(&[
+        "--url",
+        &url,
+        "--model",
+        "sim",
+        "--concurrency",
+        "2",
+        "--num-prompts",
+        "4",
+        "--dataset",
+        "jsonl",
+        "--dataset-path",
+        data.to_str().unwrap(),
+        "--ignore-eos",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    // Used in order and repeated: 4 + 2 + 4 + 2 output tokens; 3 + 2 + 3 + 2 prompt tokens
+    // (text counted by the server's usage, ids by their number).
+    assert!(
+        stdout.contains("Total generated tokens:                  12"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Total input tokens:                      10"),
+        "{stdout}"
+    );
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"x\"}\n{\"output_len\": 2}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--model",
+            "sim",
+            "--dataset",
+            "jsonl",
+            "--dataset-path",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.jsonl:2: no non-empty `prompt`"),
+        "{stderr}"
+    );
+}

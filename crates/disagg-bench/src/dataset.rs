@@ -1,0 +1,213 @@
+//! What the requests ask for.
+//!
+//! - `random`: prompts of token ids, vLLM-style — lengths uniform in `[floor(L·(1−r)),
+//!   ceil(L·(1+r))]` (outputs at least 1), ids a run `(offset + i + j) mod vocab` from a random
+//!   offset — sent as token-id arrays, so no tokenizer is needed and the server sees exactly ISL
+//!   tokens;
+//! - `jsonl`: one JSON object per line, `{"prompt": "text" | [ids], "output_len": N}` (`output_len`
+//!   optional, else `--osl`).
+
+use std::path::Path;
+
+use crate::arrival::Rng;
+
+/// A prompt as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptInput {
+    /// Token ids (exact length).
+    Ids(Vec<u32>),
+    /// Text (its length in tokens is the server's business; usage tells).
+    Text(String),
+}
+
+impl PromptInput {
+    /// Length in tokens when known.
+    pub fn token_len(&self) -> Option<u32> {
+        match self {
+            PromptInput::Ids(ids) => Some(ids.len() as u32),
+            PromptInput::Text(_) => None,
+        }
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The prompt.
+    pub prompt: PromptInput,
+    /// Output tokens to ask for.
+    pub output_tokens: u32,
+}
+
+/// `n` random requests around `isl`/`osl` with range ratio `r` (0 ≤ r < 1).
+pub fn random_requests(
+    n: usize,
+    isl: u32,
+    osl: u32,
+    r: f64,
+    vocab: u32,
+    seed: u64,
+) -> Vec<Request> {
+    let mut rng = Rng::new(seed);
+    let bounds = |len: u32, min: u64| {
+        let lo = ((f64::from(len) * (1.0 - r)).floor() as u64).max(min);
+        let hi = ((f64::from(len) * (1.0 + r)).ceil() as u64).max(lo);
+        (lo, hi)
+    };
+    let (ilo, ihi) = bounds(isl, 1);
+    let (olo, ohi) = bounds(osl, 1);
+    (0..n)
+        .map(|i| {
+            let len = rng.range(ilo, ihi);
+            let out = rng.range(olo, ohi) as u32;
+            let offset = rng.next_u64() % u64::from(vocab);
+            let prompt = (0..len)
+                .map(|j| ((offset + i as u64 + j) % u64::from(vocab)) as u32)
+                .collect();
+            Request {
+                prompt: PromptInput::Ids(prompt),
+                output_tokens: out,
+            }
+        })
+        .collect()
+}
+
+/// Why a dataset file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The file cannot be read.
+    #[error("cannot read the dataset {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not a usable request.
+    #[error(
+        "{path}:{line}: {why}; each line must be {{\"prompt\": \"text\" or [token ids], \"output_len\": N}}"
+    )]
+    Line {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// No request in the file.
+    #[error("{0}: the dataset has no requests")]
+    Empty(String),
+}
+
+/// Read a JSONL dataset; `default_osl` is used where a line has no `output_len`.
+pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, DatasetError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| DatasetError::Line {
+            path: name.clone(),
+            line: i + 1,
+            why,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let prompt = match &v["prompt"] {
+            serde_json::Value::String(s) if !s.is_empty() => PromptInput::Text(s.clone()),
+            serde_json::Value::Array(ids) if !ids.is_empty() => PromptInput::Ids(
+                ids.iter()
+                    .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or_else(|| bad("prompt ids must be non-negative integers".into()))?,
+            ),
+            _ => return Err(bad("no non-empty `prompt`".into())),
+        };
+        let output_tokens = match &v["output_len"] {
+            serde_json::Value::Null => default_osl,
+            n => n
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad(format!("output_len must be a positive integer, got {n}")))?,
+        };
+        out.push(Request {
+            prompt,
+            output_tokens,
+        });
+    }
+    if out.is_empty() {
+        return Err(DatasetError::Empty(name));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_requests_are_reproducible_and_in_range() {
+        let a = random_requests(100, 1000, 100, 0.5, 32_000, 3);
+        assert_eq!(a, random_requests(100, 1000, 100, 0.5, 32_000, 3));
+        assert!(
+            a.iter()
+                .all(|r| (500..=1500).contains(&r.prompt.token_len().unwrap()))
+        );
+        assert!(a.iter().all(|r| (50..=150).contains(&r.output_tokens)));
+        let exact = random_requests(10, 64, 8, 0.0, 32_000, 3);
+        assert!(
+            exact
+                .iter()
+                .all(|r| r.prompt.token_len() == Some(64) && r.output_tokens == 8)
+        );
+        let PromptInput::Ids(ids) = &exact[0].prompt else {
+            panic!("random prompts are token ids")
+        };
+        assert!(ids.windows(2).all(|w| (w[0] + 1) % 32_000 == w[1]));
+    }
+
+    #[test]
+    fn jsonl_lines_with_text_ids_and_lengths() {
+        let dir = std::env::temp_dir().join(format!("disagg-ds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("d.jsonl");
+        std::fs::write(
+            &p,
+            "{\"prompt\": \"hello there\"}\n\n{\"prompt\": [1, 2, 3], \"output_len\": 7}\n",
+        )
+        .unwrap();
+        let r = load_jsonl(&p, 16).unwrap();
+        assert_eq!(
+            r[0],
+            Request {
+                prompt: PromptInput::Text("hello there".into()),
+                output_tokens: 16
+            }
+        );
+        assert_eq!(
+            r[1],
+            Request {
+                prompt: PromptInput::Ids(vec![1, 2, 3]),
+                output_tokens: 7
+            }
+        );
+        std::fs::write(&p, "{\"prompt\": \"ok\"}\n{\"output_len\": 3}\n").unwrap();
+        let e = load_jsonl(&p, 16).unwrap_err().to_string();
+        assert!(e.contains("d.jsonl:2: no non-empty `prompt`"), "{e}");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(matches!(load_jsonl(&p, 16), Err(DatasetError::Empty(_))));
+        assert!(matches!(
+            load_jsonl(&dir.join("missing"), 16),
+            Err(DatasetError::Read { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
