@@ -71,6 +71,8 @@ pub struct RunMetrics {
     pub itl_per_token_ms: Summary,
     /// E2EL, ms.
     pub e2el_ms: Summary,
+    /// How late the client sent each request after it was due (its own scheduling lag), ms.
+    pub send_lag_ms: Summary,
     /// Failure reasons with their counts, most frequent first.
     pub errors: Vec<(String, usize)>,
 }
@@ -137,6 +139,10 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
             }
         }
     }
+    let lag: Vec<f64> = timelines
+        .iter()
+        .map(|t| ms(t.sent.saturating_sub(t.intended)))
+        .collect();
     let mut errors: Vec<(String, usize)> = Vec::new();
     for t in timelines.iter().filter(|t| !t.succeeded()) {
         let reason = t
@@ -176,6 +182,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
         itl_ms: summarize(&itl, percentiles),
         itl_per_token_ms: summarize(&itl_tok, percentiles),
         e2el_ms: summarize(&e2el, percentiles),
+        send_lag_ms: summarize(&lag, percentiles),
         errors,
     }
 }
@@ -294,5 +301,9 @@ mod tests {
         late.sent = t(30);
         let r = compute(&[late], &[99.0], None);
         assert!(close(r.ttft_ms.mean, 40.0));
+        assert!(
+            close(r.send_lag_ms.mean, 30.0),
+            "the client's own lag is reported"
+        );
     }
 }

@@ -276,9 +276,33 @@ pub async fn run(
             }
         }
         Load::Rate { .. } => {
+            // A dispatcher thread releases the requests on time with the OS's high-resolution
+            // sleep (tokio's timer wheel rounds up to 1 ms, which would be added to every
+            // latency); the runtime starts each request as its index arrives.
             let http = client(256);
-            for (i, offset) in spec.offsets.iter().enumerate().take(requests.len()) {
-                let due = Duration::from_secs_f64(*offset);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+            let offsets: Vec<f64> = spec.offsets.iter().take(requests.len()).copied().collect();
+            let (dispatch_stop, std_start) = (stop.clone(), start.into_std());
+            let dispatcher = tokio::task::spawn_blocking(move || {
+                for (i, offset) in offsets.iter().enumerate() {
+                    let due = std_start + Duration::from_secs_f64(*offset);
+                    loop {
+                        if dispatch_stop.is_cancelled() {
+                            return;
+                        }
+                        let now = std::time::Instant::now();
+                        if now >= due {
+                            break;
+                        }
+                        std::thread::sleep((due - now).min(Duration::from_millis(10)));
+                    }
+                    if tx.send(i).is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Some(i) = rx.recv().await {
+                let due = Duration::from_secs_f64(spec.offsets[i]);
                 let (http, url, spec, requests, stop, done) = (
                     http.clone(),
                     url.clone(),
@@ -290,16 +314,14 @@ pub async fn run(
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => Vec::new(),
-                        t = async {
-                            tokio::time::sleep_until(start + due).await;
-                            one(&http, &url, &spec, &requests[i], start, due).await
-                        } => {
+                        t = one(&http, &url, &spec, &requests[i], start, due) => {
                             done.fetch_add(1, Ordering::Relaxed);
                             vec![(i, t)]
                         }
                     }
                 });
             }
+            let _ = dispatcher.await;
         }
     }
     let mut all = Vec::with_capacity(requests.len());

@@ -40,6 +40,9 @@ struct Record<'a> {
     valid: bool,
     invalid_reasons: Vec<String>,
     metrics: &'a RunMetrics,
+    /// Every request's timeline, with `--save-timelines`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timelines: Option<&'a [Timeline]>,
 }
 
 fn parse_slo(text: &str) -> anyhow::Result<Slo> {
@@ -278,6 +281,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 valid: reasons.is_empty(),
                 invalid_reasons: reasons.clone(),
                 metrics: &metrics,
+                timelines: args.save_timelines.then_some(timelines.as_slice()),
             };
             let path = dir.join(format!("{label}.json"));
             let text = serde_json::to_string_pretty(&record)?;

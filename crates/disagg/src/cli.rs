@@ -105,6 +105,9 @@ pub struct BenchArgs {
     /// Exit 0 even when a run is invalid
     #[arg(long)]
     pub allow_invalid: bool,
+    /// Put every request's timeline (due, sent, each chunk, end) into the JSON record
+    #[arg(long)]
+    pub save_timelines: bool,
 }
 
 #[derive(Debug, Args)]

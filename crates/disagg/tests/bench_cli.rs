@@ -77,6 +77,7 @@ fn a_valid_run_prints_the_block_and_writes_the_record() {
         "--ignore-eos",
         "--out",
         &out_dir,
+        "--save-timelines",
     ]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("con2\n") && stdout.contains("con4\n"));
@@ -92,6 +93,10 @@ fn a_valid_run_prints_the_block_and_writes_the_record() {
     assert_eq!(record["metrics"]["completed"], 12);
     assert_eq!(record["metrics"]["total_output_tokens"], 72);
     assert_eq!(record["metrics"]["output_token_source"], "usage");
+    let timelines = record["timelines"].as_array().unwrap();
+    assert_eq!(timelines.len(), 12);
+    // stream_interval 2: the first token alone, then 2 + 2 + 1
+    assert_eq!(timelines[0]["chunks"].as_array().unwrap().len(), 4);
 }
 
 #[test]
