@@ -5,7 +5,10 @@
 //!   offset — sent as token-id arrays, so no tokenizer is needed and the server sees exactly ISL
 //!   tokens;
 //! - `jsonl`: one JSON object per line, `{"prompt": "text" | [ids], "output_len": N}` (`output_len`
-//!   optional, else `--osl`).
+//!   optional, else `--osl`);
+//! - `trtllm-custom`: TensorRT-LLM's `trtllm_custom` format, one JSON object per line with the
+//!   prompt at `input.messages[1].content` and the output length at `input.max_tokens`; the lines
+//!   are shuffled by the seed, as upstream shuffles them (our order, not Python's).
 
 use std::path::Path;
 
@@ -149,6 +152,50 @@ pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, Dataset
     Ok(out)
 }
 
+/// Read a `trtllm_custom` dataset (see the module docs), shuffled by `seed`.
+pub fn load_trtllm_custom(path: &Path, seed: u64) -> Result<Vec<Request>, DatasetError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| DatasetError::Line {
+            path: name.clone(),
+            line: i + 1,
+            why,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let prompt = v["input"]["messages"][1]["content"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad("no text at input.messages[1].content".into()))?;
+        let max_tokens = v["input"]["max_tokens"]
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("input.max_tokens must be a positive integer".into()))?;
+        out.push(Request {
+            prompt: PromptInput::Text(prompt.to_string()),
+            output_tokens: max_tokens,
+        });
+    }
+    if out.is_empty() {
+        return Err(DatasetError::Empty(name));
+    }
+    // Fisher–Yates with the run's seed.
+    let mut rng = Rng::new(seed ^ 0x0da7_a5e7);
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.range(0, i as u64) as usize);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +219,45 @@ mod tests {
             panic!("random prompts are token ids")
         };
         assert!(ids.windows(2).all(|w| (w[0] + 1) % 32_000 == w[1]));
+    }
+
+    #[test]
+    fn trtllm_custom_lines_are_read_and_shuffled_by_the_seed() {
+        let dir = std::env::temp_dir().join(format!("disagg-tc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.json");
+        let line = |k: u32| {
+            format!(
+                "{{\"input\": {{\"messages\": [{{\"role\": \"system\", \"content\": \"s\"}}, {{\"role\": \"user\", \"content\": \"q{k}\"}}], \"max_tokens\": {k}}}}}\n"
+            )
+        };
+        std::fs::write(&p, (1..=20).map(line).collect::<String>()).unwrap();
+        let a = load_trtllm_custom(&p, 1).unwrap();
+        assert_eq!(a.len(), 20);
+        assert_eq!(
+            a,
+            load_trtllm_custom(&p, 1).unwrap(),
+            "same seed, same order"
+        );
+        assert_ne!(
+            a,
+            load_trtllm_custom(&p, 2).unwrap(),
+            "another seed, another order"
+        );
+        let mut lens: Vec<u32> = a.iter().map(|r| r.output_tokens).collect();
+        lens.sort_unstable();
+        assert_eq!(lens, (1..=20).collect::<Vec<u32>>());
+        assert!(
+            a.iter()
+                .all(|r| r.prompt == PromptInput::Text(format!("q{}", r.output_tokens)))
+        );
+        std::fs::write(&p, "{\"input\": {\"messages\": [], \"max_tokens\": 3}}\n").unwrap();
+        let e = load_trtllm_custom(&p, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("c.json:1: no text at input.messages[1].content"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

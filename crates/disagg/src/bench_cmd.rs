@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use disagg_bench::arrival::schedule;
-use disagg_bench::dataset::{load_jsonl, random_requests};
+use disagg_bench::dataset::{load_jsonl, load_trtllm_custom, random_requests};
 use disagg_bench::metrics::{RunMetrics, Slo, compute};
 use disagg_bench::report::{console_block, csv_header, csv_row};
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
@@ -133,15 +133,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         ("jsonl", Some(path)) => {
             Some(load_jsonl(path, args.osl).map_err(|e| InvalidInput(e.to_string()))?)
         }
-        ("jsonl", None) => {
-            return Err(InvalidInput("--dataset jsonl needs --dataset-path FILE".into()).into());
+        ("trtllm-custom", Some(path)) => {
+            Some(load_trtllm_custom(path, args.seed).map_err(|e| InvalidInput(e.to_string()))?)
         }
-        (_, Some(_)) => {
-            return Err(
-                InvalidInput("--dataset-path is read only with --dataset jsonl".into()).into(),
-            );
+        ("random", Some(_)) => {
+            return Err(InvalidInput(
+                "--dataset-path is read only with --dataset jsonl or trtllm-custom".into(),
+            )
+            .into());
         }
-        _ => None,
+        ("random", None) => None,
+        (kind, None) => {
+            return Err(InvalidInput(format!("--dataset {kind} needs --dataset-path FILE")).into());
+        }
+        (kind, Some(_)) => return Err(InvalidInput(format!("unknown --dataset {kind}")).into()),
     };
     let runs: Vec<Load> = match args.request_rate {
         Some(rate) if rate > 0.0 && rate.is_finite() => vec![Load::Rate {

@@ -72,10 +72,11 @@ pub struct BenchArgs {
     /// Random range ratio for both lengths, in [0, 1)
     #[arg(long, default_value_t = 0.0)]
     pub range_ratio: f64,
-    /// Where prompts come from: random token ids, or a JSONL file ({"prompt": ..., "output_len": N} per line)
-    #[arg(long, value_parser = ["random", "jsonl"], default_value = "random")]
+    /// Where prompts come from: random token ids; a JSONL file ({"prompt": ..., "output_len": N} per
+    /// line); or the trtllm_custom file of TensorRT-LLM (`input.messages[1].content`, `input.max_tokens`)
+    #[arg(long, value_parser = ["random", "jsonl", "trtllm-custom"], default_value = "random")]
     pub dataset: String,
-    /// The dataset file (with --dataset jsonl); its requests are used in order, repeated if short
+    /// The dataset file (jsonl, trtllm-custom); its requests are used in order, repeated if short
     #[arg(long, value_name = "FILE")]
     pub dataset_path: Option<PathBuf>,
     /// Ask the server to ignore EOS (exact output lengths; checked by the validity gate)
