@@ -38,8 +38,121 @@ impl PromptInput {
 pub struct Request {
     /// The prompt.
     pub prompt: PromptInput,
+    /// Prompt length in tokens, when known (ids, or text measured by a tokenizer).
+    pub prompt_tokens: Option<u32>,
     /// Output tokens to ask for.
     pub output_tokens: u32,
+}
+
+/// A Hugging Face `tokenizer.json`, for text prompts of exact length and client-side counts.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Load `dir/tokenizer.json`, or the file itself.
+    pub fn load(path: &Path) -> Result<Tokenizer, DatasetError> {
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
+        let name = file.display().to_string();
+        if !file.exists() {
+            return Err(DatasetError::Tokenizer {
+                path: name,
+                why: "no such file (give a directory holding tokenizer.json, or the file)".into(),
+            });
+        }
+        let inner =
+            tokenizers::Tokenizer::from_file(&file).map_err(|e| DatasetError::Tokenizer {
+                path: name,
+                why: e.to_string(),
+            })?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// Token ids of `text`, without special tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Ids of the base vocabulary (added/special tokens excluded).
+    pub fn base_vocab(&self) -> u32 {
+        self.inner.get_vocab_size(false) as u32
+    }
+}
+
+/// Fill in the length of text prompts that have none, with the tokenizer (the dataset length
+/// upstream counts as input tokens).
+pub fn measure(requests: &mut [Request], tok: &Tokenizer) {
+    for r in requests.iter_mut().filter(|r| r.prompt_tokens.is_none()) {
+        if let PromptInput::Text(t) = &r.prompt {
+            r.prompt_tokens = Some(tok.encode(t).len() as u32);
+        }
+    }
+}
+
+/// Random text prompts of exact length, as vLLM builds them: a run of token ids is decoded, the
+/// text re-encoded, and the ids cut or extended until decode → encode gives `isl` tokens (at
+/// most ten rounds; the last length is what is recorded).
+pub fn random_text_requests(
+    n: usize,
+    isl: u32,
+    osl: u32,
+    r: f64,
+    tok: &Tokenizer,
+    seed: u64,
+) -> Vec<Request> {
+    let vocab = tok.base_vocab().max(1);
+    let mut rng = Rng::new(seed ^ 0x7e47);
+    random_requests(n, isl, osl, r, vocab, seed)
+        .into_iter()
+        .map(|req| {
+            let PromptInput::Ids(mut ids) = req.prompt else {
+                unreachable!("random requests are token ids")
+            };
+            let target = ids.len();
+            let mut text = tok.decode(&ids);
+            let mut len = tok.encode(&text).len();
+            for _ in 0..10 {
+                if len == target {
+                    break;
+                }
+                let re = tok.encode(&text);
+                ids = if re.len() > target {
+                    re[..target].to_vec()
+                } else {
+                    let mut more = re;
+                    while more.len() < target {
+                        more.push((rng.next_u64() % u64::from(vocab)) as u32);
+                    }
+                    more
+                };
+                text = tok.decode(&ids);
+                len = tok.encode(&text).len();
+            }
+            Request {
+                prompt: PromptInput::Text(text),
+                prompt_tokens: Some(len as u32),
+                output_tokens: req.output_tokens,
+            }
+        })
+        .collect()
 }
 
 /// `n` random requests around `isl`/`osl` with range ratio `r` (0 ≤ r < 1).
@@ -64,10 +177,11 @@ pub fn random_requests(
             let len = rng.range(ilo, ihi);
             let out = rng.range(olo, ohi) as u32;
             let offset = rng.next_u64() % u64::from(vocab);
-            let prompt = (0..len)
+            let prompt: Vec<u32> = (0..len)
                 .map(|j| ((offset + i as u64 + j) % u64::from(vocab)) as u32)
                 .collect();
             Request {
+                prompt_tokens: Some(prompt.len() as u32),
                 prompt: PromptInput::Ids(prompt),
                 output_tokens: out,
             }
@@ -102,6 +216,14 @@ pub enum DatasetError {
     /// No request in the file.
     #[error("{0}: the dataset has no requests")]
     Empty(String),
+    /// The tokenizer cannot be loaded.
+    #[error("cannot load the tokenizer {path}: {why}")]
+    Tokenizer {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// Read a JSONL dataset; `default_osl` is used where a line has no `output_len`.
@@ -141,8 +263,10 @@ pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, Dataset
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| bad(format!("output_len must be a positive integer, got {n}")))?,
         };
+        let prompt_tokens = prompt.token_len();
         out.push(Request {
             prompt,
+            prompt_tokens,
             output_tokens,
         });
     }
@@ -182,6 +306,7 @@ pub fn load_trtllm_custom(path: &Path, seed: u64) -> Result<Vec<Request>, Datase
             .ok_or_else(|| bad("input.max_tokens must be a positive integer".into()))?;
         out.push(Request {
             prompt: PromptInput::Text(prompt.to_string()),
+            prompt_tokens: None,
             output_tokens: max_tokens,
         });
     }
@@ -275,6 +400,7 @@ mod tests {
             r[0],
             Request {
                 prompt: PromptInput::Text("hello there".into()),
+                prompt_tokens: None,
                 output_tokens: 16
             }
         );
@@ -282,6 +408,7 @@ mod tests {
             r[1],
             Request {
                 prompt: PromptInput::Ids(vec![1, 2, 3]),
+                prompt_tokens: Some(3),
                 output_tokens: 7
             }
         );

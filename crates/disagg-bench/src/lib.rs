@@ -11,7 +11,8 @@
 //! let t = Timeline {
 //!     intended: ms(0), sent: ms(0), end: ms(31), prompt_tokens: 8, requested_output_tokens: 3,
 //!     chunks: vec![Chunk { at: ms(10), tokens: 1 }, Chunk { at: ms(20), tokens: 1 }, Chunk { at: ms(30), tokens: 1 }],
-//!     usage_output_tokens: Some(3), usage_prompt_tokens: Some(8), error: None,
+//!     usage_output_tokens: Some(3), usage_prompt_tokens: Some(8),
+//!     output_text: None, tokenizer_output_tokens: None, error: None,
 //! };
 //! let m = metrics::compute(&[t], &[99.0], None);
 //! assert_eq!(m.tpot_ms.mean, 10.0);

@@ -49,7 +49,7 @@ pub struct RunMetrics {
     pub total_input_tokens: u64,
     /// Σ output tokens of successful requests.
     pub total_output_tokens: u64,
-    /// Where the output counts came from: `usage` when every request had it.
+    /// Where the output counts came from: the least exact source any request needed.
     pub output_token_source: TokenSource,
     /// Successful requests per second.
     pub request_throughput: f64,
@@ -98,11 +98,15 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
     let mut e2el = Vec::new();
     let mut user = Vec::new();
     let (mut input, mut output) = (0u64, 0u64);
-    let mut all_usage = true;
+    let mut source = TokenSource::Usage;
     let mut good = 0usize;
     for t in &ok {
-        let (n, source) = t.output_tokens();
-        all_usage &= source == TokenSource::Usage;
+        let (n, from) = t.output_tokens();
+        source = match (source, from) {
+            (TokenSource::Chunks, _) | (_, TokenSource::Chunks) => TokenSource::Chunks,
+            (TokenSource::Tokenizer, _) | (_, TokenSource::Tokenizer) => TokenSource::Tokenizer,
+            _ => TokenSource::Usage,
+        };
         // The dataset's length (as upstream); the server's count for text prompts of unknown length.
         let prompt = if t.prompt_tokens > 0 {
             t.prompt_tokens
@@ -167,11 +171,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
         duration_s: duration,
         total_input_tokens: input,
         total_output_tokens: output,
-        output_token_source: if all_usage {
-            TokenSource::Usage
-        } else {
-            TokenSource::Chunks
-        },
+        output_token_source: source,
         request_throughput: ok.len() as f64 / duration,
         request_goodput: slo.map(|_| good as f64 / duration),
         output_throughput: output as f64 / duration,
@@ -209,6 +209,8 @@ mod tests {
             requested_output_tokens: 8,
             usage_output_tokens: usage,
             usage_prompt_tokens: Some(100),
+            output_text: None,
+            tokenizer_output_tokens: None,
             error: None,
         }
     }
@@ -292,6 +294,17 @@ mod tests {
         assert_eq!(r.total_output_tokens, 4);
         assert_eq!(r.output_token_source, TokenSource::Chunks);
         assert!(close(r.tpot_ms.mean, 10.0 / 3.0));
+    }
+
+    #[test]
+    fn a_tokenizer_count_beats_chunk_counting() {
+        let mut t = timeline(0, &[(10, 1), (20, 1)], None);
+        t.tokenizer_output_tokens = Some(5);
+        let r = compute(&[t], &[99.0], None);
+        assert_eq!(
+            (r.total_output_tokens, r.output_token_source),
+            (5, TokenSource::Tokenizer)
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct RunSpec {
     pub offsets: Vec<f64>,
     /// Per-request deadline.
     pub timeout: Duration,
+    /// Keep each response's text (to count its tokens with a tokenizer afterwards).
+    pub keep_text: bool,
 }
 
 fn client(max: usize) -> Client<HttpConnector, Full<Bytes>> {
@@ -127,10 +129,12 @@ async fn one(
         sent: start.elapsed(),
         chunks: Vec::new(),
         end: Duration::ZERO,
-        prompt_tokens: req.prompt.token_len().unwrap_or(0),
+        prompt_tokens: req.prompt_tokens.unwrap_or(0),
         requested_output_tokens: req.output_tokens,
         usage_output_tokens: None,
         usage_prompt_tokens: None,
+        output_text: spec.keep_text.then(String::new),
+        tokenizer_output_tokens: None,
         error: None,
     };
     let call = async {
@@ -184,6 +188,11 @@ async fn one(
                         at,
                         tokens: chunk_tokens(&v),
                     });
+                    if let Some(text) = &mut t.output_text {
+                        let c = &v["choices"][0];
+                        let piece = c["text"].as_str().or(c["delta"]["content"].as_str());
+                        text.push_str(piece.unwrap_or(""));
+                    }
                 }
                 if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
                     t.usage_output_tokens = u["completion_tokens"].as_u64().map(|n| n as u32);
@@ -196,6 +205,15 @@ async fn one(
                 serde_json::from_slice(&whole).map_err(|e| format!("malformed response: {e}"))?;
             t.usage_output_tokens = v["usage"]["completion_tokens"].as_u64().map(|n| n as u32);
             t.usage_prompt_tokens = v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32);
+            if let Some(text) = &mut t.output_text {
+                let c = &v["choices"][0];
+                text.push_str(
+                    c["text"]
+                        .as_str()
+                        .or(c["message"]["content"].as_str())
+                        .unwrap_or(""),
+                );
+            }
             // A non-streamed answer is one chunk, at its arrival.
             t.chunks.push(Chunk {
                 at: start.elapsed(),

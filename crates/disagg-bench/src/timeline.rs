@@ -35,6 +35,11 @@ pub struct Timeline {
     pub usage_output_tokens: Option<u32>,
     /// `usage.prompt_tokens`, when the server sent it.
     pub usage_prompt_tokens: Option<u32>,
+    /// The generated text, kept only when a tokenizer will count it.
+    #[serde(skip)]
+    pub output_text: Option<String>,
+    /// Output tokens counted by the client's tokenizer, when it has one.
+    pub tokenizer_output_tokens: Option<u32>,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -45,6 +50,8 @@ pub struct Timeline {
 pub enum TokenSource {
     /// The server's `usage.completion_tokens`.
     Usage,
+    /// The client's tokenizer, on the generated text.
+    Tokenizer,
     /// The tokens counted in the chunks.
     Chunks,
 }
@@ -56,10 +63,11 @@ impl Timeline {
     }
 
     /// Output tokens: `usage.completion_tokens` when positive (the upstream rule), else the
-    /// tokens counted in the chunks.
+    /// client's tokenizer count of the text, else the tokens counted in the chunks.
     pub fn output_tokens(&self) -> (u32, TokenSource) {
-        match self.usage_output_tokens {
-            Some(n) if n > 0 => (n, TokenSource::Usage),
+        match (self.usage_output_tokens, self.tokenizer_output_tokens) {
+            (Some(n), _) if n > 0 => (n, TokenSource::Usage),
+            (_, Some(n)) if n > 0 => (n, TokenSource::Tokenizer),
             _ => (
                 self.chunks.iter().map(|c| c.tokens).sum(),
                 TokenSource::Chunks,

@@ -52,6 +52,7 @@ fn spec(url: String, load: Load) -> RunSpec {
         load,
         offsets: Vec::new(),
         timeout: Duration::from_secs(30),
+        keep_text: false,
     }
 }
 
@@ -71,6 +72,22 @@ async fn closed_loop_streaming_counts_every_token() {
     );
     assert_eq!(m.itl_ms.count, 16 * 7);
     assert_eq!(m.tpot_ms.count, 16);
+}
+
+#[tokio::test]
+async fn the_generated_text_is_kept_for_a_tokenizer() {
+    let s = sim(3).await;
+    let reqs = random_requests(2, 8, 7, 0.0, 32_000, 8);
+    let mut keep = spec(s.url(), Load::Concurrency(2));
+    keep.keep_text = true;
+    let t = go(&keep, &reqs).await;
+    for x in &t {
+        // the simulator writes one word per token
+        assert_eq!(
+            x.output_text.as_deref().unwrap().split_whitespace().count(),
+            7
+        );
+    }
 }
 
 #[tokio::test]

@@ -71,6 +71,8 @@ fn timeline(i: u64, fail: bool) -> Timeline {
         requested_output_tokens: 5,
         usage_output_tokens: Some(5),
         usage_prompt_tokens: Some(128),
+        output_text: None,
+        tokenizer_output_tokens: None,
         error: fail.then(|| "HTTP 500".to_string()),
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use disagg_bench::arrival::schedule;
-use disagg_bench::dataset::{load_jsonl, load_trtllm_custom, random_requests};
+use disagg_bench::dataset::{
+    Tokenizer, load_jsonl, load_trtllm_custom, measure, random_requests, random_text_requests,
+};
 use disagg_bench::metrics::{RunMetrics, Slo, compute};
 use disagg_bench::report::{console_block, csv_header, csv_row};
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
@@ -129,6 +131,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         return Err(InvalidInput(format!("--url `{}`: give http://host:port", args.url)).into());
     }
     let slo = args.goodput.as_deref().map(parse_slo).transpose()?;
+    let tokenizer = args
+        .tokenizer
+        .as_deref()
+        .map(Tokenizer::load)
+        .transpose()
+        .map_err(|e| InvalidInput(e.to_string()))?;
     let file_requests = match (args.dataset.as_str(), &args.dataset_path) {
         ("jsonl", Some(path)) => {
             Some(load_jsonl(path, args.osl).map_err(|e| InvalidInput(e.to_string()))?)
@@ -206,9 +214,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 args.num_prompts.unwrap_or(args.multi_round.max(1) * 100),
             ),
         };
-        let requests = match &file_requests {
-            Some(all) => all.iter().cycle().take(n + args.warmup).cloned().collect(),
-            None => random_requests(
+        let mut requests: Vec<_> = match (&file_requests, &tokenizer) {
+            (Some(all), _) => all.iter().cycle().take(n + args.warmup).cloned().collect(),
+            (None, Some(tok)) => random_text_requests(
+                n + args.warmup,
+                args.isl,
+                args.osl,
+                args.range_ratio,
+                tok,
+                args.seed,
+            ),
+            (None, None) => random_requests(
                 n + args.warmup,
                 args.isl,
                 args.osl,
@@ -217,6 +233,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 args.seed,
             ),
         };
+        if let Some(tok) = &tokenizer {
+            measure(&mut requests, tok);
+        }
         let (warm, measured) = requests.split_at(args.warmup);
         let mut spec = RunSpec {
             base_url: args.url.clone(),
@@ -231,6 +250,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             load,
             offsets: Vec::new(),
             timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+            keep_text: tokenizer.is_some(),
         };
         if let Load::Rate { rate, burstiness } = load {
             spec.offsets = schedule(n, rate, burstiness, args.seed);
@@ -250,7 +270,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             progress.abort();
             outcome
         });
-        let timelines = outcome.timelines;
+        let mut timelines = outcome.timelines;
+        if let Some(tok) = &tokenizer {
+            // Counted after the run, off the measuring path.
+            for t in &mut timelines {
+                if let Some(text) = t.output_text.take() {
+                    t.tokenizer_output_tokens = Some(tok.encode(&text).len() as u32);
+                }
+            }
+        }
         let metrics = compute(&timelines, &args.percentiles, slo);
         let mut reasons = validity(&metrics, &timelines, args.ignore_eos);
         if outcome.interrupted {

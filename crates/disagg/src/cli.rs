@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Write one JSON record per run (con8.json, rate2.5.json) and results.csv here
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// A Hugging Face tokenizer (a directory with tokenizer.json, or the file): text prompts of
+    /// exact length, prompt lengths of text datasets, and output counts when the server sends no usage
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
     /// Exit 0 even when a run is invalid
     #[arg(long)]
     pub allow_invalid: bool,

@@ -263,3 +263,48 @@ fn a_jsonl_dataset_of_text_and_ids() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_tokenizer_makes_text_prompts_of_exact_length() {
+    let (_sim, url) = sim();
+    let tok = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-tokenizer");
+    let (code, stdout) = bench(&[
+        "--url",
+        &url,
+        "--model",
+        "sim",
+        "--concurrency",
+        "2",
+        "--num-prompts",
+        "6",
+        "--isl",
+        "20",
+        "--osl",
+        "3",
+        "--ignore-eos",
+        "--tokenizer",
+        tok,
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    // The word-level tokenizer and the simulator count alike: exactly 6 × 20 input tokens.
+    assert!(
+        stdout.contains("Total input tokens:                      120"),
+        "{stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--model",
+            "sim",
+            "--tokenizer",
+            "/nonexistent/tok",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot load the tokenizer /nonexistent/tok")
+    );
+}
