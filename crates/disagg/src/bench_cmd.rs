@@ -21,6 +21,30 @@ use crate::cli::BenchArgs;
 /// The version of the JSON record below; bump on any change of its shape.
 const RECORD_VERSION: u32 = 1;
 
+/// Where the client ran.
+#[derive(Serialize)]
+struct Environment {
+    host: String,
+    os: &'static str,
+    arch: &'static str,
+    cpus: usize,
+    started_unix_s: u64,
+}
+
+fn environment() -> Environment {
+    Environment {
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        os: std::env::consts::OS,
+        arch: std::env::consts::ARCH,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        started_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
 /// One run's result file.
 #[derive(Serialize)]
 struct Record<'a> {
@@ -37,6 +61,7 @@ struct Record<'a> {
     streaming: bool,
     ignore_eos: bool,
     seed: u64,
+    environment: Environment,
     metric_definitions: &'static str,
     interrupted: bool,
     valid: bool,
@@ -124,6 +149,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         return Err(InvalidInput(format!(
             "--range-ratio must be in [0, 1), got {}",
             args.range_ratio
+        ))
+        .into());
+    }
+    if args.isl == 0 || args.osl == 0 {
+        return Err(InvalidInput(format!(
+            "--isl and --osl must be at least 1 token, got {} and {}",
+            args.isl, args.osl
+        ))
+        .into());
+    }
+    if !(args.max_duration.is_finite() && args.max_duration > 0.0) {
+        return Err(InvalidInput(format!(
+            "--max-duration must be positive seconds, got {}",
+            args.max_duration
         ))
         .into());
     }
@@ -266,7 +305,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 run_load(&warm_spec, warm, &stop, &warm_done).await;
             }
             let progress = progress(label.clone(), n, done.clone());
-            let outcome = run_load(&spec, measured, &stop, &done).await;
+            // The run's own deadline ends it like Ctrl-C, but only this run.
+            let run_stop = stop.child_token();
+            let deadline = {
+                let run_stop = run_stop.clone();
+                let limit = Duration::from_secs_f64(args.max_duration);
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    run_stop.cancel();
+                })
+            };
+            let outcome = run_load(&spec, measured, &run_stop, &done).await;
+            deadline.abort();
             progress.abort();
             outcome
         });
@@ -282,9 +332,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         let metrics = compute(&timelines, &args.percentiles, slo);
         let mut reasons = validity(&metrics, &timelines, args.ignore_eos);
         if outcome.interrupted {
+            let why = if stop.is_cancelled() {
+                "interrupted"
+            } else {
+                "stopped at --max-duration"
+            };
             reasons.insert(
                 0,
-                format!("interrupted after {} of {n} requests", timelines.len()),
+                format!("{why} after {} of {n} requests", timelines.len()),
             );
         }
         any_invalid |= !reasons.is_empty();
@@ -310,6 +365,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ignore_eos: args.ignore_eos,
                 seed: args.seed,
                 interrupted: outcome.interrupted,
+                environment: environment(),
                 metric_definitions: "TensorRT-LLM benchmark_serving: TTFT first content chunk; TPOT (E2EL-TTFT)/(out-1); ITL per chunk; E2EL last content chunk; latencies from the intended send time",
                 valid: reasons.is_empty(),
                 invalid_reasons: reasons.clone(),

@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// Per-request deadline, seconds
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
+    /// Hard deadline of each run, seconds: what has not finished by then is dropped and the run
+    /// is marked interrupted (and invalid)
+    #[arg(long, default_value_t = 3600.0)]
+    pub max_duration: f64,
     /// Write one JSON record per run (con8.json, rate2.5.json) and results.csv here
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -6,42 +6,22 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-struct Proc(Child);
+use std::process::{Command, Stdio};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Proc, spawn_disagg};
 
 fn sim() -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_disagg"))
-        .args([
-            "sim",
-            "--port",
-            "0",
-            "--zero-cost",
-            "--stream-interval",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    (Proc(child), url)
+    let (p, _, url) = spawn_disagg(&[
+        "sim",
+        "--port",
+        "0",
+        "--zero-cost",
+        "--stream-interval",
+        "2",
+    ]);
+    (p, url)
 }
 
 fn bench(args: &[&str]) -> (i32, String) {
@@ -128,29 +108,14 @@ fn failed_requests_make_the_run_invalid() {
 
 #[test]
 fn ctrl_c_keeps_the_partial_results_marked_interrupted() {
-    let mut slow = Command::new(env!("CARGO_BIN_EXE_disagg"))
-        .args([
-            "sim",
-            "--port",
-            "0",
-            "--zero-cost",
-            "--decode-step-base-ms",
-            "5",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(slow.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _slow = Proc(slow);
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let (_slow, _, url) = spawn_disagg(&[
+        "sim",
+        "--port",
+        "0",
+        "--zero-cost",
+        "--decode-step-base-ms",
+        "5",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
         .args([
@@ -307,4 +272,61 @@ fn a_tokenizer_makes_text_prompts_of_exact_length() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot load the tokenizer /nonexistent/tok")
     );
+}
+
+#[test]
+fn a_run_ends_at_its_deadline_and_keeps_what_finished() {
+    let (_slow, _, url) = spawn_disagg(&[
+        "sim",
+        "--port",
+        "0",
+        "--zero-cost",
+        "--decode-step-base-ms",
+        "5",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--model",
+            "sim",
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+        ])
+        .args([
+            "--isl",
+            "8",
+            "--osl",
+            "5000",
+            "--max-duration",
+            "0.5",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid, not interrupted by the user"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("con2.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["interrupted"], true);
+    assert!(
+        record["invalid_reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped at --max-duration")
+    );
+    assert!(record["environment"]["cpus"].as_u64().unwrap() >= 1);
+    let (code, _) = bench(&["--url", &url, "--model", "sim", "--isl", "0"]);
+    assert_eq!(code, 2);
 }
