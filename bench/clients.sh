@@ -5,6 +5,8 @@
 # .tokenizers/qwen3. Loopback only; everything it starts is stopped by PID on exit.
 #
 # Usage: bench/clients.sh [requests] [concurrency]     (defaults: 50 1)
+# Env: ISL (256), OSL (32), STEP_MS (10: the simulator's step), PREFILL (0 = free prefill; else
+# prefill tokens/s), VENV, TOK.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-50}
@@ -29,10 +31,12 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-# A simulator whose every step takes 10 ms and whose prefill is free, so the prompt's length in
-# either client's tokenizer does not change the timing.
-taskset -c 0 "$DISAGG" sim --port 0 --report-addr "$WORK/addr" --model qwen --prefill-tokens-per-s 0 \
-  --decode-step-base-ms 10 --decode-step-per-seq-ms 0 --kv-transfer-gb-per-s 0 > /dev/null 2>&1 &
+ISL=${ISL:-256}
+OSL=${OSL:-32}
+# By default every step takes 10 ms and prefill is free, so a prompt's length does not change the
+# timing; PREFILL>0 gives a realistic prefill (both clients send text of ISL Qwen3 tokens).
+taskset -c 0 "$DISAGG" sim --port 0 --report-addr "$WORK/addr" --model qwen --prefill-tokens-per-s "${PREFILL:-0}" \
+  --decode-step-base-ms "${STEP_MS:-10}" --decode-step-per-seq-ms 0 --kv-transfer-gb-per-s 0 > /dev/null 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [[ -s "$WORK/addr" ]] && break; sleep 0.05; done
 ADDR=$(cat "$WORK/addr")
@@ -42,12 +46,12 @@ server_ttft() { # mean TTFT (ms) the simulator itself saw for the requests since
 }
 curl -s "http://$ADDR/perf_metrics" > /dev/null
 "$VENV/bin/aiperf" profile --model qwen --tokenizer "$TOK" --url "http://$ADDR" --endpoint-type chat \
-  --streaming --concurrency "$C" --request-count "$N" --isl 256 --osl 32 --ui none \
+  --streaming --concurrency "$C" --request-count "$N" --isl "$ISL" --osl "$OSL" --ui none \
   --artifact-dir "$WORK/aiperf" --random-seed 1 --extra-inputs ignore_eos:true \
   --use-server-token-count > "$WORK/aiperf.log" 2>&1
 AIPERF_SERVER_TTFT=$(server_ttft)
 "$DISAGG" bench --url "http://$ADDR" --model qwen --endpoint chat --concurrency "$C" --num-prompts "$N" \
-  --isl 256 --osl 32 --ignore-eos --tokenizer "$TOK" --percentiles 50 --out "$WORK/disagg" > /dev/null
+  --isl "$ISL" --osl "$OSL" --ignore-eos --tokenizer "$TOK" --percentiles 50 --out "$WORK/disagg" > /dev/null
 OURS_SERVER_TTFT=$(server_ttft)
 
 python3 - "$WORK/aiperf/profile_export_aiperf.json" "$WORK/disagg/con$C.json" "$AIPERF_SERVER_TTFT" "$OURS_SERVER_TTFT" <<'PY'
