@@ -374,7 +374,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             };
             let path = dir.join(format!("{label}.json"));
             let text = serde_json::to_string_pretty(&record)?;
-            crate::atomic_file::write_atomic(&path, &text)
+            disagg_runtime::rundir::write_atomic(&path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             csv.push(csv_row(
                 &label,
@@ -383,7 +383,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 &metrics,
             ));
             let csv_path = dir.join("results.csv");
-            crate::atomic_file::write_atomic(&csv_path, &(csv.join("\n") + "\n"))
+            disagg_runtime::rundir::write_atomic(&csv_path, &(csv.join("\n") + "\n"))
                 .with_context(|| format!("cannot write {}", csv_path.display()))?;
         }
     }

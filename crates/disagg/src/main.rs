@@ -14,7 +14,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-mod atomic_file;
 mod bench_cmd;
 mod cli;
 mod job;

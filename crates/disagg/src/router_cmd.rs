@@ -87,7 +87,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = router.local_addr();
         if let Some(path) = &args.report_addr {
-            crate::atomic_file::write_atomic(path, &addr.to_string())
+            disagg_runtime::rundir::write_atomic(path, &addr.to_string())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         {

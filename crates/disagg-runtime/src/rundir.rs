@@ -1,0 +1,390 @@
+//! The run directory, the one place the roles of a test meet (a shared filesystem under Slurm):
+//!
+//! ```text
+//! RUN/
+//!   config.yaml  plan.json
+//!   rendezvous/  <ROLE>.json            {role, pid, host, port, state, since_ms, heartbeat_ms, reason}
+//!                hostnames/<ROLE>.txt   host:port, no newline (upstream-compatible)
+//!                server_config.yaml     the coordinator config (upstream format)
+//!                benchmark_status.txt   "Done" | "Failed: <reason>"
+//!   logs/  results/
+//! ```
+//!
+//! Every write is a temporary file renamed into place, and readers only look at `*.json` /
+//! `*.txt`, so nobody reads half a file (upstream once counted `.tmp` files as hostnames).
+//! Time is passed in (milliseconds since the Unix epoch), so staleness rules are plain functions.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A role's lifecycle: `starting → ready → exited | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Started, not serving yet.
+    Starting,
+    /// Serving (workers, router) or running (benchmark).
+    Ready,
+    /// Ended normally.
+    Exited,
+    /// Ended with an error.
+    Failed,
+}
+
+/// What a role says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleState {
+    /// `CTX_0`, `GEN_1`, `DISAGG_SERVER`, `BENCHMARK`.
+    pub role: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Host it serves on, once ready.
+    pub host: Option<String>,
+    /// Port it serves on, once ready.
+    pub port: Option<u16>,
+    /// Lifecycle state.
+    pub state: State,
+    /// When it entered this state.
+    pub since_ms: u64,
+    /// When it last said it is alive.
+    pub heartbeat_ms: u64,
+    /// Why it failed or exited.
+    pub reason: Option<String>,
+}
+
+impl RoleState {
+    /// A role that has just started.
+    pub fn new(role: &str, pid: u32, now_ms: u64) -> RoleState {
+        RoleState {
+            role: role.to_string(),
+            pid,
+            host: None,
+            port: None,
+            state: State::Starting,
+            since_ms: now_ms,
+            heartbeat_ms: now_ms,
+            reason: None,
+        }
+    }
+
+    /// Now serving at `host:port`.
+    pub fn ready(mut self, host: &str, port: u16, now_ms: u64) -> RoleState {
+        self.host = Some(host.to_string());
+        self.port = Some(port);
+        self.state = State::Ready;
+        self.since_ms = now_ms;
+        self.heartbeat_ms = now_ms;
+        self
+    }
+
+    /// Ended, with a reason when it failed.
+    pub fn ended(mut self, failure: Option<&str>, now_ms: u64) -> RoleState {
+        self.state = if failure.is_some() {
+            State::Failed
+        } else {
+            State::Exited
+        };
+        self.reason = failure.map(str::to_string);
+        self.since_ms = now_ms;
+        self.heartbeat_ms = now_ms;
+        self
+    }
+
+    /// `host:port`, once ready.
+    pub fn address(&self) -> Option<String> {
+        Some(format!("{}:{}", self.host.as_ref()?, self.port?))
+    }
+}
+
+/// The benchmark's verdict, written in every outcome so no role waits forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// The benchmark finished.
+    Done,
+    /// The run failed, and why.
+    Failed(String),
+}
+
+/// Why the run directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A rendezvous file is not what a role writes.
+    #[error("{path}: not a role state ({why})")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        why: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
+    move |source| RunDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `text` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), RunDirError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Create (or reuse) the directory tree.
+    pub fn create(root: &Path) -> Result<RunDir, RunDirError> {
+        for sub in ["rendezvous/hostnames", "logs", "results"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Open an existing run directory.
+    pub fn open(root: &Path) -> RunDir {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `rendezvous/<ROLE>.json`.
+    pub fn state_file(&self, role: &str) -> PathBuf {
+        self.root.join("rendezvous").join(format!("{role}.json"))
+    }
+
+    /// `rendezvous/hostnames/<ROLE>.txt`.
+    pub fn hostname_file(&self, role: &str) -> PathBuf {
+        self.root
+            .join("rendezvous/hostnames")
+            .join(format!("{role}.txt"))
+    }
+
+    /// `rendezvous/benchmark_status.txt`.
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("rendezvous/benchmark_status.txt")
+    }
+
+    /// `rendezvous/server_config.yaml`.
+    pub fn server_config_file(&self) -> PathBuf {
+        self.root.join("rendezvous/server_config.yaml")
+    }
+
+    /// `logs/<name>.log`.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+
+    /// `results/`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.root.join("results")
+    }
+
+    /// Publish a role's state; a ready role also gets its upstream hostname file.
+    pub fn publish(&self, s: &RoleState) -> Result<(), RunDirError> {
+        let text = serde_json::to_string_pretty(s).map_err(|e| RunDirError::Corrupt {
+            path: self.state_file(&s.role),
+            why: e.to_string(),
+        })?;
+        write_atomic(&self.state_file(&s.role), &text)?;
+        if let (State::Ready, Some(addr)) = (s.state, s.address()) {
+            write_atomic(&self.hostname_file(&s.role), &addr)?;
+        }
+        Ok(())
+    }
+
+    /// Every published role state, by role name.
+    pub fn roles(&self) -> Result<Vec<RoleState>, RunDirError> {
+        let dir = self.root.join("rendezvous");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let path = entry.path();
+            // Only finished files: temporaries start with a dot and end in .tmp.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let s: RoleState = serde_json::from_str(&text).map_err(|e| RunDirError::Corrupt {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            out.push(s);
+        }
+        out.sort_by(|a, b| a.role.cmp(&b.role));
+        Ok(out)
+    }
+
+    /// Write the benchmark's verdict (upstream text: `Done`, or ours: `Failed: <reason>`).
+    pub fn write_status(&self, status: &Status) -> Result<(), RunDirError> {
+        let text = match status {
+            Status::Done => "Done".to_string(),
+            Status::Failed(why) => format!("Failed: {}", why.replace('\n', " ")),
+        };
+        write_atomic(&self.status_file(), &text)
+    }
+
+    /// The verdict, once written.
+    pub fn status(&self) -> Option<Status> {
+        let text = std::fs::read_to_string(self.status_file()).ok()?;
+        Some(match text.strip_prefix("Failed: ") {
+            Some(why) => Status::Failed(why.to_string()),
+            None => Status::Done,
+        })
+    }
+
+    /// Write the coordinator config in the upstream format (keys sorted as `yaml.dump` does).
+    pub fn write_server_config(
+        &self,
+        hostname: &str,
+        port: u16,
+        ctx_urls: &[String],
+        gen_urls: &[String],
+    ) -> Result<(), RunDirError> {
+        let list = |urls: &[String]| {
+            urls.iter()
+                .map(|u| format!("  - {}\n", serde_json::Value::from(u.as_str())))
+                .collect::<String>()
+        };
+        let text = format!(
+            "backend: pytorch\ncontext_servers:\n  num_instances: {}\n  urls:\n{}generation_servers:\n  num_instances: {}\n  urls:\n{}hostname: {}\nport: {port}\n",
+            ctx_urls.len(),
+            list(ctx_urls),
+            gen_urls.len(),
+            list(gen_urls),
+            serde_json::Value::from(hostname),
+        );
+        write_atomic(&self.server_config_file(), &text)
+    }
+}
+
+/// The first role that has failed, or gone silent for longer than `stale_after_ms` while it
+/// should be alive: `(role, reason)`. This is what every waiting role checks, so one death ends
+/// the whole run within seconds.
+pub fn first_failure(
+    roles: &[RoleState],
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> Option<(String, String)> {
+    roles.iter().find_map(|r| match r.state {
+        State::Failed => Some((
+            r.role.clone(),
+            r.reason.clone().unwrap_or_else(|| "failed".to_string()),
+        )),
+        State::Starting | State::Ready
+            if now_ms.saturating_sub(r.heartbeat_ms) > stale_after_ms =>
+        {
+            Some((
+                r.role.clone(),
+                format!(
+                    "no heartbeat for {} ms (pid {}; presumed dead)",
+                    now_ms - r.heartbeat_ms,
+                    r.pid
+                ),
+            ))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_temporaries_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        run.publish(&RoleState::new("CTX_0", 11, 100)).unwrap();
+        run.publish(&RoleState::new("GEN_0", 12, 100).ready("n1", 8002, 150))
+            .unwrap();
+        std::fs::write(dir.path().join("rendezvous/.GEN_1.json.99.tmp"), "{half").unwrap();
+        let roles = run.roles().unwrap();
+        assert_eq!(roles.len(), 2);
+        assert_eq!(roles[0].state, State::Starting);
+        assert_eq!(roles[1].address().as_deref(), Some("n1:8002"));
+        assert!(
+            !run.hostname_file("CTX_0").exists(),
+            "only ready roles get a hostname file"
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.hostname_file("GEN_0")).unwrap(),
+            "n1:8002"
+        );
+    }
+
+    #[test]
+    fn failures_and_stale_heartbeats_are_found() {
+        let alive = RoleState::new("GEN_0", 1, 1_000).ready("h", 1, 1_000);
+        let done = RoleState::new("BENCHMARK", 2, 1_000).ended(None, 2_000);
+        assert_eq!(
+            first_failure(&[alive.clone(), done.clone()], 3_000, 5_000),
+            None
+        );
+        let (role, why) = first_failure(&[alive.clone(), done.clone()], 7_000, 5_000).unwrap();
+        assert_eq!(role, "GEN_0");
+        assert!(why.contains("no heartbeat for 6000 ms"), "{why}");
+        let dead =
+            RoleState::new("CTX_0", 3, 1_000).ended(Some("engine exited with status 9"), 1_500);
+        assert_eq!(
+            first_failure(&[done, dead], 1_600, 5_000),
+            Some(("CTX_0".into(), "engine exited with status 9".into()))
+        );
+    }
+
+    #[test]
+    fn status_and_server_config_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        assert_eq!(run.status(), None);
+        run.write_status(&Status::Failed("GEN_0 died\nbadly".into()))
+            .unwrap();
+        assert_eq!(
+            run.status(),
+            Some(Status::Failed("GEN_0 died badly".into()))
+        );
+        run.write_status(&Status::Done).unwrap();
+        assert_eq!(run.status(), Some(Status::Done));
+        run.write_server_config(
+            "n1",
+            0,
+            &["n1:8001".into()],
+            &["n2:8002".into(), "n3:8002".into()],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(run.server_config_file()).unwrap();
+        assert_eq!(
+            text,
+            "backend: pytorch\ncontext_servers:\n  num_instances: 1\n  urls:\n  - \"n1:8001\"\ngeneration_servers:\n  num_instances: 2\n  urls:\n  - \"n2:8002\"\n  - \"n3:8002\"\nhostname: \"n1\"\nport: 0\n"
+        );
+    }
+}
