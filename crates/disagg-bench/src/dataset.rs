@@ -226,8 +226,12 @@ pub enum DatasetError {
     },
 }
 
-/// Read a JSONL dataset; `default_osl` is used where a line has no `output_len`.
-pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, DatasetError> {
+/// Read a file of one JSON object per line, turning each into a request with `parse`, which
+/// reports what is wrong with a line as text; errors name the file and the line.
+fn read_json_lines(
+    path: &Path,
+    parse: impl Fn(&serde_json::Value) -> Result<Request, String>,
+) -> Result<Vec<Request>, DatasetError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
         path: name.clone(),
@@ -245,30 +249,7 @@ pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, Dataset
         };
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| bad(format!("not JSON ({e})")))?;
-        let prompt = match &v["prompt"] {
-            serde_json::Value::String(s) if !s.is_empty() => PromptInput::Text(s.clone()),
-            serde_json::Value::Array(ids) if !ids.is_empty() => PromptInput::Ids(
-                ids.iter()
-                    .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
-                    .collect::<Option<Vec<u32>>>()
-                    .ok_or_else(|| bad("prompt ids must be non-negative integers".into()))?,
-            ),
-            _ => return Err(bad("no non-empty `prompt`".into())),
-        };
-        let output_tokens = match &v["output_len"] {
-            serde_json::Value::Null => default_osl,
-            n => n
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| bad(format!("output_len must be a positive integer, got {n}")))?,
-        };
-        let prompt_tokens = prompt.token_len();
-        out.push(Request {
-            prompt,
-            prompt_tokens,
-            output_tokens,
-        });
+        out.push(parse(&v).map_err(bad)?);
     }
     if out.is_empty() {
         return Err(DatasetError::Empty(name));
@@ -276,43 +257,53 @@ pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, Dataset
     Ok(out)
 }
 
+fn positive(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64()
+        .filter(|n| *n >= 1)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// Read a JSONL dataset; `default_osl` is used where a line has no `output_len`.
+pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, DatasetError> {
+    read_json_lines(path, |v| {
+        let prompt = match &v["prompt"] {
+            serde_json::Value::String(s) if !s.is_empty() => PromptInput::Text(s.clone()),
+            serde_json::Value::Array(ids) if !ids.is_empty() => PromptInput::Ids(
+                ids.iter()
+                    .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or("prompt ids must be non-negative integers")?,
+            ),
+            _ => return Err("no non-empty `prompt`".to_string()),
+        };
+        let output_tokens = match &v["output_len"] {
+            serde_json::Value::Null => default_osl,
+            n => positive(n)
+                .ok_or_else(|| format!("output_len must be a positive integer, got {n}"))?,
+        };
+        Ok(Request {
+            prompt_tokens: prompt.token_len(),
+            prompt,
+            output_tokens,
+        })
+    })
+}
+
 /// Read a `trtllm_custom` dataset (see the module docs), shuffled by `seed`.
 pub fn load_trtllm_custom(path: &Path, seed: u64) -> Result<Vec<Request>, DatasetError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
-        path: name.clone(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |why: String| DatasetError::Line {
-            path: name.clone(),
-            line: i + 1,
-            why,
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let mut out = read_json_lines(path, |v| {
         let prompt = v["input"]["messages"][1]["content"]
             .as_str()
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| bad("no text at input.messages[1].content".into()))?;
-        let max_tokens = v["input"]["max_tokens"]
-            .as_u64()
-            .filter(|n| *n >= 1)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| bad("input.max_tokens must be a positive integer".into()))?;
-        out.push(Request {
+            .ok_or("no text at input.messages[1].content")?;
+        let max_tokens = positive(&v["input"]["max_tokens"])
+            .ok_or("input.max_tokens must be a positive integer")?;
+        Ok(Request {
             prompt: PromptInput::Text(prompt.to_string()),
             prompt_tokens: None,
             output_tokens: max_tokens,
-        });
-    }
-    if out.is_empty() {
-        return Err(DatasetError::Empty(name));
-    }
+        })
+    })?;
     // Fisher–Yates with the run's seed.
     let mut rng = Rng::new(seed ^ 0x0da7_a5e7);
     for i in (1..out.len()).rev() {

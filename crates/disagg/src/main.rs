@@ -17,6 +17,7 @@ use clap::Parser as _;
 mod bench_cmd;
 mod cli;
 mod job;
+mod listening;
 mod plan_cmd;
 mod router_cmd;
 mod sim_cmd;

@@ -1,13 +1,11 @@
 //! `disagg router`.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use disagg_config::{CoordinatorConfig, RouterPolicy};
 use disagg_router::{Policy, Router, RouterSettings};
-use tokio_util::sync::CancellationToken;
 
 use crate::InvalidInput;
 use crate::cli::RouterArgs;
@@ -86,32 +84,16 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = router.local_addr();
-        if let Some(path) = &args.report_addr {
-            disagg_runtime::rundir::write_atomic(path, &addr.to_string())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
+        crate::listening::announce(
+            addr,
+            args.report_addr.as_deref(),
+            &format!(
                 "disagg router: listening on http://{addr} ({} context, {} generation servers; /health is 503 until all are up)",
                 settings.context.len(),
                 settings.generation.len()
-            )?;
-            out.flush()?;
-        }
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            on_signal.cancel();
-        });
+            ),
+        )?;
+        let cancel = crate::listening::cancel_on_signal();
         router.run(cancel).await.context("the router stopped")?;
         Ok(ExitCode::SUCCESS)
     })

@@ -1,6 +1,5 @@
 //! `disagg sim`.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use anyhow::Context as _;
 use disagg_config::TestConfig;
 use disagg_sim::scheduler::{CostModel, Limits};
 use disagg_sim::{Protocol, Role, Sim, SimConfig};
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::{SimArgs, SimProtocol, SimRole};
 
@@ -164,14 +162,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = sim.local_addr();
-        if let Some(path) = &args.report_addr {
-            disagg_runtime::rundir::write_atomic(path, &addr.to_string())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
+        crate::listening::announce(
+            addr,
+            args.report_addr.as_deref(),
+            &format!(
                 "disagg sim: listening on http://{addr} (model {}, role {:?}, protocol {:?}, tp {}, max_batch_size {}, max_num_tokens {}, stream_interval {})",
                 cfg.model,
                 cfg.role,
@@ -180,26 +174,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
                 limits.max_batch_size,
                 limits.max_num_tokens,
                 cfg.stream_interval
-            )?;
-            out.flush()?;
-        }
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        let signals = async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            on_signal.cancel();
-            Ok::<_, std::io::Error>(())
-        };
+            ),
+        )?;
+        let cancel = crate::listening::cancel_on_signal();
         let serve = sim.run(cancel.clone());
         tokio::pin!(serve);
         tokio::select! {
             r = &mut serve => r?,
-            r = signals => {
-                r?;
+            _ = cancel.cancelled() => {
                 // Drain for a bounded time, then give up on stragglers.
                 let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
             }
