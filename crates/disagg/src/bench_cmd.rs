@@ -220,22 +220,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut any_invalid = false;
-    let stop = tokio_util::sync::CancellationToken::new();
+    // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
+    let stop = {
+        let _runtime = runtime.enter();
+        crate::listening::cancel_on_signal()
+    };
     {
-        // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
         let stop = stop.clone();
         runtime.spawn(async move {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+            stop.cancelled().await;
             eprintln!("\ninterrupted: keeping the requests that finished");
-            stop.cancel();
         });
     }
     let mut csv = vec![csv_header(&args.percentiles)];
