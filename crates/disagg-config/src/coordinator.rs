@@ -68,31 +68,7 @@ pub struct CoordinatorConfig {
     pub warnings: Diagnostics,
 }
 
-const KNOWN: &[&str] = &[
-    "hostname",
-    "port",
-    "max_retries",
-    "context_servers",
-    "generation_servers",
-    "backend",
-    "model",
-    "perf_metrics_max_requests",
-    "return_perf_metrics",
-    "perf_metrics_output_dir",
-    "schedule_style",
-    "node_id",
-    "num_workers",
-    "disagg_coordinator_url",
-    "allow_request_chat_template",
-    "gen_strip_message_history",
-    "gen_tokids_ctxbytes",
-    "conditional_disagg_config",
-    "otlp_config",
-    "disagg_cluster",
-    "internal_request_auth_key",
-];
-
-/// Keys we read; the rest of [`KNOWN`] are accepted with a warning.
+/// Keys we read.
 const ACTED_ON: &[&str] = &[
     "hostname",
     "port",
@@ -103,6 +79,22 @@ const ACTED_ON: &[&str] = &[
     "model",
     "perf_metrics_max_requests",
     "schedule_style",
+];
+
+/// Keys upstream accepts that we do not act on: accepted with a warning.
+const NOT_ACTED_ON: &[&str] = &[
+    "return_perf_metrics",
+    "perf_metrics_output_dir",
+    "node_id",
+    "num_workers",
+    "disagg_coordinator_url",
+    "allow_request_chat_template",
+    "gen_strip_message_history",
+    "gen_tokids_ctxbytes",
+    "conditional_disagg_config",
+    "otlp_config",
+    "disagg_cluster",
+    "internal_request_auth_key",
 ];
 
 impl CoordinatorConfig {
@@ -119,9 +111,9 @@ impl CoordinatorConfig {
             node: &root,
             path: "",
         };
-        reader::check_keys(&mut sink, top, KNOWN, false);
+        reader::check_keys(&mut sink, top, &[ACTED_ON, NOT_ACTED_ON].concat(), false);
         for (key, node) in root.as_map().unwrap_or_default() {
-            if KNOWN.contains(&key.text.as_str()) && !ACTED_ON.contains(&key.text.as_str()) {
+            if NOT_ACTED_ON.contains(&key.text.as_str()) {
                 sink.warning(
                     Some(key.pos),
                     &key.text,

@@ -51,11 +51,6 @@ impl SseDecoder {
         Self::default()
     }
 
-    /// Bytes held that do not form a complete line yet.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Feed bytes; complete events are appended to `out`. Invalid UTF-8 is replaced.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
         for &b in bytes {

@@ -787,6 +787,10 @@ fn stream_response(
         available: u32,
         done: bool,
         first_time: Option<f64>,
+        // The pre-rendered frame pieces live in the state: nothing is copied per chunk.
+        prefix: String,
+        role_prefix: Option<String>,
+        usage_head: String,
     }
     let state = S {
         st,
@@ -795,11 +799,11 @@ fn stream_response(
         available: 0,
         done: false,
         first_time: None,
+        prefix,
+        role_prefix,
+        usage_head,
     };
     let stream = futures_util::stream::unfold(state, move |mut s| {
-        let prefix = prefix.clone();
-        let role_prefix = role_prefix.clone();
-        let usage_head = usage_head.clone();
         async move {
             if s.done {
                 return None;
@@ -837,9 +841,9 @@ fn stream_response(
                         break;
                     };
                     let last = finished && s.emitted + take == s.available;
-                    let head = match (&role_prefix, s.emitted) {
+                    let head = match (&s.role_prefix, s.emitted) {
                         (Some(r), 0) => r.as_str(),
-                        _ => prefix.as_str(),
+                        _ => s.prefix.as_str(),
                     };
                     out.push_str(head);
                     for p in s.emitted..s.emitted + take {
@@ -862,7 +866,7 @@ fn stream_response(
                 if finished {
                     if include_usage {
                         let u = Usage::new(u64::from(g.prompt_len), u64::from(s.available));
-                        out.push_str(&usage_head);
+                        out.push_str(&s.usage_head);
                         out.push_str(&serde_json::to_string(&u).unwrap_or_default());
                         out.push_str("}\n\n");
                     }

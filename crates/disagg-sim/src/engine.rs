@@ -51,8 +51,6 @@ pub struct Stats {
     pub cancelled: AtomicU64,
     /// Sequences finished.
     pub finished: AtomicU64,
-    /// Total step time, microseconds.
-    pub busy_us: AtomicU64,
 }
 
 /// A handle to the engine task.
@@ -187,9 +185,6 @@ async fn run(
         stats
             .prefill_tokens
             .fetch_add(u64::from(step.prefill_tokens), Ordering::Relaxed);
-        stats
-            .busy_us
-            .fetch_add(step.duration.as_micros() as u64, Ordering::Relaxed);
         publish(&sched, &stats);
         if step.duration > Duration::ZERO {
             clock += step.duration;
@@ -253,7 +248,6 @@ fn apply(
             }
         }
     }
-    publish(sched, stats);
 }
 
 fn publish(sched: &Scheduler, stats: &Stats) {
