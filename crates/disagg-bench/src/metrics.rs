@@ -18,13 +18,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{Summary, summarize};
 use crate::timeline::{Timeline, TokenSource};
 
 /// Service-level objectives for goodput, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
     /// TTFT bound.
     pub ttft_ms: Option<f64>,
@@ -35,7 +35,7 @@ pub struct Slo {
 }
 
 /// The metrics of one run (one concurrency or rate).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMetrics {
     /// Requests measured (warm-up excluded).
     pub total_requests: usize,

@@ -2,10 +2,10 @@
 //! (`ddof=0`) and percentiles with the default linear interpolation. An empty sample gives 0,
 //! as in the upstream clients.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Mean, median, std and the requested percentiles of one metric, in the sample's unit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Arithmetic mean.
     pub mean: f64,

@@ -115,6 +115,30 @@ impl Node {
             .map(|(_, v)| v)
     }
 
+    /// The value as JSON (scalars resolved by the YAML 1.1 rules; a JSON document is also a
+    /// YAML document, so this is how engine option files are written).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .collect(),
+            ),
+            Value::Scalar { .. } => match self.scalar() {
+                Some(Scalar::Bool(b)) => J::Bool(b),
+                Some(Scalar::Int(i)) => J::from(i),
+                Some(Scalar::Float(f)) => {
+                    serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
+                }
+                Some(Scalar::Str(s)) => J::from(s),
+                Some(Scalar::Null) | None => J::Null,
+            },
+        }
+    }
+
     /// A short description of the node's kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self.scalar() {

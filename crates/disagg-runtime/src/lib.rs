@@ -1,6 +1,6 @@
-//! What the roles of a run share. Today: the run directory and its rendezvous files
-//! ([`rundir`]), the contract every `disagg role` process (local child or Slurm step) reads and
-//! writes; the roles themselves come with the local-run issue.
+//! What the roles of a run share: the run directory and its rendezvous files ([`rundir`]), the
+//! contract every `disagg role` process (local child or Slurm step) reads and writes; the run's
+//! settings ([`spec`]); and child processes that can always be ended ([`supervise`]).
 //!
 //! ```
 //! use disagg_runtime::rundir::{RoleState, RunDir, State};
@@ -12,3 +12,12 @@
 //! ```
 
 pub mod rundir;
+pub mod spec;
+pub mod supervise;
+
+/// Milliseconds since the Unix epoch, the clock of every rendezvous file.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -51,6 +51,26 @@ pub struct RoleState {
     pub heartbeat_ms: u64,
     /// Why it failed or exited.
     pub reason: Option<String>,
+    /// The benchmark's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far the benchmark is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The run going on (`con8`).
+    pub label: String,
+    /// Its requests finished.
+    pub done: usize,
+    /// Its requests in all.
+    pub total: usize,
+    /// Runs finished.
+    pub runs_done: usize,
+    /// Runs in all.
+    pub runs_total: usize,
+    /// When the first request was sent, ms since the epoch.
+    pub first_request_ms: Option<u64>,
 }
 
 impl RoleState {
@@ -65,6 +85,7 @@ impl RoleState {
             since_ms: now_ms,
             heartbeat_ms: now_ms,
             reason: None,
+            progress: None,
         }
     }
 
@@ -86,6 +107,14 @@ impl RoleState {
             State::Exited
         };
         self.reason = failure.map(str::to_string);
+        self.since_ms = now_ms;
+        self.heartbeat_ms = now_ms;
+        self
+    }
+
+    /// Running without an address (the benchmark).
+    pub fn running(mut self, now_ms: u64) -> RoleState {
+        self.state = State::Ready;
         self.since_ms = now_ms;
         self.heartbeat_ms = now_ms;
         self
@@ -253,6 +282,27 @@ impl RunDir {
         write_atomic(&self.status_file(), &text)
     }
 
+    /// Write the verdict unless one is there already: the first verdict wins, so a role that
+    /// finishes late never overwrites a failure another role or the launcher recorded.
+    /// Returns whether this call wrote it.
+    pub fn write_status_once(&self, status: &Status) -> Result<bool, RunDirError> {
+        let path = self.status_file();
+        let tmp = path.with_file_name(format!(".benchmark_status.{}.tmp", std::process::id()));
+        let text = match status {
+            Status::Done => "Done".to_string(),
+            Status::Failed(why) => format!("Failed: {}", why.replace('\n', " ")),
+        };
+        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        // link(2) fails if the target exists: an atomic "create if absent", also on NFS.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(RunDirError::Io { path, source: e }),
+        }
+    }
+
     /// The verdict, once written.
     pub fn status(&self) -> Option<Status> {
         let text = std::fs::read_to_string(self.status_file()).ok()?;
@@ -368,6 +418,14 @@ mod tests {
         assert_eq!(run.status(), None);
         run.write_status(&Status::Failed("GEN_0 died\nbadly".into()))
             .unwrap();
+        assert_eq!(
+            run.status(),
+            Some(Status::Failed("GEN_0 died badly".into()))
+        );
+        assert!(
+            !run.write_status_once(&Status::Done).unwrap(),
+            "the first verdict wins"
+        );
         assert_eq!(
             run.status(),
             Some(Status::Failed("GEN_0 died badly".into()))

@@ -2,6 +2,8 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,64 +15,12 @@ use disagg_bench::metrics::{RunMetrics, Slo, compute};
 use disagg_bench::report::{console_block, csv_header, csv_row};
 use disagg_bench::runner::{Endpoint, Load, RunSpec, run as run_load};
 use disagg_bench::timeline::Timeline;
-use serde::Serialize;
+use disagg_results::record::{Environment, METRIC_DEFINITIONS, RECORD_VERSION, RunRecord};
+use disagg_runtime::rundir::Progress;
+use tokio_util::sync::CancellationToken;
 
 use crate::InvalidInput;
 use crate::cli::BenchArgs;
-
-/// The version of the JSON record below; bump on any change of its shape.
-const RECORD_VERSION: u32 = 1;
-
-/// Where the client ran.
-#[derive(Serialize)]
-struct Environment {
-    host: String,
-    os: &'static str,
-    arch: &'static str,
-    cpus: usize,
-    started_unix_s: u64,
-}
-
-fn environment() -> Environment {
-    Environment {
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
-        os: std::env::consts::OS,
-        arch: std::env::consts::ARCH,
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        started_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
-}
-
-/// One run's result file.
-#[derive(Serialize)]
-struct Record<'a> {
-    record_version: u32,
-    tool: String,
-    url: &'a str,
-    model: &'a str,
-    endpoint: &'a str,
-    load: String,
-    num_prompts: usize,
-    isl: u32,
-    osl: u32,
-    range_ratio: f64,
-    streaming: bool,
-    ignore_eos: bool,
-    seed: u64,
-    environment: Environment,
-    metric_definitions: &'static str,
-    interrupted: bool,
-    valid: bool,
-    invalid_reasons: Vec<String>,
-    metrics: &'a RunMetrics,
-    /// Every request's timeline, with `--save-timelines`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timelines: Option<&'a [Timeline]>,
-}
 
 fn parse_slo(text: &str) -> anyhow::Result<Slo> {
     let mut slo = Slo::default();
@@ -123,28 +73,99 @@ fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<Str
     reasons
 }
 
-/// A progress line on stderr when it is a terminal: requests done and the rate, twice a second.
+/// Keeps the progress up to date while a run goes on: in `shared` (what the BENCHMARK role
+/// publishes) and, on a terminal, as a line on stderr twice a second.
 fn progress(
     label: String,
     total: usize,
-    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<AtomicUsize>,
+    shared: Option<Arc<Mutex<Progress>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         use std::io::IsTerminal as _;
-        if !std::io::stderr().is_terminal() {
-            return;
-        }
+        let terminal = std::io::stderr().is_terminal();
         let start = std::time::Instant::now();
+        let mut tick = 0u32;
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let d = done.load(std::sync::atomic::Ordering::Relaxed);
-            let rate = d as f64 / start.elapsed().as_secs_f64();
-            eprint!("\r{label}: {d}/{total} requests, {rate:.1} req/s ");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            tick += 1;
+            let d = done.load(Ordering::Relaxed);
+            if let Some(p) = &shared {
+                if let Ok(mut p) = p.lock() {
+                    p.done = d;
+                }
+            }
+            if terminal && tick % 2 == 0 {
+                let rate = d as f64 / start.elapsed().as_secs_f64();
+                eprint!("\r{label}: {d}/{total} requests, {rate:.1} req/s ");
+            }
         }
     })
 }
 
+/// What a caller of [`execute`] can see and steer.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// Cancelled: the current run ends, what finished is kept and marked interrupted.
+    pub stop: CancellationToken,
+    /// Kept up to date while the benchmark runs.
+    pub progress: Option<Arc<Mutex<Progress>>>,
+}
+
+/// How the benchmark went.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// At least one run is invalid.
+    pub any_invalid: bool,
+    /// Stopped through [`Hooks::stop`].
+    pub interrupted: bool,
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
+    let stop = {
+        let _runtime = runtime.enter();
+        crate::listening::cancel_on_signal()
+    };
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            stop.cancelled().await;
+            eprintln!("\ninterrupted: keeping the requests that finished");
+        });
+    }
+    let outcome = execute(
+        args,
+        &runtime,
+        &Hooks {
+            stop,
+            progress: None,
+        },
+    )?;
+    if outcome.interrupted {
+        eprintln!("error: interrupted; partial results are marked interrupted");
+        return Ok(ExitCode::from(130));
+    }
+    if outcome.any_invalid && !args.allow_invalid {
+        eprintln!(
+            "error: at least one run is INVALID (see above); --allow-invalid to exit 0 anyway"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run every load of `args` one after the other on `runtime`, printing each result block and
+/// writing the records to `--out`.
+pub fn execute(
+    args: &BenchArgs,
+    runtime: &tokio::runtime::Runtime,
+    hooks: &Hooks,
+) -> anyhow::Result<Outcome> {
     if !(0.0..1.0).contains(&args.range_ratio) {
         return Err(InvalidInput(format!(
             "--range-ratio must be in [0, 1), got {}",
@@ -212,28 +233,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             .map(|&c| Load::Concurrency(c.max(1)))
             .collect(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut any_invalid = false;
-    // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
-    let stop = {
-        let _runtime = runtime.enter();
-        crate::listening::cancel_on_signal()
-    };
-    {
-        let stop = stop.clone();
-        runtime.spawn(async move {
-            stop.cancelled().await;
-            eprintln!("\ninterrupted: keeping the requests that finished");
-        });
-    }
+    let stop = &hooks.stop;
+    let runs_total = runs.len();
     let mut csv = vec![csv_header(&args.percentiles)];
-    for load in runs {
+    for (run_index, load) in runs.into_iter().enumerate() {
         if stop.is_cancelled() {
             break;
         }
@@ -288,7 +295,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         if let Load::Rate { rate, burstiness } = load {
             spec.offsets = schedule(n, rate, burstiness, args.seed);
         }
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        if let Some(p) = &hooks.progress {
+            if let Ok(mut p) = p.lock() {
+                p.label = label.clone();
+                p.done = 0;
+                p.total = n;
+                p.runs_done = run_index;
+                p.runs_total = runs_total;
+                p.first_request_ms
+                    .get_or_insert_with(disagg_runtime::now_ms);
+            }
+        }
         let outcome = runtime.block_on(async {
             if !warm.is_empty() {
                 let warm_spec = RunSpec {
@@ -296,9 +314,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     ..spec.clone()
                 };
                 let warm_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                run_load(&warm_spec, warm, &stop, &warm_done).await;
+                run_load(&warm_spec, warm, stop, &warm_done).await;
             }
-            let progress = progress(label.clone(), n, done.clone());
+            let progress = progress(label.clone(), n, done.clone(), hooks.progress.clone());
             // The run's own deadline ends it like Ctrl-C, but only this run.
             let run_stop = stop.child_token();
             let deadline = {
@@ -344,12 +362,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "INVALID: {}", reasons.join("; "))?;
         }
         if let Some(dir) = &args.out {
-            let record = Record {
+            let record = RunRecord {
                 record_version: RECORD_VERSION,
                 tool: format!("disagg {}", env!("CARGO_PKG_VERSION")),
-                url: &args.url,
-                model: &args.model,
-                endpoint: &args.endpoint,
+                url: args.url.clone(),
+                model: args.model.clone(),
+                endpoint: args.endpoint.clone(),
                 load: label.clone(),
                 num_prompts: n,
                 isl: args.isl,
@@ -359,12 +377,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ignore_eos: args.ignore_eos,
                 seed: args.seed,
                 interrupted: outcome.interrupted,
-                environment: environment(),
-                metric_definitions: "TensorRT-LLM benchmark_serving: TTFT first content chunk; TPOT (E2EL-TTFT)/(out-1); ITL per chunk; E2EL last content chunk; latencies from the intended send time",
+                environment: Environment::here(),
+                metric_definitions: METRIC_DEFINITIONS.to_string(),
                 valid: reasons.is_empty(),
                 invalid_reasons: reasons.clone(),
-                metrics: &metrics,
-                timelines: args.save_timelines.then_some(timelines.as_slice()),
+                metrics: metrics.clone(),
+                timelines: args
+                    .save_timelines
+                    .then(|| serde_json::to_value(&timelines))
+                    .transpose()?,
             };
             let path = dir.join(format!("{label}.json"));
             let text = serde_json::to_string_pretty(&record)?;
@@ -381,15 +402,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot write {}", csv_path.display()))?;
         }
     }
-    if stop.is_cancelled() {
-        eprintln!("error: interrupted; partial results are marked interrupted");
-        return Ok(ExitCode::from(130));
+    if let Some(p) = &hooks.progress {
+        if let Ok(mut p) = p.lock() {
+            p.runs_done = runs_total;
+        }
     }
-    if any_invalid && !args.allow_invalid {
-        eprintln!(
-            "error: at least one run is INVALID (see above); --allow-invalid to exit 0 anyway"
-        );
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome {
+        any_invalid,
+        interrupted: stop.is_cancelled(),
+    })
 }

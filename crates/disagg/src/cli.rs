@@ -35,6 +35,70 @@ pub enum Command {
     Router(RouterArgs),
     /// Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, E2EL and throughputs, upstream definitions
     Bench(BenchArgs),
+    /// Run a whole test on this machine: every role as a local process, supervised, results collected
+    Run(RunArgs),
+    /// Run one role of a run (what every Slurm step and every child of `disagg run` executes)
+    Role(RoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A test config file, or an upstream test id resolved under --config-dir
+    #[arg(value_name = "FILE|TEST_ID")]
+    pub config: String,
+    /// Where test ids are looked up (searched recursively)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub config_dir: PathBuf,
+    /// Engine of the worker roles: sim, trtllm, vllm, sglang, command [default: the config's
+    /// engine.type, else sim]
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Run directory [default: runs/CONFIG-UTCTIME]; never reused
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Cluster profile to plan for (checks the node size)
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Concurrencies instead of benchmark.concurrency_list
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<u32>,
+    /// Prompts per concurrency instead of concurrency × multi_round
+    #[arg(long)]
+    pub num_prompts: Option<usize>,
+    /// Prompts per concurrency = concurrency × K, instead of benchmark.multi_round
+    #[arg(long)]
+    pub multi_round: Option<u32>,
+    /// Input length instead of benchmark.input_length
+    #[arg(long)]
+    pub isl: Option<u32>,
+    /// Output length instead of benchmark.output_length
+    #[arg(long)]
+    pub osl: Option<u32>,
+    /// How long an engine, the router or the benchmark may wait to be ready, seconds
+    /// [default: slurm.timeout, else 600]
+    #[arg(long, value_name = "S")]
+    pub ready_timeout: Option<f64>,
+    /// Limit of the whole run, seconds [default: slurm.timeout, else 3600]
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<f64>,
+    /// Seconds between SIGTERM and SIGKILL when the run ends
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub grace: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    /// CTX_i, GEN_i, DISAGG_SERVER or BENCHMARK [default: $DISAGG_SERVING_TYPE]
+    pub role: Option<String>,
+    /// The run directory (made by `disagg run` or `disagg submit`)
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: PathBuf,
+    /// Address to bind and advertise [default: run.json's, else all interfaces + node name]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// End when this process (the launcher) ends
+    #[arg(long, value_name = "PID", hide = true)]
+    pub parent_pid: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -16,10 +16,14 @@ use clap::Parser as _;
 
 mod bench_cmd;
 mod cli;
+mod engine;
 mod job;
 mod listening;
 mod plan_cmd;
+mod probe;
+mod role_cmd;
 mod router_cmd;
+mod run_cmd;
 mod sim_cmd;
 mod validate;
 
@@ -94,5 +98,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Sim(args) => sim_cmd::run(&args),
         cli::Command::Router(args) => router_cmd::run(&args),
         cli::Command::Bench(args) => bench_cmd::run(&args),
+        cli::Command::Run(args) => run_cmd::run(&cli.global, &args),
+        cli::Command::Role(args) => role_cmd::run(&args),
     }
 }

@@ -12,13 +12,13 @@ use crate::job;
 
 /// The JSON document: the plan plus what it was made from.
 #[derive(Serialize)]
-struct PlanDoc<'a> {
-    config: &'a str,
-    file: String,
-    mode: &'static str,
-    cluster: Option<&'a str>,
+pub struct PlanDoc<'a> {
+    pub config: &'a str,
+    pub file: String,
+    pub mode: &'static str,
+    pub cluster: Option<&'a str>,
     #[serde(flatten)]
-    plan: &'a Plan,
+    pub plan: &'a Plan,
 }
 
 pub fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitCode> {

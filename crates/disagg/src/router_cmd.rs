@@ -10,7 +10,7 @@ use disagg_router::{Policy, Router, RouterSettings};
 use crate::InvalidInput;
 use crate::cli::RouterArgs;
 
-fn policy(p: RouterPolicy, pool: &str) -> Policy {
+pub fn policy(p: RouterPolicy, pool: &str) -> Policy {
     match p {
         RouterPolicy::RoundRobin => Policy::RoundRobin,
         RouterPolicy::LoadBalancing { use_tokens } => Policy::LoadBalancing { use_tokens },

@@ -1,0 +1,214 @@
+//! The command line of an external engine (`trtllm`, `vllm`, `sglang`, `command`) for one
+//! worker role. Pure: the caller picks the port, writes the options file and starts it.
+
+use disagg_config::EngineKind;
+use disagg_launch::shell::quote;
+
+/// What a worker's engine is started with.
+#[derive(Debug, Clone)]
+pub struct EngineParams<'a> {
+    /// `CTX_0`, `GEN_1`.
+    pub role: &'a str,
+    /// Model path or hub id.
+    pub model: &'a str,
+    /// Address to bind.
+    pub host: &'a str,
+    /// Port to bind.
+    pub port: u16,
+    /// The worker's options (`worker_config.ctx|gen`), written for the engine.
+    pub options_file: &'a str,
+    /// Tensor parallel size.
+    pub tp: u32,
+    /// Pipeline parallel size.
+    pub pp: u32,
+    /// GPUs of the server (several ranks → an MPI launcher for TensorRT-LLM).
+    pub gpus: u32,
+    /// The run directory.
+    pub run_dir: &'a str,
+}
+
+impl EngineParams<'_> {
+    fn is_context(&self) -> bool {
+        self.role.starts_with("CTX")
+    }
+}
+
+/// Placeholders a `command` template may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "host",
+    "port",
+    "model",
+    "options_file",
+    "role",
+    "worker",
+    "tp",
+    "pp",
+    "run_dir",
+];
+
+/// Fill a `command` template: every `{name}` becomes the shell-quoted value, so a value from a
+/// config is always one word of data; `{{` and `}}` are literal braces.
+pub fn render_template(template: &str, p: &EngineParams<'_>) -> Result<String, String> {
+    let value = |name: &str| -> Option<String> {
+        Some(match name {
+            "host" => p.host.to_string(),
+            "port" => p.port.to_string(),
+            "model" => p.model.to_string(),
+            "options_file" => p.options_file.to_string(),
+            "role" => p.role.to_string(),
+            "worker" => if p.is_context() { "ctx" } else { "gen" }.to_string(),
+            "tp" => p.tp.to_string(),
+            "pp" => p.pp.to_string(),
+            "run_dir" => p.run_dir.to_string(),
+            _ => return None,
+        })
+    };
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(format!(
+                "a lone `}}` at byte {i} of engine.command; write `}}}}` for a literal brace"
+            ));
+        }
+        let Some(end) = tail.find('}') else {
+            return Err("an unclosed `{` in engine.command".to_string());
+        };
+        let name = &tail[1..end];
+        let v = value(name).ok_or_else(|| {
+            format!(
+                "engine.command uses `{{{name}}}`, which is not a placeholder; use one of {}",
+                PLACEHOLDERS
+                    .iter()
+                    .map(|n| format!("{{{n}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        out.push_str(&quote(&v));
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The program and arguments of the engine.
+pub fn command_line(
+    kind: EngineKind,
+    template: Option<&str>,
+    p: &EngineParams<'_>,
+) -> Result<Vec<String>, String> {
+    let s = |v: &str| v.to_string();
+    Ok(match kind {
+        EngineKind::Sim => return Err("the sim engine runs inside the role".to_string()),
+        EngineKind::Trtllm => {
+            // As upstream: several ranks run under the LLM-API MPI launcher.
+            let mut argv = if p.gpus > 1 {
+                vec![s("trtllm-llmapi-launch")]
+            } else {
+                Vec::new()
+            };
+            argv.extend([
+                s("trtllm-serve"),
+                s(p.model),
+                s("--backend"),
+                s("pytorch"),
+                s("--config"),
+                s(p.options_file),
+                s("--host"),
+                s(p.host),
+                s("--port"),
+                p.port.to_string(),
+            ]);
+            argv
+        }
+        EngineKind::Vllm => vec![
+            s("vllm"),
+            s("serve"),
+            s(p.model),
+            s("--host"),
+            s(p.host),
+            s("--port"),
+            p.port.to_string(),
+            s("--tensor-parallel-size"),
+            p.tp.to_string(),
+            s("--pipeline-parallel-size"),
+            p.pp.to_string(),
+            s("--kv-transfer-config"),
+            s(r#"{"kv_connector":"NixlConnector","kv_role":"kv_both"}"#),
+        ],
+        EngineKind::Sglang => vec![
+            s("python3"),
+            s("-m"),
+            s("sglang.launch_server"),
+            s("--model-path"),
+            s(p.model),
+            s("--host"),
+            s(p.host),
+            s("--port"),
+            p.port.to_string(),
+            s("--tp-size"),
+            p.tp.to_string(),
+            s("--disaggregation-mode"),
+            s(if p.is_context() { "prefill" } else { "decode" }),
+        ],
+        EngineKind::Command => {
+            let t = template.ok_or("engine type `command` needs engine.command")?;
+            vec![s("bash"), s("-c"), render_template(t, p)?]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(gpus: u32) -> EngineParams<'static> {
+        EngineParams {
+            role: "CTX_0",
+            model: "/models/ds r1",
+            host: "node1",
+            port: 8336,
+            options_file: "/runs/x/engines/CTX_0.yaml",
+            tp: 4,
+            pp: 1,
+            gpus,
+            run_dir: "/runs/x",
+        }
+    }
+
+    #[test]
+    fn trtllm_runs_under_the_mpi_launcher_only_with_several_ranks() {
+        let one = command_line(EngineKind::Trtllm, None, &params(1)).unwrap();
+        assert_eq!(
+            one.join(" "),
+            "trtllm-serve /models/ds r1 --backend pytorch --config /runs/x/engines/CTX_0.yaml --host node1 --port 8336"
+        );
+        let four = command_line(EngineKind::Trtllm, None, &params(4)).unwrap();
+        assert_eq!(four[0], "trtllm-llmapi-launch");
+        let sg = command_line(EngineKind::Sglang, None, &params(4)).unwrap();
+        assert_eq!(sg.last().map(String::as_str), Some("prefill"));
+    }
+
+    #[test]
+    fn templates_quote_every_value_and_reject_unknown_names() {
+        let mut p = params(1);
+        p.model = "m'; rm -rf / #";
+        let line = render_template("serve {model} --port {port} --tp {tp} {{x}}", &p).unwrap();
+        assert_eq!(line, r"serve 'm'\''; rm -rf / #' --port 8336 --tp 4 {x}");
+        let err = render_template("serve {modle}", &p).unwrap_err();
+        assert!(
+            err.contains("`{modle}`") && err.contains("{model}"),
+            "{err}"
+        );
+        assert!(render_template("serve {model", &p).is_err());
+        assert!(render_template("serve }", &p).is_err());
+    }
+}

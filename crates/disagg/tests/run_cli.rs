@@ -1,0 +1,343 @@
+//! `disagg run` end to end: the roles as real processes on 127.0.0.1, the results, and the
+//! failure behaviour — a worker or the router killed with SIGKILL, an engine that never gets
+//! ready, SIGINT to the launcher — each ending fast with a message and no process left behind.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions fail the test by panicking"
+)]
+
+#[expect(dead_code, reason = "this file uses only part of the shared helpers")]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Proc;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
+
+fn disagg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_disagg"))
+}
+
+/// `disagg run` in the background, its output captured in files of `dir`.
+fn start_run(dir: &Path, args: &[&str]) -> Proc {
+    let out = std::fs::File::create(dir.join("stdout")).unwrap();
+    let err = std::fs::File::create(dir.join("stderr")).unwrap();
+    let child = disagg()
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(dir.join("run"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// Wait for the child to exit, at most `limit`; returns its exit code and how long it took.
+fn wait_exit(p: &mut Proc, limit: Duration) -> (Option<i32>, Duration) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return (status.code(), t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "disagg run still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn role_json(run: &Path, role: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("rendezvous").join(format!("{role}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn role_pid(run: &Path, role: &str) -> u32 {
+    role_json(run, role).unwrap()["pid"].as_u64().unwrap() as u32
+}
+
+/// Every pid a run published (roles) plus the engine pids its logs name.
+fn run_pids(run: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(run.join("rendezvous")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(role) = name.strip_suffix(".json") {
+            pids.push(role_pid(run, role));
+        }
+    }
+    for entry in std::fs::read_dir(run.join("logs")).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(rest) = line.split("engine pid ").nth(1) {
+                let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                pids.push(pid.parse().unwrap());
+            }
+        }
+    }
+    pids
+}
+
+/// Running = present in /proc and not a zombie (a zombie is dead, just not yet reaped by init).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn assert_nothing_left(run: &Path) {
+    let pids = run_pids(run);
+    assert!(pids.len() >= 4, "roles published: {pids:?}");
+    // Grandchildren may need a moment for init to reap them after their SIGKILL.
+    let t0 = Instant::now();
+    while pids.iter().any(|&p| running(p)) && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = pids.into_iter().filter(|&p| running(p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+fn read(p: PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn a_local_run_measures_every_concurrency_and_writes_every_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out: Output = disagg()
+        .args(["run", EXAMPLE, "--concurrency", "1,3", "--num-prompts", "6"])
+        .args(["--isl", "64", "--osl", "8", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("con1 ") && stdout.contains("con3 "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("first request sent"), "{stdout}");
+    for role in ["GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"] {
+        assert!(stderr.contains(role), "no event for {role}: {stderr}");
+        assert_eq!(role_json(&run, role).unwrap()["state"], "exited", "{role}");
+    }
+    assert_eq!(read(run.join("rendezvous/benchmark_status.txt")), "Done");
+    // The upstream rendezvous files.
+    let gen_addr = read(run.join("rendezvous/hostnames/GEN_0.txt"));
+    assert!(gen_addr.starts_with("127.0.0.1:"), "{gen_addr}");
+    let server_config = read(run.join("rendezvous/server_config.yaml"));
+    assert!(
+        server_config.contains(&format!("\"{gen_addr}\"")),
+        "{server_config}"
+    );
+
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/con3.json"))).unwrap();
+    assert_eq!(record["metrics"]["total_requests"], 6);
+    assert_eq!(record["metrics"]["total_output_tokens"], 6 * 8);
+    assert_eq!(record["valid"], true);
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/summary.json"))).unwrap();
+    assert_eq!(summary["outcome"], "passed");
+    assert_eq!(summary["runs"].as_array().unwrap().len(), 2);
+    assert!(summary["first_request_s"].as_f64().unwrap() > 0.0);
+    let csv = read(run.join("results/results.csv"));
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    // The JUnit file, read by a JUnit parser.
+    let xml = read(run.join("results/results.xml"));
+    let suites = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes())).unwrap();
+    assert_eq!(suites.suites.len(), 1);
+    let suite = &suites.suites[0];
+    assert_eq!(suite.name, "local-sim");
+    assert_eq!((suite.tests, suite.failures, suite.errors), (2, 0, 0));
+    let names: Vec<&str> = suite
+        .cases
+        .iter()
+        .map(|c| c.original_name.as_str())
+        .collect();
+    assert_eq!(names, ["con1", "con3"]);
+    assert_eq!(
+        suite.cases[0].classname.as_deref(),
+        Some("disagg.local-sim")
+    );
+    assert!(suite.cases.iter().all(|c| c.status.is_success()));
+    let props = &suite.cases[1].properties.vec;
+    let requests = props.iter().find(|(k, _)| k == "requests").unwrap();
+    assert_eq!(requests.1, "6");
+    assert!(
+        props.iter().any(|(k, _)| k == "ttft_median_ms"),
+        "{props:?}"
+    );
+    assert_nothing_left(&run);
+}
+
+/// Kill `victim` with SIGKILL once the first concurrency's results are in.
+fn kill_mid_benchmark(victim: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut p = start_run(
+        dir.path(),
+        &[
+            EXAMPLE,
+            "--concurrency",
+            "1,4",
+            "--multi-round",
+            "8",
+            "--isl",
+            "32",
+            "--osl",
+            "64",
+        ],
+    );
+    // Each request takes ~0.55 s: con1 is 8 in a row, con4 8 rounds of 4, ~4.5 s each.
+    wait_for("con1.json", Duration::from_secs(60), || {
+        run.join("results/con1.json").exists()
+    });
+    let pid = role_pid(&run, victim);
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (code, took) = wait_exit(&mut p, Duration::from_secs(30));
+    let stderr = read(dir.path().join("stderr"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?} to notice");
+    assert!(
+        stderr.contains(&format!(
+            "{victim} (pid {pid}) was killed by signal 9 (SIGKILL)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "last lines of {}",
+            run.join("logs").join(format!("{victim}.log")).display()
+        )),
+        "{stderr}"
+    );
+    let status = read(run.join("rendezvous/benchmark_status.txt"));
+    assert!(
+        status.starts_with("Failed: ") && status.contains(victim),
+        "{status}"
+    );
+    // The finished concurrency is kept; the JUnit file says what happened to the other.
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/summary.json"))).unwrap();
+    assert_eq!(summary["outcome"], "failed");
+    assert_eq!(summary["runs"][0]["label"], "con1");
+    assert_eq!(summary["runs"][0]["status"], "valid");
+    assert_ne!(summary["runs"][1]["status"], "valid");
+    let xml = read(run.join("results/results.xml"));
+    let suites = junit_parser::from_reader(std::io::Cursor::new(xml.as_bytes())).unwrap();
+    let suite = &suites.suites[0];
+    assert!(suite.cases[0].status.is_success());
+    assert!(!suite.cases[1].status.is_success());
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn killing_a_worker_mid_benchmark_fails_the_run_within_seconds() {
+    kill_mid_benchmark("GEN_0");
+}
+
+#[test]
+fn killing_the_router_mid_benchmark_fails_the_run_within_seconds() {
+    kill_mid_benchmark("DISAGG_SERVER");
+}
+
+#[test]
+fn an_engine_that_never_gets_ready_times_out_with_the_role_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/never-ready.yaml");
+    let mut p = start_run(dir.path(), &[config, "--ready-timeout", "1.5"]);
+    let (code, took) = wait_exit(&mut p, Duration::from_secs(30));
+    let stderr = read(dir.path().join("stderr"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr.contains("not ready after 2 s"), "{stderr}");
+    assert!(
+        stderr.contains("GEN_0 (pid") || stderr.contains("CTX_0 (pid"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("engine for"),
+        "the engine's output is in the log tail: {stderr}"
+    );
+    assert!(read(run.join("rendezvous/benchmark_status.txt")).starts_with("Failed: "));
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn sigint_ends_every_role_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut p = start_run(
+        dir.path(),
+        &[
+            EXAMPLE,
+            "--concurrency",
+            "8",
+            "--num-prompts",
+            "400",
+            "--grace",
+            "3",
+        ],
+    );
+    wait_for("the benchmark to run", Duration::from_secs(60), || {
+        role_json(&run, "BENCHMARK").is_some_and(|b| b["state"] == "ready")
+    });
+    let pids = run_pids(&run);
+    Command::new("kill")
+        .args(["-INT", &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    let (code, took) = wait_exit(&mut p, Duration::from_secs(30));
+    let stderr = read(dir.path().join("stderr"));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(3 + 2), "took {took:?}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(read(run.join("rendezvous/benchmark_status.txt")).starts_with("Failed: interrupted"));
+    let left: Vec<u32> = pids.into_iter().filter(|&p| running(p)).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&run);
+}
+
+#[test]
+fn a_run_directory_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("run.json"), "{}").unwrap();
+    let out = disagg()
+        .args(["run", EXAMPLE, "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already holds a run"), "{stderr}");
+}
+
+#[test]
+fn killing_a_context_worker_mid_benchmark_fails_the_run_within_seconds() {
+    kill_mid_benchmark("CTX_0");
+}
