@@ -49,10 +49,15 @@ struct Role {
     host: String,
     state: Mutex<RoleState>,
     progress: Option<Arc<Mutex<Progress>>>,
+    /// Rank 0 of a multi-rank Slurm step publishes; the other ranks only follow the run.
+    rank: u32,
 }
 
 impl Role {
     fn publish(&self, f: impl FnOnce(RoleState) -> RoleState) -> anyhow::Result<()> {
+        if self.rank > 0 {
+            return Ok(());
+        }
         let mut guard = self
             .state
             .lock()
@@ -280,14 +285,23 @@ pub fn run(args: &RoleArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let pid = std::process::id();
+    // Under srun every task of a step runs this; only rank 0 speaks for the server.
+    let rank = std::env::var("SLURM_PROCID")
+        .ok()
+        .and_then(|r| r.parse::<u32>().ok())
+        .unwrap_or(0);
     // Publish before anything can fail, so a failure is always visible.
     let state = RoleState::new(&name, pid, now_ms());
-    run.publish(&state)?;
+    if rank == 0 {
+        run.publish(&state)?;
+    }
     let config = match load_run_config(&run, &spec) {
         Ok(c) => c,
         Err(e) => {
             let why = format!("{e:#}");
-            run.publish(&state.ended(Some(&why), now_ms()))?;
+            if rank == 0 {
+                run.publish(&state.ended(Some(&why), now_ms()))?;
+            }
             return Err(e);
         }
     };
@@ -301,9 +315,10 @@ pub fn run(args: &RoleArgs) -> anyhow::Result<ExitCode> {
         bind_host,
         host,
         state: Mutex::new(state),
+        rank,
     });
     eprintln!(
-        "{}: pid {pid}, run {}, engine {}",
+        "{}: pid {pid}, rank {rank}, run {}, engine {}",
         role.name,
         role.run.root().display(),
         role.spec.engine
@@ -341,6 +356,11 @@ async fn worker(role: &Role, signal: &CancellationToken) -> anyhow::Result<ExitC
         ))
     })?;
     if kind == EngineKind::Sim {
+        if role.rank > 0 {
+            // The simulated engine is one process per server: other ranks only follow the run.
+            let ending = role.watch(signal).await;
+            return Ok(role.finish(&ending));
+        }
         return sim_worker(role, is_ctx, signal).await;
     }
     external_worker(role, kind, is_ctx, signal).await
@@ -480,7 +500,10 @@ async fn external_worker(
             &role.bind_host
         }
     );
-    let started = {
+    // Ranks other than 0 are the engine's MPI workers: they never serve /health.
+    let started = if role.rank > 0 {
+        Ok(Ok(()))
+    } else {
         let child = &mut child;
         let addr = addr.clone();
         role.wait_for(

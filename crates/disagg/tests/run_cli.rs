@@ -341,3 +341,67 @@ fn a_run_directory_is_never_reused() {
 fn killing_a_context_worker_mid_benchmark_fails_the_run_within_seconds() {
     kill_mid_benchmark("CTX_0");
 }
+
+/// Every upstream fixture config, shrunk by the overrides, runs locally on the sim engine: its
+/// roles come up (gen-only modes included) and every request succeeds.
+#[test]
+fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trtllm-configs");
+    let mut configs = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                configs.push(p);
+            }
+        }
+    }
+    assert!(configs.len() >= 40, "fixtures found: {}", configs.len());
+    let tmp = tempfile::tempdir().unwrap();
+    // A few at a time: each run is four to a dozen processes.
+    for chunk in configs.chunks(4) {
+        let runs: Vec<(PathBuf, Proc)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, cfg)| {
+                let out = tmp.path().join(format!(
+                    "{}-{i}",
+                    cfg.file_stem().unwrap().to_string_lossy()
+                ));
+                let child = disagg()
+                    .arg("run")
+                    .arg(cfg)
+                    .args([
+                        "--engine",
+                        "sim",
+                        "--concurrency",
+                        "2",
+                        "--num-prompts",
+                        "4",
+                    ])
+                    .args(["--isl", "64", "--osl", "4", "--timeout", "60", "--out"])
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (out, Proc(child))
+            })
+            .collect();
+        for (out, mut p) in runs {
+            let (code, _) = wait_exit(&mut p, Duration::from_secs(90));
+            let mut stderr = String::new();
+            if let Some(mut e) = p.0.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
+            }
+            assert_eq!(code, Some(0), "{}: {stderr}", out.display());
+            let summary: serde_json::Value =
+                serde_json::from_str(&read(out.join("results/summary.json"))).unwrap();
+            assert_eq!(summary["outcome"], "passed", "{}", out.display());
+            assert_eq!(summary["runs"][0]["requests"], 4);
+        }
+    }
+}
