@@ -79,6 +79,8 @@ pub struct Cluster {
     pub install: Vec<String>,
     /// Directory on the shared filesystem where run directories are created.
     pub run_root: Option<String>,
+    /// `SLURM_CONF` for the Slurm commands (a local or a second cluster); `None` = the default.
+    pub slurm_conf: Option<String>,
 }
 
 const CLUSTER_KEYS: &[&str] = &[
@@ -95,6 +97,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "sbatch_args",
     "install",
     "run_root",
+    "slurm_conf",
 ];
 
 /// A file of clusters.
@@ -318,5 +321,10 @@ fn read_cluster(sink: &mut Sink, c: MapRef<'_>, name: &str) -> Cluster {
         sbatch_args: string_list(sink, c, "sbatch_args"),
         install: string_list(sink, c, "install"),
         run_root: s(sink, "run_root", "a directory on the shared filesystem"),
+        slurm_conf: s(
+            sink,
+            "slurm_conf",
+            "the slurm.conf the Slurm commands should use",
+        ),
     }
 }

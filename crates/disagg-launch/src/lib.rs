@@ -19,7 +19,7 @@
 //!     run_dir: "/shared/runs/1".into(), disagg_bin: "/shared/bin/disagg".into(), plan: &p,
 //!     partition: Some("batch".into()), account: None, time_limit: None, gres_gpus: false,
 //!     sbatch_args: vec![], container: None, mpi: Some("pmix".into()), install: vec![],
-//!     env: RoleEnv::default(), step_stagger_s: 0, teardown_grace_s: 30, generator: "disagg".into(),
+//!     env: RoleEnv::default(), step_stagger_s: 0, teardown_grace_s: 30, settle_s: 5, generator: "disagg".into(),
 //! }).unwrap();
 //! assert!(script.contains("#SBATCH --nodes=3"));
 //! assert!(script.contains("-N 2 --ntasks=8 --ntasks-per-node=4"));

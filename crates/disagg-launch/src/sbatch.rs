@@ -89,6 +89,8 @@ pub struct JobSpec<'a> {
     pub step_stagger_s: u32,
     /// Seconds steps get between SIGTERM and SIGKILL at the end.
     pub teardown_grace_s: u32,
+    /// Seconds the roles get to end by themselves (they watch the status file) before teardown.
+    pub settle_s: u32,
     /// The version line for the header.
     pub generator: String,
 }
@@ -207,6 +209,7 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     let _ = writeln!(s, "RUN_DIR={}", quote(&spec.run_dir));
     let _ = writeln!(s, "DISAGG={}", quote(&spec.disagg_bin));
     let _ = writeln!(s, "GRACE={}", spec.teardown_grace_s);
+    let _ = writeln!(s, "SETTLE={}", spec.settle_s);
     s.push_str(concat!(
         "LOGS=\"$RUN_DIR/logs\"\n",
         "mkdir -p \"$LOGS\"\n",
@@ -304,7 +307,7 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
         let _ = writeln!(s, "  export DISAGG_SERVING_TYPE={role}");
         let _ = writeln!(
             s,
-            "  exec srun --kill-on-bad-exit=1 --overlap -N {} --ntasks={} --ntasks-per-node={} -w \"${{NODES[{}]}}\" \\",
+            "  exec srun --kill-on-bad-exit=1 --job-name={role} --overlap -N {} --ntasks={} --ntasks-per-node={} -w \"${{NODES[{}]}}\" \\",
             step.nodes, step.ntasks, step.ntasks_per_node, step.node_index
         );
         container_env(&mut s, spec, env, &[])?;
@@ -402,7 +405,7 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
     };
     let _ = writeln!(
         s,
-        "  exec srun --kill-on-bad-exit=1 -N {} --ntasks={} --ntasks-per-node={} -w \"{nodes}\"{mpi} \\",
+        "  exec srun --kill-on-bad-exit=1 --job-name={role} -N {} --ntasks={} --ntasks-per-node={} -w \"{nodes}\"{mpi} \\",
         server.nodes, server.ntasks, server.ntasks_per_node
     );
     container_env(s, spec, &env, &forwarded)?;
@@ -437,6 +440,7 @@ trap 'echo "disagg: job interrupted" >&2; teardown; exit 143' TERM INT
 /// exit code with `wait PID`, which works from bash 4 on (`wait -n -p` needs 5.1).
 const WAIT: &str = r#"
 # The first step to end decides: the benchmark is the normal end, anything else is a failure.
+STATUS="$RUN_DIR/rendezvous/benchmark_status.txt"
 ended=""
 rc=0
 while [[ -z "$ended" ]]; do
@@ -450,13 +454,39 @@ while [[ -z "$ended" ]]; do
   done
   [[ -n "$ended" ]] || sleep 0.2
 done
+# A worker that saw the benchmark's "Done" may end a moment before the benchmark itself.
+if [[ "$ended" != BENCHMARK && "$(cat "$STATUS" 2>/dev/null)" == Done ]]; then
+  for i in "${!names[@]}"; do
+    [[ "${names[$i]}" == BENCHMARK ]] || continue
+    deadline=$((SECONDS + GRACE))
+    while kill -0 "${pids[$i]}" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      wait "${pids[$i]}"
+      rc=$?
+      ended=BENCHMARK
+    fi
+  done
+fi
 if [[ "$ended" == BENCHMARK ]]; then
   outcome=$rc
   echo "disagg: BENCHMARK ended with exit code $rc"
 else
   outcome=$(( rc == 0 ? 1 : rc ))
   echo "disagg: step $ended ended before the benchmark (exit code $rc); failing the job" >&2
+  # Tell every role (the first verdict wins: link fails if one is there already).
+  tmp="$STATUS.$$.tmp"
+  printf 'Failed: step %s ended before the benchmark (exit code %s)' "$ended" "$rc" > "$tmp" \
+    && ln "$tmp" "$STATUS" 2>/dev/null
+  rm -f "$tmp"
 fi
+# The roles watch the status file and end by themselves; give them a moment, then end the rest.
+deadline=$((SECONDS + SETTLE))
+while (( SECONDS < deadline )); do
+  alive=0
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  (( alive )) || break
+  sleep 0.1
+done
 teardown
 echo "disagg: job finished with exit code $outcome after $SECONDS s"
 exit "$outcome"

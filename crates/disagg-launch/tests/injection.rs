@@ -166,6 +166,7 @@ proptest! {
             env: env.clone(),
             step_stagger_s: 0,
             teardown_grace_s: 5,
+            settle_s: 0,
             generator: "test".into(),
         };
         let script = render(&spec).unwrap();

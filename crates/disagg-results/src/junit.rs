@@ -65,21 +65,46 @@ fn properties(r: &RunSummary) -> Vec<(String, String)> {
 
 /// The JUnit XML of a run.
 pub fn render(s: &Summary) -> String {
+    render_many(std::slice::from_ref(s))
+}
+
+/// Counts of a suite: (tests, failures, errors).
+fn counts(s: &Summary) -> (usize, usize, usize) {
     let failures = s.runs.iter().filter(|r| r.status == "invalid").count();
     let errors = s.runs.iter().filter(|r| r.status == "not_run").count();
     // A run that failed with nothing planned still shows up as one error.
-    let (tests, errors) = match (s.runs.is_empty(), &s.reason) {
-        (true, Some(_)) => (1, 1),
-        _ => (s.runs.len(), errors),
-    };
-    let suite = escape(&s.config);
-    let class = escape(&format!("disagg.{}", s.config));
+    match (s.runs.is_empty(), &s.reason) {
+        (true, Some(_)) => (1, 0, 1),
+        _ => (s.runs.len(), failures, errors),
+    }
+}
+
+/// The JUnit XML of several runs (a CI test list): one `<testsuite>` each.
+pub fn render_many(all: &[Summary]) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let (mut tests, mut failures, mut errors, mut time) = (0, 0, 0, 0.0);
+    for s in all {
+        let (t, f, e) = counts(s);
+        tests += t;
+        failures += f;
+        errors += e;
+        time += s.duration_s;
+    }
     let _ = writeln!(
         x,
-        "<testsuites name=\"disagg\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
-        s.duration_s
+        "<testsuites name=\"disagg\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">"
     );
+    for s in all {
+        suite(&mut x, s);
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
+fn suite(x: &mut String, s: &Summary) {
+    let (tests, failures, errors) = counts(s);
+    let suite = escape(&s.config);
+    let class = escape(&format!("disagg.{}", s.config));
     let _ = writeln!(
         x,
         "  <testsuite name=\"{suite}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{:.3}\" timestamp=\"{}\">",
@@ -145,8 +170,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(x, "      <system-out>{}</system-out>", escape(&out));
         x.push_str("    </testcase>\n");
     }
-    x.push_str("  </testsuite>\n</testsuites>\n");
-    x
+    x.push_str("  </testsuite>\n");
 }
 
 #[cfg(test)]

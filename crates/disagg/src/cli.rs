@@ -37,6 +37,14 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run a whole test on this machine: every role as a local process, supervised, results collected
     Run(RunArgs),
+    /// Submit a test as a Slurm job, follow it to its end, collect the results
+    Submit(SubmitArgs),
+    /// Show a submitted run: the job's state, each role's state, the verdict
+    Status(RunDirArgs),
+    /// Cancel a submitted run's job (only the job the run directory records)
+    Cancel(RunDirArgs),
+    /// The Jenkins entry point: every test of a test list through submit, one JUnit file, one exit code
+    Ci(CiArgs),
     /// Run one role of a run (what every Slurm step and every child of `disagg run` executes)
     Role(RoleArgs),
 }
@@ -49,16 +57,26 @@ pub struct RunArgs {
     /// Where test ids are looked up (searched recursively)
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub config_dir: PathBuf,
+    /// Run directory [default: runs/CONFIG-UTCTIME, or under the cluster's run_root]; never reused
+    #[arg(long, alias = "run-dir", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Cluster profile (checks the node size; required by submit)
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when the run ends
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub grace: f64,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// Changes to a config's run that make any config quick to try.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OverrideArgs {
     /// Engine of the worker roles: sim, trtllm, vllm, sglang, command [default: the config's
     /// engine.type, else sim]
     #[arg(long)]
     pub engine: Option<String>,
-    /// Run directory [default: runs/CONFIG-UTCTIME]; never reused
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Cluster profile to plan for (checks the node size)
-    #[arg(long, short = 'c', value_name = "NAME")]
-    pub cluster: Option<String>,
     /// Concurrencies instead of benchmark.concurrency_list
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<u32>,
@@ -81,9 +99,49 @@ pub struct RunArgs {
     /// Limit of the whole run, seconds [default: slurm.timeout, else 3600]
     #[arg(long, value_name = "S")]
     pub timeout: Option<f64>,
-    /// Seconds between SIGTERM and SIGKILL when the run ends
-    #[arg(long, value_name = "S", default_value_t = 5.0)]
-    pub grace: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Write the run directory and the job script, print the script, do not submit
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Submit and return the job id at once (follow it later with `disagg status RUN`)
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Path of the disagg binary on the compute nodes [default: this binary]
+    #[arg(long, value_name = "PATH")]
+    pub disagg_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunDirArgs {
+    /// The run directory of a submitted run
+    #[arg(value_name = "RUN")]
+    pub run: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// The test list: one upstream test id (or config path) per line; blank lines and # comments skipped
+    #[arg(long, value_name = "FILE")]
+    pub test_list: PathBuf,
+    /// Where test ids are looked up (searched recursively)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub config_dir: PathBuf,
+    /// Cluster profile
+    #[arg(long, short = 'c', value_name = "NAME")]
+    pub cluster: String,
+    /// Where Jenkins expects the JUnit file [default: $WORKSPACE/results.xml, else ./results.xml]
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Where the run directories go [default: $WORKSPACE/disagg-runs, else ./disagg-runs]
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]

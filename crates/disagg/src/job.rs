@@ -49,29 +49,78 @@ pub fn clusters_path(flag: Option<&Path>) -> PathBuf {
     base.join("disagg").join("clusters.yaml")
 }
 
+/// Every cluster file: the main one (if it exists) and `clusters.d/*.yaml` beside it, in name
+/// order (tools such as `scripts/local-slurm.sh` drop their profile there).
+fn cluster_files(main: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if main.exists() {
+        files.push(main.to_path_buf());
+    }
+    let dropins = main.parent().unwrap_or(Path::new(".")).join("clusters.d");
+    if let Ok(entries) = std::fs::read_dir(&dropins) {
+        let mut more: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+}
+
 /// Load the named cluster, with the CI environment overrides applied.
 pub fn load_cluster(flag: Option<&Path>, name: &str) -> anyhow::Result<Cluster> {
     let path = clusters_path(flag);
-    if !path.exists() {
+    let files = cluster_files(&path);
+    if files.is_empty() {
         return Err(anyhow::Error::new(Hint(
             "write a cluster profile file there, pass --clusters FILE, or run scripts/local-slurm.sh up for a local one"
                 .to_string(),
         ))
         .context(InvalidInput(format!(
-            "cluster `{name}` requested but there is no cluster file at {}",
+            "cluster `{name}` requested but there is no cluster file at {} (nor a clusters.d/ beside it)",
             path.display()
         ))));
     }
-    let file = match ClusterFile::load(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some(d) = e.diagnostics() {
-                eprint!("{d}");
+    let mut found: Option<(PathBuf, ClusterFile)> = None;
+    let mut known = Vec::new();
+    for f in files {
+        let file = match ClusterFile::load(&f) {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(d) = e.diagnostics() {
+                    eprint!("{d}");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+        };
+        known.extend(file.clusters.keys().cloned());
+        if file.clusters.contains_key(name) {
+            if let Some((first, _)) = &found {
+                return Err(InvalidInput(format!(
+                    "cluster `{name}` is defined twice: in {} and in {}; keep one",
+                    first.display(),
+                    f.display()
+                ))
+                .into());
+            }
+            found = Some((f, file));
         }
-    };
-    Ok(file.get(name, &|k| std::env::var(k).ok())?)
+    }
+    match found {
+        Some((_, file)) => Ok(file.get(name, &|k| std::env::var(k).ok())?),
+        None => Err(InvalidInput(format!(
+            "no cluster `{name}` in {} or its clusters.d/; known: {}",
+            path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into()),
+    }
 }
 
 /// Planning settings from the config; checked against the cluster's node size.
@@ -217,6 +266,7 @@ pub fn job_spec<'p>(
         env: role_env(config),
         step_stagger_s: stagger,
         teardown_grace_s: 30,
+        settle_s: 5,
         generator: format!("disagg {}", env!("CARGO_PKG_VERSION")),
     }
 }

@@ -25,6 +25,7 @@ mod role_cmd;
 mod router_cmd;
 mod run_cmd;
 mod sim_cmd;
+mod submit_cmd;
 mod validate;
 
 /// An error caused by what the user gave us; exits with code 2.
@@ -100,5 +101,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Bench(args) => bench_cmd::run(&args),
         cli::Command::Run(args) => run_cmd::run(&cli.global, &args),
         cli::Command::Role(args) => role_cmd::run(&args),
+        cli::Command::Submit(args) => submit_cmd::submit(&cli.global, &args),
+        cli::Command::Status(args) => submit_cmd::status(&args),
+        cli::Command::Cancel(args) => submit_cmd::cancel(&args),
+        cli::Command::Ci(args) => submit_cmd::ci(&cli.global, &args),
     }
 }

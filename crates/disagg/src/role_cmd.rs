@@ -318,8 +318,9 @@ pub fn run(args: &RoleArgs) -> anyhow::Result<ExitCode> {
         rank,
     });
     eprintln!(
-        "{}: pid {pid}, rank {rank}, run {}, engine {}",
+        "{}: pid {pid}, rank {rank}, node {}, run {}, engine {}",
         role.name,
+        std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| role.host.clone()),
         role.run.root().display(),
         role.spec.engine
     );

@@ -18,7 +18,7 @@ use disagg_runtime::rundir::{RoleState, RunDir, State, Status, write_atomic};
 use disagg_runtime::spec::{Overrides, RunSpec, SPEC_VERSION, Timeouts};
 use disagg_runtime::supervise::{self, Child};
 
-use crate::cli::{Global, RunArgs};
+use crate::cli::{Global, OverrideArgs, RunArgs};
 use crate::{InvalidInput, job};
 
 /// A run directory laid out and ready for its roles.
@@ -31,17 +31,50 @@ pub struct Prepared {
     pub config: TestConfig,
     /// The plan.
     pub plan: Plan,
+    /// The cluster profile, when one was named.
+    pub cluster: Option<disagg_config::Cluster>,
 }
 
-/// The default run directory: `runs/<config>-<UTC time>` under the current directory.
-fn default_run_dir(name: &str) -> PathBuf {
+/// A run directory's name: `<config>-<UTC time>`.
+fn default_run_dir(name: &str) -> String {
     let stamp = junit::iso8601(now_ms()).replace([':', '-'], "");
-    PathBuf::from("runs").join(format!("{name}-{stamp}"))
+    format!("{name}-{stamp}")
 }
 
 /// Check the flags, load and plan the config, and lay out the run directory.
 pub fn prepare(global: &Global, args: &RunArgs, host: Option<String>) -> anyhow::Result<Prepared> {
-    let mut config = job::load_config(&args.config, &args.config_dir)?;
+    let config = job::load_config(&args.config, &args.config_dir)?;
+    let cluster = match &args.cluster {
+        Some(name) => Some(job::load_cluster(global.clusters.as_deref(), name)?),
+        None => None,
+    };
+    let dir = match (
+        &args.out,
+        cluster.as_ref().and_then(|c| c.run_root.as_ref()),
+    ) {
+        (Some(d), _) => d.clone(),
+        (None, Some(root)) => PathBuf::from(root).join(default_run_dir(config.name())),
+        (None, None) => PathBuf::from("runs").join(default_run_dir(config.name())),
+    };
+    prepare_in(
+        config,
+        &args.overrides,
+        cluster,
+        args.cluster.as_deref(),
+        &dir,
+        host,
+    )
+}
+
+/// [`prepare`] for a loaded config and cluster, into `dir`.
+pub fn prepare_in(
+    mut config: TestConfig,
+    args: &OverrideArgs,
+    cluster: Option<disagg_config::Cluster>,
+    cluster_name: Option<&str>,
+    dir: &std::path::Path,
+    host: Option<String>,
+) -> anyhow::Result<Prepared> {
     let engine = match &args.engine {
         Some(e) => EngineKind::parse(e).ok_or_else(|| {
             InvalidInput(format!(
@@ -86,16 +119,8 @@ pub fn prepare(global: &Global, args: &RunArgs, host: Option<String>) -> anyhow:
         ))
         .into());
     }
-    let cluster = match &args.cluster {
-        Some(name) => Some(job::load_cluster(global.clusters.as_deref(), name)?),
-        None => None,
-    };
     let input = job::plan_input(&config, cluster.as_ref(), Placement::Upstream)?;
     let plan = job::make_plan(&config, &input)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_run_dir(config.name()));
     if dir.join("run.json").exists() {
         return Err(InvalidInput(format!(
             "{} already holds a run; give another --out (runs are never overwritten)",
@@ -103,10 +128,10 @@ pub fn prepare(global: &Global, args: &RunArgs, host: Option<String>) -> anyhow:
         ))
         .into());
     }
-    RunDir::create(&dir)?;
+    RunDir::create(dir)?;
     // Roles get absolute paths: they may run elsewhere (Slurm) or change directory.
     let dir =
-        std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+        std::fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let run = RunDir::open(&dir);
     let file_name = config.path().file_name().map_or_else(
         || "config.yaml".into(),
@@ -140,7 +165,7 @@ pub fn prepare(global: &Global, args: &RunArgs, host: Option<String>) -> anyhow:
         config: config.name(),
         file: config.path().display().to_string(),
         mode: config.benchmark().mode.as_str(),
-        cluster: args.cluster.as_deref(),
+        cluster: cluster_name,
         plan: &plan,
     };
     write_atomic(
@@ -152,6 +177,7 @@ pub fn prepare(global: &Global, args: &RunArgs, host: Option<String>) -> anyhow:
         spec,
         config,
         plan,
+        cluster,
     })
 }
 
@@ -183,7 +209,7 @@ fn role_command(p: &Prepared, role: &str) -> anyhow::Result<Command> {
 }
 
 /// Seconds since `t0`, for the event lines.
-fn at(t0: Instant) -> String {
+pub fn at(t0: Instant) -> String {
     format!("[{:>6.2}s]", t0.elapsed().as_secs_f64())
 }
 
@@ -431,7 +457,7 @@ async fn supervise_roles(
 }
 
 /// Event lines for every state change; the benchmark's progress on a terminal.
-fn show_progress(
+pub fn show_progress(
     roles: &[RoleState],
     seen: &mut Vec<(String, State)>,
     last_label: &mut String,
