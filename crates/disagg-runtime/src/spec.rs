@@ -57,6 +57,14 @@ pub struct RunSpec {
     pub roles: Vec<String>,
     /// When the launcher created the run, ms since the epoch.
     pub created_unix_ms: u64,
+    /// The model as the engines load it (the cluster's models root and model map applied);
+    /// `None`: `metadata.model_name` as written.
+    #[serde(default)]
+    pub model_path: Option<String>,
+    /// The benchmark's dataset file (`benchmark.dataset_file` under the models root); `None`:
+    /// random prompts.
+    #[serde(default)]
+    pub dataset_path: Option<String>,
 }
 
 impl RunSpec {

@@ -459,7 +459,10 @@ async fn external_worker(
         &serde_json::to_string_pretty(&serde_json::Value::Object(options))?,
     )?;
     let port = free_port(&role.bind_host)?;
-    let model = std::env::var("DISAGG_MODEL_PATH").unwrap_or_else(|_| role.model());
+    let model = std::env::var("DISAGG_MODEL_PATH")
+        .ok()
+        .or_else(|| role.spec.model_path.clone())
+        .unwrap_or_else(|| role.model());
     let run_dir = role.run.root().display().to_string();
     let options_path = options_file.display().to_string();
     let params = EngineParams {
@@ -773,6 +776,18 @@ fn benchmark(role: &Arc<Role>) -> ExitCode {
 /// client flags (`--ignore-eos`, percentiles of TTFT/TPOT/ITL/E2EL).
 fn bench_args(role: &Role, url: String) -> BenchArgs {
     let b = role.config.benchmark();
+    // The config's dataset when it is there; random prompts of the config's lengths otherwise.
+    let dataset = role.spec.dataset_path.as_ref().and_then(|p| {
+        let path = std::path::PathBuf::from(p);
+        if path.exists() {
+            Some(path)
+        } else {
+            eprintln!(
+                "BENCHMARK: dataset {p} not found; using random prompts of the config's lengths"
+            );
+            None
+        }
+    });
     BenchArgs {
         url,
         model: role.model(),
@@ -785,8 +800,13 @@ fn bench_args(role: &Role, url: String) -> BenchArgs {
         isl: b.isl,
         osl: b.osl,
         range_ratio: b.range_ratio,
-        dataset: "random".to_string(),
-        dataset_path: None,
+        dataset: if dataset.is_some() {
+            "trtllm-custom"
+        } else {
+            "random"
+        }
+        .to_string(),
+        dataset_path: dataset,
         ignore_eos: true,
         no_stream: !b.streaming,
         warmup: 0,

@@ -159,6 +159,11 @@ pub fn prepare_in(
         },
         roles: crate::role_cmd::roles_of(&plan),
         created_unix_ms: now_ms(),
+        model_path: cluster.as_ref().and_then(|c| {
+            let name = config.metadata().model_name.as_deref()?;
+            Some(c.model_path(name))
+        }),
+        dataset_path: dataset_path(&config, cluster.as_ref()),
     };
     spec.write(&run)?;
     let doc = crate::plan_cmd::PlanDoc {
@@ -179,6 +184,17 @@ pub fn prepare_in(
         plan,
         cluster,
     })
+}
+
+/// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
+/// resolves it; an absolute path stays as is; without a models root only an absolute path works.
+fn dataset_path(config: &TestConfig, cluster: Option<&disagg_config::Cluster>) -> Option<String> {
+    let file = config.benchmark().dataset_file.as_deref()?;
+    if file.starts_with('/') {
+        return Some(file.to_string());
+    }
+    let root = cluster.and_then(|c| c.models_root.as_deref())?;
+    Some(format!("{}/{file}", root.trim_end_matches('/')))
 }
 
 /// A role's environment: the config's env strings for its kind, and `DISAGG_SERVING_TYPE`.
@@ -557,4 +573,47 @@ pub fn collect(
     )?;
     write_atomic(&dir.join("results.xml"), &junit::render(&summary))?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datasets_resolve_under_the_models_root_as_upstream() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap_or_default()
+        .replace(
+            "  streaming: true\n",
+            "  streaming: true\n  dataset_file: datasets/sharegpt.json\n",
+        );
+        let config = TestConfig::parse(std::path::Path::new("x.yaml"), &text)
+            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dataset_path(&config, None),
+            None,
+            "no models root, no dataset"
+        );
+        let mut cluster = disagg_config::ClusterFile::parse(
+            std::path::Path::new("c.yaml"),
+            "clusters:\n  c:\n    models_root: /lustre/models/\n",
+        )
+        .map_err(|e| e.to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clusters["c"]
+            .clone();
+        assert_eq!(
+            dataset_path(&config, Some(&cluster)).as_deref(),
+            Some("/lustre/models/datasets/sharegpt.json")
+        );
+        cluster = cluster.with_env(&|k| (k == "CLUSTER_LLM_DATA").then(|| "/data".to_string()));
+        assert_eq!(
+            dataset_path(&config, Some(&cluster)).as_deref(),
+            Some("/data/datasets/sharegpt.json")
+        );
+    }
 }
