@@ -5,8 +5,11 @@
 //! - [`summary`]: the run's `summary.json` and the table printed at the end of `disagg run`.
 //! - [`junit`]: `results.xml`, one test case per concurrency, for Jenkins' JUnit plugin.
 
+pub mod baseline;
+pub mod check;
 pub mod junit;
 pub mod record;
+pub mod store;
 pub mod summary;
 
 pub use record::{RECORD_VERSION, RunRecord, load_records};

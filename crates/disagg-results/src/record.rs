@@ -137,3 +137,69 @@ pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, ResultsErro
     });
     Ok(out)
 }
+
+/// The 16 metrics of the upstream perf tests, by their upstream names (OpenSearch `d_<name>`),
+/// and whether more is better.
+pub const METRICS: &[(&str, bool)] = &[
+    ("seq_throughput", true),
+    ("token_throughput", true),
+    ("total_token_throughput", true),
+    ("user_throughput", true),
+    ("mean_ttft", false),
+    ("median_ttft", false),
+    ("p99_ttft", false),
+    ("mean_tpot", false),
+    ("median_tpot", false),
+    ("p99_tpot", false),
+    ("mean_itl", false),
+    ("median_itl", false),
+    ("p99_itl", false),
+    ("mean_e2el", false),
+    ("median_e2el", false),
+    ("p99_e2el", false),
+];
+
+/// Whether more of `metric` is better (throughputs); `None` for an unknown name.
+pub fn maximize(metric: &str) -> Option<bool> {
+    METRICS
+        .iter()
+        .find(|(m, _)| *m == metric)
+        .map(|(_, up)| *up)
+}
+
+impl RunRecord {
+    /// The record's metrics under their upstream names, in [`METRICS`] order.
+    pub fn upstream_metrics(&self) -> Vec<(&'static str, f64)> {
+        let m = &self.metrics;
+        let p99 = |s: &disagg_bench::stats::Summary| {
+            s.percentiles
+                .iter()
+                .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
+                .map_or(f64::NAN, |(_, v)| *v)
+        };
+        let values = [
+            m.request_throughput,
+            m.output_throughput,
+            m.total_token_throughput,
+            m.user_throughput,
+            m.ttft_ms.mean,
+            m.ttft_ms.median,
+            p99(&m.ttft_ms),
+            m.tpot_ms.mean,
+            m.tpot_ms.median,
+            p99(&m.tpot_ms),
+            m.itl_ms.mean,
+            m.itl_ms.median,
+            p99(&m.itl_ms),
+            m.e2el_ms.mean,
+            m.e2el_ms.median,
+            p99(&m.e2el_ms),
+        ];
+        METRICS
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_finite())
+            .map(|((name, _), v)| (*name, v))
+            .collect()
+    }
+}

@@ -1,0 +1,218 @@
+//! The SQLite store: migrations, append-only marks, history queries, the upload log; and the
+//! check over stored runs.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions fail the test by panicking"
+)]
+
+use std::collections::BTreeMap;
+
+use disagg_results::check::{Gate, check_run};
+use disagg_results::record::{Environment, RunRecord};
+use disagg_results::store::{NewRun, SCHEMA_VERSION, Store};
+
+fn record(label: &str, out_tok_s: f64, valid: bool) -> RunRecord {
+    let mut metrics = disagg_bench::metrics::compute(&[], &[50.0, 99.0], None);
+    metrics.output_throughput = out_tok_s;
+    metrics.total_token_throughput = out_tok_s * 5.0;
+    metrics.ttft_ms.median = 1000.0 / out_tok_s;
+    RunRecord {
+        record_version: 1,
+        tool: "disagg test".into(),
+        url: "http://127.0.0.1:1".into(),
+        model: "m".into(),
+        endpoint: "completions".into(),
+        load: label.into(),
+        num_prompts: 8,
+        isl: 128,
+        osl: 16,
+        range_ratio: 0.0,
+        streaming: true,
+        ignore_eos: true,
+        seed: 0,
+        environment: Environment::here(),
+        metric_definitions: "test".into(),
+        interrupted: false,
+        valid,
+        invalid_reasons: Vec::new(),
+        metrics,
+        timelines: None,
+    }
+}
+
+fn identity(con: u32) -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([
+        ("s_gpu_type".to_string(), "sim".into()),
+        ("l_concurrency".to_string(), con.into()),
+    ])
+}
+
+const DAY: u64 = 86_400_000;
+const T0: u64 = 1_795_000_000_000;
+
+fn store_run(s: &mut Store, dir: &str, at: u64, rec: &RunRecord, post_merge: bool) -> i64 {
+    s.insert(&NewRun {
+        run_dir: dir,
+        config_name: "cfg",
+        config_hash: "h",
+        identity: &identity(4),
+        job: &BTreeMap::new(),
+        post_merge,
+        created_unix_ms: at,
+        record: rec,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_new_store_is_created_at_the_current_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep/er/results.sqlite");
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
+    assert!(s.list(None, 10).unwrap().is_empty());
+    drop(s);
+    // Reopening changes nothing.
+    assert_eq!(
+        Store::open(&path).unwrap().version().unwrap(),
+        SCHEMA_VERSION
+    );
+}
+
+#[test]
+fn a_store_of_the_previous_schema_is_migrated_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sqlite");
+    let mut old = Store::open_at(&path, 1).unwrap();
+    assert_eq!(old.version().unwrap(), 1);
+    let id = store_run(&mut old, "/runs/a", T0, &record("con4", 100.0, true), true);
+    drop(old);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
+    let run = s.get(id).unwrap();
+    assert_eq!(run.label, "con4");
+    assert_eq!(run.metrics["token_throughput"], 100.0);
+    // The upload log of version 2 works on the migrated file.
+    assert_eq!(s.unsent("os").unwrap().len(), 1);
+    s.log_upload(id, "os", None).unwrap();
+    assert!(s.unsent("os").unwrap().is_empty());
+}
+
+#[test]
+fn runs_are_stored_once_and_marks_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("r.sqlite")).unwrap();
+    let rec = record("con4", 100.0, true);
+    let a = store_run(&mut s, "/runs/a", T0, &rec, true);
+    assert_eq!(
+        store_run(&mut s, "/runs/a", T0, &rec, true),
+        a,
+        "idempotent"
+    );
+    assert!(s.get(a).unwrap().valid);
+    s.mark(a, "invalid", Some("bad node")).unwrap();
+    assert!(!s.get(a).unwrap().valid);
+    s.mark(a, "valid", None).unwrap();
+    assert!(s.get(a).unwrap().valid, "the latest mark wins");
+    s.mark(a, "baseline", None).unwrap();
+    assert!(s.get(a).unwrap().baseline);
+    assert!(s.mark(a, "nonsense", None).is_err());
+    assert!(s.mark(999, "invalid", None).is_err());
+    assert_eq!(s.latest_run_dir().unwrap().as_deref(), Some("/runs/a"));
+}
+
+#[test]
+fn a_slower_run_regresses_against_valid_post_merge_history_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("r.sqlite")).unwrap();
+    // Five days of history around 100 tok/s, one invalid run at 1000 and a pre-merge run at
+    // 1000 that must not lift the baseline, one run far outside the 90-day window.
+    for d in 0..5 {
+        store_run(
+            &mut s,
+            &format!("/h/{d}"),
+            T0 + d * DAY,
+            &record("con4", 100.0, true),
+            true,
+        );
+    }
+    let bad = store_run(
+        &mut s,
+        "/h/invalid",
+        T0 + DAY,
+        &record("con4", 1000.0, false),
+        true,
+    );
+    store_run(
+        &mut s,
+        "/h/pre",
+        T0 + 2 * DAY,
+        &record("con4", 1000.0, true),
+        false,
+    );
+    store_run(
+        &mut s,
+        "/h/ancient",
+        T0 - 200 * DAY,
+        &record("con4", 1000.0, true),
+        true,
+    );
+    let now = T0 + 6 * DAY;
+    let slow = store_run(&mut s, "/new", now, &record("con4", 90.0, true), true);
+    let case = s.get(slow).unwrap().case_key;
+    let history = s.history(&case, 0, "/new").unwrap();
+    assert_eq!(history.len(), 8);
+    assert!(!history.iter().find(|h| h.id == bad).unwrap().valid);
+    let run = s.get(slow).unwrap();
+    let rows = check_run(&run, &history, None, &Gate::default());
+    assert_eq!(rows.len(), 2);
+    let tok = rows
+        .iter()
+        .find(|r| r.metric == "token_throughput")
+        .unwrap();
+    assert_eq!(tok.baseline, Some(100.0));
+    assert_eq!(tok.verdict, "regression");
+    assert!((tok.diff.unwrap() + 0.10).abs() < 1e-9);
+    // Pre-merge: 10 % lets -10 % pass (not strictly worse than the threshold).
+    let pre = Gate {
+        pre_merge: true,
+        ..Gate::default()
+    };
+    assert!(
+        check_run(&run, &history, None, &pre)
+            .iter()
+            .all(|r| r.verdict == "pass")
+    );
+    // A faster run passes; a latency metric gated on request regresses when slower.
+    let fast = store_run(&mut s, "/fast", now, &record("con4", 120.0, true), true);
+    let fast = s.get(fast).unwrap();
+    assert!(
+        check_run(&fast, &history, None, &Gate::default())
+            .iter()
+            .all(|r| r.verdict == "pass")
+    );
+    let lat = Gate {
+        metrics: vec!["median_ttft".into()],
+        ..Gate::default()
+    };
+    assert_eq!(
+        check_run(&run, &history, None, &lat)[0].verdict,
+        "regression"
+    );
+    // A pinned baseline wins; no history means no baseline (and no failure).
+    let pinned = BTreeMap::from([("token_throughput".to_string(), 80.0)]);
+    let rows = check_run(&run, &history, Some(&pinned), &Gate::default());
+    assert_eq!(rows[0].verdict, "pass");
+    assert!(
+        check_run(&run, &[], None, &Gate::default())
+            .iter()
+            .all(|r| r.verdict == "no_baseline")
+    );
+    // A run marked as the baseline is used as is.
+    let marked = history.iter().find(|h| h.run_dir == "/h/4").unwrap().id;
+    s.mark(marked, "baseline", None).unwrap();
+    let history = s.history(&case, 0, "/new").unwrap();
+    let rows = check_run(&run, &history, None, &Gate::default());
+    assert!(matches!(rows[0].source, disagg_results::check::Source::Marked(id) if id == marked));
+}
