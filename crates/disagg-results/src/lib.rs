@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod check;
 pub mod junit;
+pub mod opensearch;
 pub mod record;
 pub mod store;
 pub mod summary;

@@ -21,6 +21,9 @@ pub struct Overrides {
     pub num_prompts: Option<usize>,
     /// `benchmark.multi_round`.
     pub multi_round: Option<u32>,
+    /// Sim cost-model parameters over the config's `engine.sim`.
+    #[serde(default)]
+    pub sim: Vec<(String, f64)>,
 }
 
 /// Every bound a role waits under.
@@ -65,6 +68,10 @@ pub struct RunSpec {
     /// random prompts.
     #[serde(default)]
     pub dataset_path: Option<String>,
+    /// GPU type for the results' identity (the cluster profile's `gpu_type`; `sim` for the
+    /// simulated engine).
+    #[serde(default)]
+    pub gpu_type: Option<String>,
 }
 
 impl RunSpec {

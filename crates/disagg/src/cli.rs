@@ -45,6 +45,10 @@ pub enum Command {
     Cancel(RunDirArgs),
     /// The Jenkins entry point: every test of a test list through submit, one JUnit file, one exit code
     Ci(CiArgs),
+    /// Check a run's gated metrics against their baselines (exit 1 on a regression)
+    Check(CheckArgs),
+    /// Browse and manage the results store
+    Results(ResultsArgs),
     /// Run one role of a run (what every Slurm step and every child of `disagg run` executes)
     Role(RoleArgs),
 }
@@ -66,6 +70,12 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when the run ends
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub grace: f64,
+    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Do not store the results nor check them against the baselines
+    #[arg(long)]
+    pub no_store: bool,
     #[command(flatten)]
     pub overrides: OverrideArgs,
 }
@@ -99,6 +109,10 @@ pub struct OverrideArgs {
     /// Limit of the whole run, seconds [default: slurm.timeout, else 3600]
     #[arg(long, value_name = "S")]
     pub timeout: Option<f64>,
+    /// A cost-model parameter of the sim engine, over the config's engine.sim
+    /// (e.g. decode_step_base_ms=16); repeatable
+    #[arg(long = "sim", value_name = "NAME=VALUE")]
+    pub sim: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +154,103 @@ pub struct CiArgs {
     /// Where the run directories go [default: $WORKSPACE/disagg-runs, else ./disagg-runs]
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
+    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Do not store the results nor check them against the baselines
+    #[arg(long)]
+    pub no_store: bool,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The run directory to check
+    #[arg(value_name = "RUN", required_unless_present = "latest")]
+    pub run: Option<PathBuf>,
+    /// Check the run stored last
+    #[arg(long, conflicts_with = "run")]
+    pub latest: bool,
+    /// Pre-merge thresholds (default 10 % instead of 5 %); also DISAGG_PRE_MERGE=1
+    #[arg(long)]
+    pub pre_merge: bool,
+    /// A pinned baseline: `metric: value` lines (YAML or JSON)
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Gated metrics [default: token_throughput,total_token_throughput, as upstream]
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Per-metric threshold, e.g. token_throughput=0.07 (repeatable)
+    #[arg(long, value_name = "METRIC=FRACTION")]
+    pub threshold: Vec<String>,
+    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(subcommand)]
+    pub command: ResultsCommand,
+    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResultsCommand {
+    /// Stored runs, newest first
+    List {
+        /// Only this config
+        #[arg(long)]
+        config: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One stored run, as JSON
+    Show {
+        /// Its id (from `list`)
+        id: i64,
+    },
+    /// Export stored runs
+    Export {
+        /// csv or json
+        #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+        format: String,
+        /// Only this config
+        #[arg(long)]
+        config: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+    },
+    /// Mark a run invalid: it never counts toward a baseline again
+    MarkInvalid {
+        /// Its id
+        id: i64,
+        /// Why
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Undo mark-invalid
+    MarkValid {
+        /// Its id
+        id: i64,
+    },
+    /// Pin a run as the baseline of its case
+    MarkBaseline {
+        /// Its id
+        id: i64,
+    },
+    /// Store the results of a run directory (done automatically by run and submit)
+    Import {
+        /// The run directory
+        run: PathBuf,
+    },
+    /// Upload unsent runs to OpenSearch (DISAGG_OPENSEARCH_URL, _USER, _PASSWORD, _INDEX)
+    Push,
 }
 
 #[derive(Debug, Args)]

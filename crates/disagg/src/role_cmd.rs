@@ -403,7 +403,10 @@ async fn sim_worker(
         accept_synthetic_handoff: role.gen_only(),
         threads: 1,
     };
-    let (cfg, limits) = crate::sim_cmd::settings(&args)?;
+    let (mut cfg, mut limits) = crate::sim_cmd::settings(&args)?;
+    let mut cost = cfg.cost;
+    crate::sim_cmd::apply_sim_params(&role.spec.overrides.sim, &mut cost, &mut limits, &mut cfg);
+    cfg.cost = cost;
     let bind = format!("{}:0", role.bind_host);
     let sim = disagg_sim::Sim::bind(&bind, cfg, limits)
         .await

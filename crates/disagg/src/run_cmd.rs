@@ -94,6 +94,7 @@ pub fn prepare_in(
         osl: args.osl,
         num_prompts: args.num_prompts,
         multi_round: args.multi_round,
+        sim: sim_overrides(&args.sim)?,
     };
     for (flag, v) in [
         ("--isl", overrides.isl),
@@ -164,6 +165,11 @@ pub fn prepare_in(
             Some(c.model_path(name))
         }),
         dataset_path: dataset_path(&config, cluster.as_ref()),
+        gpu_type: if engine == EngineKind::Sim {
+            Some("sim".to_string())
+        } else {
+            cluster.as_ref().and_then(|c| c.gpu_type.clone())
+        },
     };
     spec.write(&run)?;
     let doc = crate::plan_cmd::PlanDoc {
@@ -184,6 +190,37 @@ pub fn prepare_in(
         plan,
         cluster,
     })
+}
+
+/// `--sim NAME=VALUE` pairs, checked against the sim's parameters.
+fn sim_overrides(items: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (k, v) = item.split_once('=').ok_or_else(|| {
+                InvalidInput(format!(
+                    "--sim `{item}`: write NAME=VALUE, e.g. decode_step_base_ms=16"
+                ))
+            })?;
+            if !disagg_config::SIM_PARAMS.contains(&k) {
+                return Err(InvalidInput(format!(
+                    "--sim `{k}`: not a sim parameter; use one of {}",
+                    disagg_config::SIM_PARAMS.join(", ")
+                ))
+                .into());
+            }
+            let v: f64 = v
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    InvalidInput(format!(
+                        "--sim `{item}`: `{v}` is not a non-negative number"
+                    ))
+                })?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
 }
 
 /// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
@@ -350,10 +387,24 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "first request sent {t:.2} s after start")?;
     }
     drop(out);
+    // Store every record (also of a failed run: nothing is lost); check only a passed test.
+    let regressed = !args.no_store
+        && crate::results_cmd::after_run(
+            &p.run,
+            args.db.as_deref(),
+            &p.config,
+            failure.is_none() && summary.outcome == Outcome::Passed,
+        );
     match (failure, summary.outcome) {
         (Some(f), _) => {
             eprintln!("error: the run failed: {}", f.why);
             Ok(ExitCode::from(f.code))
+        }
+        (None, Outcome::Passed) if regressed => {
+            eprintln!(
+                "error: the test passed but regressed against its baseline (see the check above)"
+            );
+            Ok(ExitCode::from(1))
         }
         (None, Outcome::Passed) => {
             eprintln!("{} passed", at(t0));

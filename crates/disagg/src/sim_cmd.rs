@@ -125,10 +125,19 @@ fn apply_sim_section(
     limits: &mut Limits,
     cfg: &mut SimConfig,
 ) {
-    let Some(engine) = &config.extensions().engine else {
-        return;
-    };
-    for (name, v) in &engine.sim.values {
+    if let Some(engine) = &config.extensions().engine {
+        apply_sim_params(&engine.sim.values, cost, limits, cfg);
+    }
+}
+
+/// Apply named cost-model parameters (`engine.sim`, `disagg run --sim`).
+pub fn apply_sim_params(
+    values: &[(String, f64)],
+    cost: &mut CostModel,
+    limits: &mut Limits,
+    cfg: &mut SimConfig,
+) {
+    for (name, v) in values {
         match name.as_str() {
             "prefill_tokens_per_s" => cost.prefill_tokens_per_s = *v,
             "decode_step_base_ms" => cost.decode_step_base_ms = *v,

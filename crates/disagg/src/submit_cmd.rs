@@ -266,11 +266,13 @@ fn write_script(p: &Prepared, bin: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Submit a prepared run and follow it to its end.
+/// Submit a prepared run and follow it to its end; `store`: store and check the results (in
+/// this database, or the default one).
 fn submit_and_follow(
     p: &Prepared,
     bin: Option<&Path>,
     no_wait: bool,
+    store: Option<Option<&Path>>,
 ) -> anyhow::Result<Option<Finished>> {
     let script = write_script(p, bin)?;
     let slurm = Slurm {
@@ -418,11 +420,25 @@ fn submit_and_follow(
         writeln!(out, "first request sent {t:.2} s after sbatch")?;
     }
     drop(out);
+    let regressed = store.is_some_and(|db| {
+        crate::results_cmd::after_run(
+            &p.run,
+            db,
+            &p.config,
+            failure.is_none() && summary.outcome == Outcome::Passed,
+        )
+    });
     let code = match (&failure, summary.outcome) {
         (Some(why), _) => {
             eprintln!("error: the run failed: {why}");
             eprint!("{}", failing_role_tail(&p.run, why));
             if interrupted { 130 } else { 1 }
+        }
+        (None, Outcome::Passed) if regressed => {
+            eprintln!(
+                "error: the test passed but regressed against its baseline (see the check above)"
+            );
+            1
         }
         (None, Outcome::Passed) => {
             eprintln!("{} passed", at(t0));
@@ -481,7 +497,8 @@ pub fn submit(global: &Global, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    match submit_and_follow(&p, args.disagg_bin.as_deref(), args.no_wait)? {
+    let store = (!args.run.no_store).then_some(args.run.db.as_deref());
+    match submit_and_follow(&p, args.disagg_bin.as_deref(), args.no_wait, store)? {
         Some(f) => Ok(ExitCode::from(f.code)),
         None => Ok(ExitCode::SUCCESS),
     }
@@ -617,7 +634,8 @@ pub fn ci(global: &Global, args: &CiArgs) -> anyhow::Result<ExitCode> {
             &dir,
             None,
         )?;
-        match submit_and_follow(&p, None, false) {
+        let store = (!args.no_store).then_some(args.db.as_deref());
+        match submit_and_follow(&p, None, false, store) {
             Ok(Some(f)) => {
                 if code == 0 {
                     code = f.code;

@@ -18,8 +18,13 @@ use support::Proc;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
+/// `disagg`, with the results store in a directory of this test process (never the user's).
 fn disagg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_disagg"))
+    static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let data = DATA.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_disagg"));
+    c.env("XDG_DATA_HOME", data.path()).env_remove("DISAGG_DB");
+    c
 }
 
 /// `disagg run` in the background, its output captured in files of `dir`.

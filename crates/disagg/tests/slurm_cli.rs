@@ -73,9 +73,16 @@ fn clusters(dir: &Path, conf: &str) -> PathBuf {
     path
 }
 
+/// `disagg` on the local Slurm, with the results store in a directory of this test process.
 fn disagg(conf: &str, clusters: &Path) -> Command {
+    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let data = DATA.get_or_init(|| tempfile::tempdir().unwrap());
     let mut c = Command::new(env!("CARGO_BIN_EXE_disagg"));
-    c.env("SLURM_CONF", conf).arg("--clusters").arg(clusters);
+    c.env("SLURM_CONF", conf)
+        .env("XDG_DATA_HOME", data.path())
+        .env_remove("DISAGG_DB")
+        .arg("--clusters")
+        .arg(clusters);
     c
 }
 

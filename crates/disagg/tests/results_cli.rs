@@ -1,0 +1,375 @@
+//! The results store through the CLI: `disagg run` stores and checks, a deliberately slower sim
+//! regresses, invalid runs leave the baseline, and the OpenSearch export round-trips through
+//! `osmem-server` (an OpenSearch-API-compatible in-memory server), including an upload that
+//! fails first and is pushed later.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions fail the test by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
+
+fn disagg(db: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_disagg"));
+    c.env("DISAGG_DB", db)
+        .env_remove("DISAGG_OPENSEARCH_URL")
+        .env_remove("DISAGG_PRE_MERGE")
+        .env_remove("BUILD_URL")
+        .env_remove("JOB_URL");
+    c
+}
+
+fn run(db: &Path, out: &Path, extra: &[&str]) -> Output {
+    disagg(db)
+        .args([
+            "run",
+            EXAMPLE,
+            "--concurrency",
+            "4",
+            "--num-prompts",
+            "16",
+            "--osl",
+            "16",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let first = run(&db, &tmp.path().join("a"), &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(text(&first).contains("no baseline"), "{}", text(&first));
+    // Twice the step time halves the token throughput.
+    let slow = run(
+        &db,
+        &tmp.path().join("b"),
+        &["--sim", "decode_step_base_ms=16"],
+    );
+    let out = text(&slow);
+    assert_eq!(slow.status.code(), Some(1), "{out}");
+    assert!(out.contains("regressed against its baseline"), "{out}");
+    for metric in ["token_throughput", "total_token_throughput"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!(" {metric} ")))
+            .unwrap_or_else(|| panic!("no row for {metric}: {out}"));
+        assert!(line.ends_with("REGRESSION"), "{line}");
+    }
+    // disagg check says the same, writes regression.yaml, exits 1.
+    let check = disagg(&db)
+        .arg("check")
+        .arg(tmp.path().join("b"))
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(
+        text(&check).contains("regression: con4 token_throughput"),
+        "{}",
+        text(&check)
+    );
+    let yaml = std::fs::read_to_string(tmp.path().join("b/results/regression.yaml")).unwrap();
+    assert!(
+        yaml.contains("regressed: true") && yaml.contains("verdict: regression"),
+        "{yaml}"
+    );
+    // The fast run passes against the slow one.
+    let check_a = disagg(&db)
+        .arg("check")
+        .arg(tmp.path().join("a"))
+        .output()
+        .unwrap();
+    assert_eq!(check_a.status.code(), Some(0), "{}", text(&check_a));
+    // Marking the fast run invalid removes the only baseline: no baseline, no failure.
+    let list = disagg(&db)
+        .args(["results", "export", "--format", "json"])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let fast_id = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_dir"].as_str().unwrap().ends_with("/a"))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let mark = disagg(&db)
+        .args([
+            "results",
+            "mark-invalid",
+            &fast_id.to_string(),
+            "--note",
+            "bad node",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(mark.status.code(), Some(0), "{}", text(&mark));
+    let check = disagg(&db).args(["check", "--latest"]).output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(text(&check).contains("no baseline"), "{}", text(&check));
+    // A pinned baseline file gates on exactly its values.
+    let pinned = tmp.path().join("baseline.yaml");
+    std::fs::write(&pinned, "token_throughput: 100000\n").unwrap();
+    let check = disagg(&db)
+        .args([
+            "check",
+            "--latest",
+            "--metrics",
+            "token_throughput",
+            "--baseline",
+        ])
+        .arg(&pinned)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    std::fs::write(&pinned, "tokens_per_second: 1\n").unwrap();
+    let bad = disagg(&db)
+        .args(["check", "--latest", "--baseline"])
+        .arg(&pinned)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("unknown metric `tokens_per_second`"),
+        "{}",
+        text(&bad)
+    );
+}
+
+/// The osmem-server binary: `$OSMEM_SERVER`, else installed from PyPI into a venv once.
+fn osmem_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OSMEM_SERVER")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+    {
+        return Some(p);
+    }
+    let venv = std::env::temp_dir().join("disagg-osmem-venv");
+    let find = || {
+        std::fs::read_dir(venv.join("lib"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
+            .find(|p| p.exists())
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let ok = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "osmem-server"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let found = if ok { find() } else { None };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("DISAGG_REQUIRE_OSMEM").is_none(),
+            "DISAGG_REQUIRE_OSMEM is set but osmem-server could not be installed"
+        );
+        eprintln!("SKIPPED: osmem-server not available (pip install osmem-server failed)");
+    }
+    found
+}
+
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
+    let Some(bin) = osmem_server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    // The server is down: the run passes, the upload is kept as unsent.
+    let out = disagg(&db)
+        .env("DISAGG_OPENSEARCH_URL", &dead)
+        .env("DISAGG_OPENSEARCH_USER", "ci")
+        .env("DISAGG_OPENSEARCH_PASSWORD", "hunter2-secret")
+        .args([
+            "run",
+            EXAMPLE,
+            "--concurrency",
+            "1,2",
+            "--num-prompts",
+            "2",
+            "--osl",
+            "4",
+        ])
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("OpenSearch export failed") && all.contains("kept as unsent"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("hunter2-secret"),
+        "a credential leaked: {all}"
+    );
+    for entry in walk(&tmp.path().join("run")) {
+        let content = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&content).contains("hunter2-secret"),
+            "a credential leaked into {}",
+            entry.display()
+        );
+    }
+    // Now the server is up: `results push` sends both records.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = Server(
+        Command::new(&bin)
+            .args([
+                "-addr",
+                &format!("127.0.0.1:{port}"),
+                "-no-stdin-watch",
+                "-no-ja",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "osmem-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let push = disagg(&db)
+        .env("DISAGG_OPENSEARCH_URL", &url)
+        .args(["results", "push"])
+        .output()
+        .unwrap();
+    assert_eq!(push.status.code(), Some(0), "{}", text(&push));
+    assert!(
+        text(&push).contains("pushed 2 record(s)"),
+        "{}",
+        text(&push)
+    );
+    let again = disagg(&db)
+        .env("DISAGG_OPENSEARCH_URL", &url)
+        .args(["results", "push"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&again).contains("pushed 0 record(s)"),
+        "nothing is sent twice: {}",
+        text(&again)
+    );
+    // Read them back with upstream's kind of query.
+    let query = serde_json::json!({
+        "size": 100,
+        "query": {"bool": {"must": [
+            {"term": {"b_is_valid": true}},
+            {"term": {"s_config_name": "local-sim"}},
+            {"range": {"ts_created": {"gte": 0}}}
+        ]}}
+    });
+    let mut resp = ureq::post(&format!("{url}/df-disagg-perf-*/_search"))
+        .header("Content-Type", "application/json")
+        .send(query.to_string())
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let hits = body["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 2, "{body}");
+    let mut cons: Vec<i64> = hits
+        .iter()
+        .map(|h| h["_source"]["l_concurrency"].as_i64().unwrap())
+        .collect();
+    cons.sort_unstable();
+    assert_eq!(cons, [1, 2]);
+    for h in hits {
+        let d = &h["_source"];
+        assert!(d["d_token_throughput"].as_f64().unwrap() > 0.0, "{d}");
+        assert_eq!(d["s_runtime"], "multi_node_disagg_server");
+        assert_eq!(d["s_gpu_type"], "sim");
+        assert!(d["ts_created"].as_u64().unwrap() > 1_700_000_000_000);
+        assert_eq!(h["_id"].as_str().unwrap().len(), 32, "md5 ids");
+    }
+    // Another machine with an empty store checks against the OpenSearch history: its slower
+    // run regresses against the runs pushed above.
+    let other_db = tmp.path().join("other.sqlite");
+    let slow = disagg(&other_db)
+        .env("DISAGG_OPENSEARCH_URL", &url)
+        .args([
+            "run",
+            EXAMPLE,
+            "--concurrency",
+            "1,2",
+            "--num-prompts",
+            "2",
+            "--osl",
+            "4",
+        ])
+        .args(["--sim", "decode_step_base_ms=24", "--out"])
+        .arg(tmp.path().join("slow"))
+        .output()
+        .unwrap();
+    let all = text(&slow);
+    assert_eq!(slow.status.code(), Some(1), "{all}");
+    assert!(all.contains("REGRESSION"), "{all}");
+    let yaml = std::fs::read_to_string(tmp.path().join("slow/results/regression.yaml")).unwrap();
+    assert!(yaml.contains("source: history of 1 runs"), "{yaml}");
+    drop(server);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
