@@ -10,8 +10,10 @@ pub mod check;
 pub mod junit;
 pub mod opensearch;
 pub mod record;
+pub mod report;
 pub mod store;
 pub mod summary;
+pub mod svg;
 
 pub use record::{RECORD_VERSION, RunRecord, load_records};
 pub use summary::{Outcome, RunSummary, Summary};

@@ -49,6 +49,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Browse and manage the results store
     Results(ResultsArgs),
+    /// Write a self-contained HTML report of a run (charts, verdict, history, comparison; --pdf)
+    Report(ReportArgs),
     /// Run one role of a run (what every Slurm step and every child of `disagg run` executes)
     Role(RoleArgs),
 }
@@ -187,6 +189,31 @@ pub struct CheckArgs {
     /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory
+    #[arg(value_name = "RUN")]
+    pub run: PathBuf,
+    /// Other runs to compare with (grouped bars per metric, as upstream's comparison report)
+    #[arg(long, value_name = "RUN", num_args = 1..)]
+    pub compare: Vec<PathBuf>,
+    /// Add the history of each gated metric with its baseline and threshold band
+    #[arg(long)]
+    pub history: bool,
+    /// Also print the report to PDF (headless Chromium)
+    #[arg(long)]
+    pub pdf: bool,
+    /// Where to write it [default: RUN/results/report.html]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Do not read the store (no check table, no history)
+    #[arg(long)]
+    pub no_store: bool,
 }
 
 #[derive(Debug, Args)]

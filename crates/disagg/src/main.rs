@@ -21,6 +21,7 @@ mod job;
 mod listening;
 mod plan_cmd;
 mod probe;
+mod report_cmd;
 mod results_cmd;
 mod role_cmd;
 mod router_cmd;
@@ -104,6 +105,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Role(args) => role_cmd::run(&args),
         cli::Command::Check(args) => results_cmd::check(&args),
         cli::Command::Results(args) => results_cmd::results(&args),
+        cli::Command::Report(args) => report_cmd::report(&args),
         cli::Command::Submit(args) => submit_cmd::submit(&cli.global, &args),
         cli::Command::Status(args) => submit_cmd::status(&args),
         cli::Command::Cancel(args) => submit_cmd::cancel(&args),

@@ -244,7 +244,7 @@ fn parse_thresholds(gate: &mut Gate, items: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn gate_of(args: &CheckArgs, config: Option<&TestConfig>) -> anyhow::Result<Gate> {
+pub fn gate_of(args: &CheckArgs, config: Option<&TestConfig>) -> anyhow::Result<Gate> {
     let mut gate = Gate {
         pre_merge: args.pre_merge || !post_merge(&|k| std::env::var(k).ok()),
         ..Gate::default()
@@ -316,6 +316,26 @@ fn read_baseline(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// The history of every stored record of a run (local store, and OpenSearch when configured).
+pub fn histories(
+    store: &Store,
+    run: &RunDir,
+    runs: &[StoredRun],
+) -> anyhow::Result<Vec<Vec<StoredRun>>> {
+    let dir = run.root().display().to_string();
+    runs.iter()
+        .map(|r| {
+            let since = r
+                .created_unix_ms
+                .saturating_sub(disagg_results::baseline::HISTORY_DAYS * 86_400_000);
+            let mut history = store.history(&r.case_key, since, &dir)?;
+            history.extend(remote_history(r, since, &dir, &history));
+            history.sort_by_key(|h| h.created_unix_ms);
+            Ok(history)
+        })
+        .collect()
+}
+
 /// Check every stored record of a run; write `results/regression.yaml`; true if one regressed.
 pub fn check_stored(
     store: &Store,
@@ -324,15 +344,8 @@ pub fn check_stored(
     gate: &Gate,
     pinned: Option<&BTreeMap<String, f64>>,
 ) -> anyhow::Result<(Vec<Row>, bool)> {
-    let dir = run.root().display().to_string();
     let mut rows = Vec::new();
-    for r in runs {
-        let since = r
-            .created_unix_ms
-            .saturating_sub(disagg_results::baseline::HISTORY_DAYS * 86_400_000);
-        let mut history = store.history(&r.case_key, since, &dir)?;
-        history.extend(remote_history(r, since, &dir, &history));
-        history.sort_by_key(|h| h.created_unix_ms);
+    for (r, history) in runs.iter().zip(histories(store, run, runs)?) {
         rows.extend(check::check_run(r, &history, pinned, gate));
     }
     let regressed = rows.iter().any(|r| r.verdict == "regression");

@@ -153,6 +153,101 @@ fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
         "{}",
         text(&bad)
     );
+    // Undo the mark: the fast run is the baseline again, as the report's band shows.
+    let unmark = disagg(&db)
+        .args(["results", "mark-valid", &fast_id.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(unmark.status.code(), Some(0), "{}", text(&unmark));
+    report(&db, tmp.path());
+}
+
+/// The report of the slow run: self-contained HTML with the tables and charts; a PDF with pages.
+fn report(db: &Path, tmp: &Path) {
+    let out = disagg(db)
+        .arg("report")
+        .arg(tmp.join("b"))
+        .arg("--history")
+        .arg("--compare")
+        .arg(tmp.join("a"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(tmp.join("b/results/report.html")).unwrap();
+    for needle in [
+        "<h2>Summary</h2>",
+        "<h2>Regression check</h2>",
+        "TTFT vs concurrency",
+        "TPOT vs concurrency",
+        "ITL vs concurrency",
+        "E2EL vs concurrency",
+        "Pareto: throughput per GPU vs per user",
+        "con4 token_throughput history",
+        "class=\"band\"",
+        "Comparison for output tok/s",
+        "configuration_1",
+        "<h2>Config</h2>",
+    ] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    assert!(
+        html.matches("<svg").count() >= 14,
+        "charts: {}",
+        html.matches("<svg").count()
+    );
+    assert!(!html.contains("<script"), "self-contained: no scripts");
+    assert!(
+        !html.contains("src=\"http"),
+        "self-contained: no remote resources"
+    );
+    // PDF through headless Chromium, checked with poppler.
+    let has = |b: &str| {
+        Command::new(b)
+            .arg(if b == "pdftoppm" { "-v" } else { "--version" })
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(has("chromium") && has("pdftoppm")) {
+        assert!(
+            std::env::var_os("DISAGG_REQUIRE_CHROMIUM").is_none(),
+            "DISAGG_REQUIRE_CHROMIUM is set but chromium or pdftoppm is missing"
+        );
+        eprintln!("SKIPPED: the PDF part (no chromium or pdftoppm)");
+        return;
+    }
+    let out = disagg(db)
+        .arg("report")
+        .arg(tmp.join("b"))
+        .args(["--history", "--pdf"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let pdf = tmp.join("b/results/report.pdf");
+    let info = Command::new("pdfinfo").arg(&pdf).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    let pages: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pages:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pages >= 2, "{info}");
+    assert!(info.contains("A4"), "{info}");
+    let png = Command::new("pdftoppm")
+        .args(["-r", "30", "-png"])
+        .arg(&pdf)
+        .arg(tmp.join("page"))
+        .status()
+        .unwrap();
+    assert!(png.success());
+    let rendered = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("page"))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 1000))
+        .count();
+    assert_eq!(rendered, pages, "every page renders to a non-empty image");
 }
 
 /// The osmem-server binary: `$OSMEM_SERVER`, else installed from PyPI into a venv once.

@@ -1,0 +1,366 @@
+//! `report.html`: one self-contained file (inline CSS and SVG, no network) with the verdict,
+//! the summary, latency and throughput versus concurrency, the Pareto curve, the history of the
+//! gated metrics with baseline and threshold band, a comparison across runs, and the metadata.
+
+use std::fmt::Write as _;
+
+use crate::check::Row;
+use crate::junit::{escape, iso8601};
+use crate::record::RunRecord;
+use crate::summary::Summary;
+use crate::svg::{self, Band, Series};
+
+/// One run as the report sees it.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Short name (config name, or `configuration_N` in comparisons).
+    pub name: String,
+    /// Its summary.
+    pub summary: Summary,
+    /// Its records, by concurrency.
+    pub records: Vec<RunRecord>,
+    /// GPUs the plan uses (for tok/s per GPU).
+    pub gpus: u32,
+    /// `(key, value)` lines for the metadata section.
+    pub meta: Vec<(String, String)>,
+    /// The config text.
+    pub config_text: String,
+}
+
+/// The history of one gated metric of one concurrency.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// `con8`.
+    pub label: String,
+    /// Upstream metric name.
+    pub metric: String,
+    /// `(time ms, value)`, this run last.
+    pub points: Vec<(u64, f64)>,
+    /// The baseline the check used.
+    pub baseline: Option<f64>,
+    /// Its threshold.
+    pub threshold: f64,
+    /// More is better.
+    pub maximize: bool,
+}
+
+const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.pass,.valid,.passed{color:#1a7f37;font-weight:bold}.regression,.invalid,.failed,.not_run{color:#c62828;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:8px}.chart{page-break-inside:avoid}pre{background:#f7f7f7;padding:8px;font-size:11px;overflow:auto;max-height:400px}@page{size:A4;margin:12mm}@media print{.charts svg{width:100%;height:auto}}";
+
+fn p99(s: &disagg_bench::stats::Summary) -> f64 {
+    s.percentiles
+        .iter()
+        .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
+        .map_or(f64::NAN, |(_, v)| *v)
+}
+
+fn by_concurrency(records: &[RunRecord]) -> Vec<(f64, &RunRecord)> {
+    let mut v: Vec<(f64, &RunRecord)> = records
+        .iter()
+        .filter_map(|r| Some((f64::from(r.concurrency()?), r)))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+fn latency_charts(out: &mut String, run: &RunData) {
+    let recs = by_concurrency(&run.records);
+    out.push_str("<div class=\"charts\">");
+    type Pick = fn(&RunRecord) -> &disagg_bench::stats::Summary;
+    let metrics: [(&str, Pick); 4] = [
+        ("TTFT", |r| &r.metrics.ttft_ms),
+        ("TPOT", |r| &r.metrics.tpot_ms),
+        ("ITL", |r| &r.metrics.itl_ms),
+        ("E2EL", |r| &r.metrics.e2el_ms),
+    ];
+    for (name, pick) in metrics {
+        let series = vec![
+            Series {
+                name: "median".into(),
+                points: recs.iter().map(|(c, r)| (*c, pick(r).median)).collect(),
+            },
+            Series {
+                name: "p99".into(),
+                points: recs.iter().map(|(c, r)| (*c, p99(pick(r)))).collect(),
+            },
+        ];
+        let _ = write!(
+            out,
+            "<div class=\"chart\">{}</div>",
+            svg::lines(
+                &format!("{name} vs concurrency"),
+                "concurrency",
+                "ms",
+                &series,
+                true,
+                None
+            )
+        );
+    }
+    let thr = vec![Series {
+        name: "output tok/s".into(),
+        points: recs
+            .iter()
+            .map(|(c, r)| (*c, r.metrics.output_throughput))
+            .collect(),
+    }];
+    let _ = write!(
+        out,
+        "<div class=\"chart\">{}</div>",
+        svg::lines(
+            "Output throughput vs concurrency",
+            "concurrency",
+            "tok/s",
+            &thr,
+            true,
+            None
+        )
+    );
+    let gpus = f64::from(run.gpus.max(1));
+    let mut pareto: Vec<(f64, f64)> = recs
+        .iter()
+        .map(|(_, r)| {
+            (
+                r.metrics.user_throughput,
+                r.metrics.output_throughput / gpus,
+            )
+        })
+        .collect();
+    pareto.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let _ = write!(
+        out,
+        "<div class=\"chart\">{}</div>",
+        svg::lines(
+            "Pareto: throughput per GPU vs per user",
+            "tok/s per user",
+            "output tok/s per GPU",
+            &[Series {
+                name: run.name.clone(),
+                points: pareto
+            }],
+            false,
+            None
+        )
+    );
+    out.push_str("</div>");
+}
+
+fn summary_table(out: &mut String, s: &Summary) {
+    out.push_str("<table><tr><th class=\"l\">run</th><th>requests</th><th>failed</th><th>req/s</th><th>out tok/s</th><th>tok/s/user</th><th>TTFT p50</th><th>TTFT p99</th><th>TPOT p50</th><th>ITL p50</th><th>E2EL p50</th><th>E2EL p99</th><th class=\"l\">status</th></tr>");
+    for r in &s.runs {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.1}</td><td>{:.1}</td><td class=\"l {st}\">{st}{why}</td></tr>",
+            escape(&r.label),
+            r.requests,
+            r.failed,
+            r.request_throughput,
+            r.output_throughput,
+            r.user_throughput,
+            r.ttft_median_ms,
+            r.ttft_p99_ms,
+            r.tpot_median_ms,
+            r.itl_median_ms,
+            r.e2el_median_ms,
+            r.e2el_p99_ms,
+            st = escape(&r.status),
+            why = if r.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", escape(&r.reasons.join("; ")))
+            }
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn check_table(out: &mut String, rows: &[Row]) {
+    if rows.is_empty() {
+        out.push_str("<p>No check was run (no stored history, or the run failed).</p>");
+        return;
+    }
+    out.push_str("<table><tr><th class=\"l\">run</th><th class=\"l\">metric</th><th>value</th><th>baseline</th><th>threshold</th><th>diff</th><th class=\"l\">verdict</th></tr>");
+    for r in rows {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.2}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td class=\"l {v}\">{v}</td></tr>",
+            escape(&r.run),
+            escape(&r.metric),
+            r.value,
+            r.baseline.map_or("-".into(), |b| format!("{b:.2}")),
+            r.threshold * 100.0,
+            r.diff.map_or("-".into(), |d| format!("{:+.2}%", d * 100.0)),
+            v = r.verdict
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn history_charts(out: &mut String, history: &[History]) {
+    out.push_str("<div class=\"charts\">");
+    for h in history {
+        let t0 = h.points.first().map_or(0, |p| p.0);
+        let points: Vec<(f64, f64)> = h
+            .points
+            .iter()
+            .map(|(t, v)| (t.saturating_sub(t0) as f64 / 86_400_000.0, *v))
+            .collect();
+        let band = h.baseline.map(|b| {
+            let (lo, hi) = if h.maximize {
+                (b * (1.0 - h.threshold), b)
+            } else {
+                (b, b * (1.0 + h.threshold))
+            };
+            Band {
+                mid: b,
+                low: lo,
+                high: hi,
+            }
+        });
+        let _ = write!(
+            out,
+            "<div class=\"chart\">{}</div>",
+            svg::lines(
+                &format!("{} {} history", h.label, h.metric),
+                "days since the first stored run",
+                &h.metric,
+                &[Series {
+                    name: h.metric.clone(),
+                    points
+                }],
+                false,
+                band
+            )
+        );
+    }
+    out.push_str("</div>");
+}
+
+fn compare_section(out: &mut String, runs: &[RunData]) {
+    out.push_str("<h2>Comparison</h2><table><tr><th class=\"l\">short name</th><th class=\"l\">run</th></tr>");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">configuration_{i}</td><td class=\"l\">{} ({})</td></tr>",
+            escape(&r.name),
+            escape(&r.summary.run_dir)
+        );
+    }
+    out.push_str("</table><div class=\"charts\">");
+    let mut labels: Vec<String> = Vec::new();
+    for r in runs {
+        for s in &r.summary.runs {
+            if !labels.contains(&s.label) {
+                labels.push(s.label.clone());
+            }
+        }
+    }
+    type Pick = fn(&crate::summary::RunSummary) -> f64;
+    let metrics: [(&str, Pick); 6] = [
+        ("output tok/s", |r| r.output_throughput),
+        ("req/s", |r| r.request_throughput),
+        ("tok/s per user", |r| r.user_throughput),
+        ("TTFT p50 (ms)", |r| r.ttft_median_ms),
+        ("TPOT p50 (ms)", |r| r.tpot_median_ms),
+        ("E2EL p50 (ms)", |r| r.e2el_median_ms),
+    ];
+    for (name, pick) in metrics {
+        let mut series: Vec<Series> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Series {
+                name: format!("configuration_{i}"),
+                points: labels
+                    .iter()
+                    .map(|l| {
+                        let v = r
+                            .summary
+                            .runs
+                            .iter()
+                            .find(|s| &s.label == l && s.status != "not_run");
+                        (0.0, v.map_or(f64::NAN, pick))
+                    })
+                    .collect(),
+            })
+            .collect();
+        // As upstream: a `mean` series across the runs.
+        let mean = (0..labels.len())
+            .map(|g| {
+                let vals: Vec<f64> = series
+                    .iter()
+                    .map(|s| s.points[g].1)
+                    .filter(|v| v.is_finite())
+                    .collect();
+                (
+                    0.0,
+                    if vals.is_empty() {
+                        f64::NAN
+                    } else {
+                        vals.iter().sum::<f64>() / vals.len() as f64
+                    },
+                )
+            })
+            .collect();
+        series.push(Series {
+            name: "mean".into(),
+            points: mean,
+        });
+        let _ = write!(
+            out,
+            "<div class=\"chart\">{}</div>",
+            svg::bars(&format!("Comparison for {name}"), name, &labels, &series)
+        );
+    }
+    out.push_str("</div>");
+}
+
+/// The whole report.
+pub fn render(run: &RunData, checks: &[Row], history: &[History], compare: &[RunData]) -> String {
+    let s = &run.summary;
+    let regressed = checks.iter().any(|r| r.verdict == "regression");
+    let verdict = match (s.outcome, regressed) {
+        (crate::summary::Outcome::Passed, true) => "regression".to_string(),
+        (o, _) => format!("{o:?}").to_lowercase(),
+    };
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} — disagg report</title><style>{CSS}</style></head><body><h1>{t}</h1><p>Verdict: <span class=\"{verdict}\">{verdict}</span>{why} · started {} UTC · {:.1} s · {}</p>",
+        iso8601(s.started_unix_ms),
+        s.duration_s,
+        escape(&s.run_dir),
+        t = escape(&run.name),
+        why = s
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({})", escape(r))),
+    );
+    out.push_str("<h2>Summary</h2>");
+    summary_table(&mut out, s);
+    out.push_str("<h2>Regression check</h2>");
+    check_table(&mut out, checks);
+    out.push_str("<h2>Latency and throughput</h2>");
+    latency_charts(&mut out, run);
+    if !history.is_empty() {
+        out.push_str("<h2>History of the gated metrics</h2><p>Shaded: the baseline and its threshold; a point outside it on the bad side is a regression.</p>");
+        history_charts(&mut out, history);
+    }
+    if compare.len() > 1 {
+        compare_section(&mut out, compare);
+    }
+    out.push_str("<h2>Metadata</h2><table>");
+    for (k, v) in &run.meta {
+        let _ = write!(
+            out,
+            "<tr><th class=\"l\">{}</th><td class=\"l\">{}</td></tr>",
+            escape(k),
+            escape(v)
+        );
+    }
+    let _ = write!(
+        out,
+        "</table><h2>Config</h2><pre>{}</pre><p>Generated by disagg {}.</p></body></html>\n",
+        escape(&run.config_text),
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}

@@ -1,0 +1,231 @@
+//! `disagg report RUN [--compare RUN...] [--history] [--pdf]`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use disagg_results::record::maximize;
+use disagg_results::report::{self, History, RunData};
+use disagg_results::summary::Summary;
+use disagg_runtime::rundir::{RunDir, write_atomic};
+use disagg_runtime::spec::RunSpec;
+
+use crate::cli::{CheckArgs, ReportArgs};
+use crate::results_cmd;
+
+/// What the report shows of one run directory.
+fn run_data(dir: &Path, name: Option<String>) -> anyhow::Result<RunData> {
+    let run = RunDir::open(dir);
+    let summary_path = run.results_dir().join("summary.json");
+    let summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).with_context(|| {
+            format!(
+                "{}: no summary; is this a finished run directory?",
+                summary_path.display()
+            )
+        })?)
+        .with_context(|| format!("{}: not a disagg summary", summary_path.display()))?;
+    let records = disagg_results::load_records(&run.results_dir())?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let spec = RunSpec::read(&run).ok();
+    let plan: serde_json::Value = std::fs::read_to_string(dir.join("plan.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    // GPUs the servers use (idle GPUs of a node do not produce tokens).
+    let gpus = plan["servers"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|x| x["gpus"].as_u64()).sum::<u64>() as u32)
+        .unwrap_or(1);
+    let config_text = spec
+        .as_ref()
+        .and_then(|s| std::fs::read_to_string(dir.join(&s.config_file)).ok())
+        .unwrap_or_default();
+    let mut meta = vec![
+        ("config".to_string(), summary.config.clone()),
+        ("run directory".to_string(), summary.run_dir.clone()),
+        (
+            "outcome".to_string(),
+            format!("{:?}", summary.outcome).to_lowercase(),
+        ),
+        (
+            "plan".to_string(),
+            format!(
+                "{} nodes, {} GPUs ({} used by servers), mode {}",
+                plan["total_nodes"], plan["total_gpus"], gpus, plan["mode"]
+            ),
+        ),
+    ];
+    if let Some(s) = &spec {
+        meta.push(("engine".into(), s.engine.clone()));
+        meta.push(("roles".into(), s.roles.join(", ")));
+        meta.push(("overrides".into(), serde_json::to_string(&s.overrides)?));
+    }
+    if let Some(r) = summary.first_request_s {
+        meta.push(("first request after".into(), format!("{r:.2} s")));
+    }
+    if let Ok(job) = std::fs::read_to_string(dir.join("job.json")) {
+        meta.push((
+            "Slurm job".into(),
+            job.split_whitespace().collect::<Vec<_>>().join(" "),
+        ));
+    }
+    meta.push((
+        "report by".into(),
+        format!("disagg {}", env!("CARGO_PKG_VERSION")),
+    ));
+    Ok(RunData {
+        name: name.unwrap_or_else(|| summary.config.clone()),
+        summary,
+        records,
+        gpus,
+        meta,
+        config_text,
+    })
+}
+
+/// The checks and histories of a run from the store (empty when it holds nothing of it).
+fn checks_and_history(
+    dir: &Path,
+    db: Option<&Path>,
+    with_history: bool,
+) -> anyhow::Result<(Vec<disagg_results::check::Row>, Vec<History>)> {
+    let mut store = results_cmd::open_store(db)?;
+    let run = RunDir::open(dir);
+    let runs = if run.root().join("run.json").exists() {
+        results_cmd::store_run_dir(&mut store, &run)?
+    } else {
+        store.by_run_dir(&dir.display().to_string())?
+    };
+    let config = RunSpec::read(&run)
+        .ok()
+        .and_then(|spec| crate::role_cmd::load_run_config(&run, &spec).ok());
+    let gate = results_cmd::gate_of(
+        &CheckArgs {
+            run: None,
+            latest: false,
+            pre_merge: false,
+            baseline: None,
+            metrics: Vec::new(),
+            threshold: Vec::new(),
+            db: None,
+        },
+        config.as_ref(),
+    )?;
+    let histories = results_cmd::histories(&store, &run, &runs)?;
+    let mut rows = Vec::new();
+    let mut charts = Vec::new();
+    for (r, history) in runs.iter().zip(&histories) {
+        let checked = disagg_results::check::check_run(r, history, None, &gate);
+        if with_history {
+            for row in &checked {
+                let mut points: Vec<(u64, f64)> = history
+                    .iter()
+                    .filter(|h| h.valid)
+                    .filter_map(|h| Some((h.created_unix_ms, *h.metrics.get(&row.metric)?)))
+                    .collect();
+                points.push((r.created_unix_ms, row.value));
+                charts.push(History {
+                    label: r.label.clone(),
+                    metric: row.metric.clone(),
+                    points,
+                    baseline: row.baseline,
+                    threshold: row.threshold,
+                    maximize: maximize(&row.metric).unwrap_or(true),
+                });
+            }
+        }
+        rows.extend(checked);
+    }
+    Ok((rows, charts))
+}
+
+/// Print `html` to PDF with headless Chromium (Debian's `chromium`).
+fn print_pdf(html: &Path, pdf: &Path) -> anyhow::Result<()> {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .ok_or_else(|| {
+            anyhow::Error::new(crate::Hint(
+                "install it: apt-get install chromium (the HTML report is complete without it)"
+                    .into(),
+            ))
+            .context("--pdf needs headless Chromium (chromium) on PATH")
+        })?;
+    let profile = tempfile_dir()?;
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-pdf-header-footer",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .context("cannot run chromium")?;
+    let _ = std::fs::remove_dir_all(&profile);
+    if !pdf.exists() {
+        bail!(
+            "chromium wrote no PDF: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("disagg-chromium-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let dir = std::fs::canonicalize(&args.run)
+        .with_context(|| format!("no run directory {}", args.run.display()))?;
+    let main = run_data(&dir, None)?;
+    let (checks, history) = if args.no_store {
+        (Vec::new(), Vec::new())
+    } else {
+        checks_and_history(&dir, args.db.as_deref(), args.history)?
+    };
+    let mut compare = Vec::new();
+    if !args.compare.is_empty() {
+        compare.push(run_data(&dir, None)?);
+        for c in &args.compare {
+            let d = std::fs::canonicalize(c)
+                .with_context(|| format!("--compare: no run directory {}", c.display()))?;
+            compare.push(run_data(&d, None)?);
+        }
+    }
+    let html = report::render(&main, &checks, &history, &compare);
+    let path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| dir.join("results").join("report.html"));
+    write_atomic(&path, &html)?;
+    println!("{}", path.display());
+    if args.pdf {
+        let pdf = path.with_extension("pdf");
+        print_pdf(&path, &pdf)?;
+        println!("{}", pdf.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
