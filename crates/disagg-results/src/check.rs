@@ -80,7 +80,8 @@ pub struct Row {
     pub threshold: f64,
     /// Relative difference from the baseline.
     pub diff: Option<f64>,
-    /// `pass`, `regression` or `no_baseline`.
+    /// `pass`, `regression`, `exempt` (pre-merge, already regressed after merge) or
+    /// `no_baseline`.
     pub verdict: &'static str,
     /// Where the baseline came from.
     pub source: Source,
@@ -123,9 +124,21 @@ pub fn check_run(
                 }
             };
             let threshold = gate.threshold(metric);
+            // Upstream (era E): a pre-merge case is exempt when the latest post-merge value would
+            // itself fail the pre-merge gate — the regression is already on the main branch.
+            let latest_post_merge_fails = || {
+                let latest = usable.iter().rev().find_map(|h| h.metrics.get(metric))?;
+                Some(base.is_some_and(|b| baseline::regressed(*latest, b, threshold, up)))
+            };
             let verdict = match base {
                 None => "no_baseline",
-                Some(b) if baseline::regressed(value, b, threshold, up) => "regression",
+                Some(b) if baseline::regressed(value, b, threshold, up) => {
+                    if gate.pre_merge && latest_post_merge_fails() == Some(true) {
+                        "exempt"
+                    } else {
+                        "regression"
+                    }
+                }
                 Some(_) => "pass",
             };
             Some(Row {
@@ -158,6 +171,7 @@ pub fn table(rows: &[Row]) -> String {
         let verdict = match r.verdict {
             "regression" => "REGRESSION",
             "no_baseline" => "no baseline",
+            "exempt" => "exempt (main already regressed)",
             v => v,
         };
         let _ = writeln!(

@@ -216,3 +216,48 @@ fn a_slower_run_regresses_against_valid_post_merge_history_only() {
     let rows = check_run(&run, &history, None, &Gate::default());
     assert!(matches!(rows[0].source, disagg_results::check::Source::Marked(id) if id == marked));
 }
+
+#[test]
+fn a_pre_merge_regression_is_exempt_when_main_already_regressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("r.sqlite")).unwrap();
+    // Five days at 100 tok/s, then the latest post-merge run already at 80.
+    for d in 0..5 {
+        store_run(
+            &mut s,
+            &format!("/h/{d}"),
+            T0 + d * DAY,
+            &record("con4", 100.0, true),
+            true,
+        );
+    }
+    store_run(
+        &mut s,
+        "/h/main",
+        T0 + 5 * DAY + 1,
+        &record("con4", 80.0, true),
+        true,
+    );
+    let pr = store_run(
+        &mut s,
+        "/pr",
+        T0 + 6 * DAY,
+        &record("con4", 80.0, true),
+        false,
+    );
+    let run = s.get(pr).unwrap();
+    let history = s.history(&run.case_key, 0, "/pr").unwrap();
+    let pre = Gate {
+        pre_merge: true,
+        ..Gate::default()
+    };
+    let rows = check_run(&run, &history, None, &pre);
+    let tok = rows
+        .iter()
+        .find(|r| r.metric == "token_throughput")
+        .unwrap();
+    assert_eq!(tok.verdict, "exempt", "{tok:?}");
+    // After merge the same value is a regression.
+    let post = check_run(&run, &history, None, &Gate::default());
+    assert_eq!(post[0].verdict, "regression");
+}

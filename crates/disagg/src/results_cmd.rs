@@ -169,7 +169,21 @@ pub fn store_run_dir(store: &mut Store, run: &RunDir) -> anyhow::Result<Vec<Stor
     let job = job_fields(&env);
     let post = post_merge(&env);
     let dir = run.root().display().to_string();
-    for (_, record) in disagg_results::load_records(&run.results_dir())? {
+    // A run that failed is no baseline, even for the concurrencies that finished.
+    let failed: Option<String> = std::fs::read_to_string(run.results_dir().join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<disagg_results::Summary>(&t).ok())
+        .filter(|s| s.outcome == disagg_results::Outcome::Failed)
+        .map(|s| s.reason.unwrap_or_else(|| "the run failed".to_string()));
+    for (_, mut record) in disagg_results::load_records(&run.results_dir())? {
+        if let Some(why) = &failed {
+            if record.valid {
+                record.valid = false;
+                record
+                    .invalid_reasons
+                    .push(format!("the run failed: {why}"));
+            }
+        }
         let id = identity(&config, &spec, &record);
         store.insert(&NewRun {
             run_dir: &dir,

@@ -257,6 +257,21 @@ fn kill_mid_benchmark(victim: &str) {
     let suite = &suites.suites[0];
     assert!(suite.cases[0].status.is_success());
     assert!(!suite.cases[1].status.is_success());
+    // Stored, but a failed run is never a baseline: even its finished concurrency is invalid.
+    let stored = disagg()
+        .args(["results", "export", "--format", "json"])
+        .output()
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&stored.stdout).unwrap();
+    let root = std::fs::canonicalize(&run).unwrap();
+    let mine: Vec<&serde_json::Value> = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["run_dir"] == root.display().to_string())
+        .collect();
+    assert!(!mine.is_empty(), "the failed run's records are stored");
+    assert!(mine.iter().all(|r| r["valid"] == false), "{mine:?}");
     assert_nothing_left(&run);
 }
 
@@ -387,7 +402,17 @@ fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
                         "--num-prompts",
                         "4",
                     ])
-                    .args(["--isl", "64", "--osl", "4", "--timeout", "60", "--out"])
+                    // Fixtures of identical settings are one case: no baselines between them.
+                    .args([
+                        "--isl",
+                        "64",
+                        "--osl",
+                        "4",
+                        "--timeout",
+                        "60",
+                        "--no-store",
+                        "--out",
+                    ])
                     .arg(&out)
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
