@@ -33,9 +33,10 @@ trap cleanup EXIT
 
 ISL=${ISL:-256}
 OSL=${OSL:-32}
-# By default every step takes 10 ms and prefill is free, so a prompt's length does not change the
-# timing; PREFILL>0 gives a realistic prefill (both clients send text of ISL Qwen3 tokens).
-taskset -c 0 "$DISAGG" sim --port 0 --report-addr "$WORK/addr" --model qwen --prefill-tokens-per-s "${PREFILL:-0}" \
+# The simulator counts prompts with the same Qwen3 tokenizer as both clients (--tokenizer), so a
+# prompt of ISL tokens prefills as ISL tokens. By default every step takes 10 ms and prefill is
+# free; PREFILL>0 gives a realistic prefill (prefill tokens per second).
+taskset -c 0 "$DISAGG" sim --port 0 --report-addr "$WORK/addr" --model qwen --tokenizer "$TOK" --prefill-tokens-per-s "${PREFILL:-0}" \
   --decode-step-base-ms "${STEP_MS:-10}" --decode-step-per-seq-ms 0 --kv-transfer-gb-per-s 0 > /dev/null 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [[ -s "$WORK/addr" ]] && break; sleep 0.05; done
@@ -44,14 +45,36 @@ ADDR=$(cat "$WORK/addr")
 server_ttft() { # mean TTFT (ms) the simulator itself saw for the requests since the last call
   curl -s "http://$ADDR/perf_metrics" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(1000*sum(x["first_token_time"]-x["arrival_time"] for x in r)/max(len(r),1))'
 }
+# Both clients send the same N prompts in the same order: text of about ISL Qwen3 tokens each
+# (random token ids decoded, so no two prompts share a prefix), written once for aiperf
+# (single_turn JSONL) and once for disagg bench (JSONL). The server then does the same work for
+# both, and any difference in their metrics is the clients'.
+"$VENV/bin/python" - "$TOK/tokenizer.json" "$N" "$ISL" "$OSL" "$WORK" <<'PY'
+import json, random, sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+n, isl, osl, work = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rng = random.Random(1)
+vocab = [i for t, i in tok.get_vocab().items() if t.isalpha() and len(t) > 2]
+with open(f"{work}/aiperf.jsonl", "w") as a, open(f"{work}/ours.jsonl", "w") as o:
+    for _ in range(n):
+        ids = [rng.choice(vocab) for _ in range(isl)]
+        text = tok.decode(ids)
+        ids = tok.encode(text, add_special_tokens=False).ids[:isl]
+        text = tok.decode(ids)
+        a.write(json.dumps({"text": text, "output_length": osl}) + "\n")
+        o.write(json.dumps({"prompt": text, "output_len": osl}) + "\n")
+PY
 curl -s "http://$ADDR/perf_metrics" > /dev/null
-"$VENV/bin/aiperf" profile --model qwen --tokenizer "$TOK" --url "http://$ADDR" --endpoint-type chat \
-  --streaming --concurrency "$C" --request-count "$N" --isl "$ISL" --osl "$OSL" --ui none \
+taskset -c 1 "$VENV/bin/aiperf" profile --model qwen --tokenizer "$TOK" --url "http://$ADDR" --endpoint-type chat \
+  --streaming --concurrency "$C" --request-count "$N" --input-file "$WORK/aiperf.jsonl" \
+  --custom-dataset-type single_turn --dataset-sampling-strategy sequential --ui none \
   --artifact-dir "$WORK/aiperf" --random-seed 1 --extra-inputs ignore_eos:true \
   --use-server-token-count > "$WORK/aiperf.log" 2>&1
 AIPERF_SERVER_TTFT=$(server_ttft)
-"$DISAGG" bench --url "http://$ADDR" --model qwen --endpoint chat --concurrency "$C" --num-prompts "$N" \
-  --isl "$ISL" --osl "$OSL" --ignore-eos --tokenizer "$TOK" --percentiles 50 --out "$WORK/disagg" > /dev/null
+taskset -c 1 "$DISAGG" bench --url "http://$ADDR" --model qwen --endpoint chat --concurrency "$C" --num-prompts "$N" \
+  --dataset jsonl --dataset-path "$WORK/ours.jsonl" --ignore-eos --tokenizer "$TOK" --percentiles 50 \
+  --out "$WORK/disagg" > /dev/null
 OURS_SERVER_TTFT=$(server_ttft)
 
 python3 - "$WORK/aiperf/profile_export_aiperf.json" "$WORK/disagg/con$C.json" "$AIPERF_SERVER_TTFT" "$OURS_SERVER_TTFT" <<'PY'

@@ -89,6 +89,32 @@ pub struct SimConfig {
     pub bootstrap_timeout: Duration,
     /// Cost model (for transfer times).
     pub cost: CostModel,
+    /// How text prompts become token ids: a real tokenizer (so that prompt lengths, and with
+    /// them prefill times, match what clients with that tokenizer meant), else one token per
+    /// whitespace-separated word.
+    pub tokenizer: Option<TextTokenizer>,
+}
+
+/// Text → token ids.
+pub type TokenizeFn = dyn Fn(&str) -> Vec<u32> + Send + Sync;
+
+/// A text → token ids function (the binary plugs in a Hugging Face tokenizer).
+#[derive(Clone)]
+pub struct TextTokenizer(pub Arc<TokenizeFn>);
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextTokenizer")
+    }
+}
+
+impl SimConfig {
+    fn tokenize(&self, text: &str) -> Vec<u32> {
+        match &self.tokenizer {
+            Some(t) => (t.0)(text),
+            None => text::tokenize(text),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -107,6 +133,7 @@ impl Default for SimConfig {
             accept_synthetic_handoff: false,
             bootstrap_timeout: Duration::from_secs(60),
             cost: CostModel::default(),
+            tokenizer: None,
         }
     }
 }
@@ -248,9 +275,9 @@ enum Kind {
 async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&st, &body)?;
     let prompt = match req.prompt {
-        Prompt::Text(t) => text::tokenize(&t),
+        Prompt::Text(t) => st.cfg.tokenize(&t),
         Prompt::Tokens(t) => t,
-        Prompt::TextBatch(mut v) if v.len() == 1 => text::tokenize(&v.remove(0)),
+        Prompt::TextBatch(mut v) if v.len() == 1 => st.cfg.tokenize(&v.remove(0)),
         Prompt::TokenBatch(mut v) if v.len() == 1 => v.remove(0),
         _ => {
             return Err(refused(
@@ -283,12 +310,12 @@ async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response, 
             // The simulator's chat template: a role marker before each message, one at the end.
             let mut ids = Vec::new();
             for m in &req.messages {
-                ids.extend(text::tokenize(&format!("<|{}|>", m.role)));
+                ids.extend(st.cfg.tokenize(&format!("<|{}|>", m.role)));
                 if let Some(c) = &m.content {
-                    ids.extend(text::tokenize(&c.text()));
+                    ids.extend(st.cfg.tokenize(&c.text()));
                 }
             }
-            ids.extend(text::tokenize("<|assistant|>"));
+            ids.extend(st.cfg.tokenize("<|assistant|>"));
             ids
         }
     };

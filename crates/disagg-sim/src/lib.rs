@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
-pub use app::{Protocol, Role, SimConfig, app};
+pub use app::{Protocol, Role, SimConfig, TextTokenizer, app};
 
 use crate::engine::Engine;
 use crate::scheduler::{Limits, Scheduler};

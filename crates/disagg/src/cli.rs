@@ -509,6 +509,10 @@ pub struct SimArgs {
     /// Worker threads (1 = one core, the default)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Count text prompts with this Hugging Face tokenizer (a directory with tokenizer.json)
+    /// instead of one token per word, so prefill times match what a client with it meant
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -402,6 +402,7 @@ async fn sim_worker(
         handoff_key: std::env::var("DISAGG_SIM_HANDOFF_KEY").ok(),
         accept_synthetic_handoff: role.gen_only(),
         threads: 1,
+        tokenizer: None,
     };
     let (mut cfg, mut limits) = crate::sim_cmd::settings(&args)?;
     let mut cost = cfg.cost;

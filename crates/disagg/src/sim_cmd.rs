@@ -116,6 +116,13 @@ pub fn settings(args: &SimArgs) -> anyhow::Result<(SimConfig, Limits)> {
         cfg.handoff_key = k.clone();
     }
     cfg.cost = cost;
+    if let Some(dir) = &args.tokenizer {
+        let tok = disagg_bench::dataset::Tokenizer::load(dir)
+            .map_err(|e| crate::InvalidInput(format!("--tokenizer: {e}")))?;
+        cfg.tokenizer = Some(disagg_sim::TextTokenizer(std::sync::Arc::new(
+            move |t: &str| tok.encode(t),
+        )));
+    }
     Ok((cfg, limits))
 }
 

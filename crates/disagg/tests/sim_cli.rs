@@ -95,3 +95,53 @@ fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// With `--tokenizer`, text prompts count as the tokenizer counts them (so a client that made
+/// its prompts with the same tokenizer gets the prefill it asked for).
+#[test]
+fn sim_counts_text_prompts_with_the_given_tokenizer() {
+    // Words split at punctuation: "w1,w2,w3 w4" is 6 tokens but 2 whitespace words.
+    let tok_dir = root().join("crates/disagg/tests/data/punct-tokenizer");
+    let prompt = "w1,w2,w3 w4";
+    let expected = disagg_bench::dataset::Tokenizer::load(&tok_dir)
+        .unwrap()
+        .encode(prompt)
+        .len();
+    let words = prompt.split_whitespace().count();
+    assert_ne!(
+        expected, words,
+        "the test needs a tokenizer that is not one token per word"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .args(["sim", "--port", "0", "--zero-cost", "--tokenizer"])
+        .arg(&tok_dir)
+        .arg("--report-addr")
+        .arg(&addr_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = std::fs::read_to_string(&addr_file).unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let body = format!(r#"{{"model":"sim","prompt":"{prompt}","max_tokens":2}}"#);
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.contains(&format!("\"prompt_tokens\":{expected}")),
+        "{resp}"
+    );
+    let _ = child.0.kill();
+}
