@@ -37,6 +37,47 @@ impl EngineKind {
     }
 }
 
+/// Placeholders an `engine.command` template may use; each is replaced by its shell-quoted value.
+pub const COMMAND_PLACEHOLDERS: &[&str] = &[
+    "host",
+    "port",
+    "model",
+    "options_file",
+    "role",
+    "worker",
+    "tp",
+    "pp",
+    "run_dir",
+];
+
+/// The `{name}` placeholders of a template that are not [`COMMAND_PLACEHOLDERS`] (`{{` and `}}`
+/// are literal braces).
+pub fn unknown_placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            rest = after;
+            continue;
+        }
+        match tail.find('}') {
+            Some(end) => {
+                let name = &tail[1..end];
+                if !COMMAND_PLACEHOLDERS.contains(&name) {
+                    out.push(name.to_string());
+                }
+                rest = &tail[end + 1..];
+            }
+            None => {
+                out.push(tail.to_string());
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Cost-model parameters for the simulated engine; unset ones take the engine's defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SimParams {
@@ -131,6 +172,32 @@ fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
         Need::Optional,
         "a command template with {host}, {port}, {model}, {options_file}",
     );
+    if let Some(t) = &command {
+        let unknown = unknown_placeholders(t);
+        if !unknown.is_empty() {
+            sink.error(
+                e.get("command").map(|n| n.pos),
+                "engine.command",
+                Some(t.clone()),
+                format!(
+                    "unknown placeholder(s) {}",
+                    unknown
+                        .iter()
+                        .map(|u| format!("`{{{u}}}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!(
+                    "use {}; write {{{{ and }}}} for literal braces",
+                    COMMAND_PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
     if kind == EngineKind::Command && command.is_none() {
         sink.error(
             Some(e.pos()),
@@ -235,5 +302,33 @@ fn read_results(sink: &mut Sink, r: MapRef<'_>) -> Results {
             0.0,
             thr,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_command_placeholders_are_found_and_literal_braces_kept() {
+        assert!(unknown_placeholders("srv --host {host} --port {port} {{x}}").is_empty());
+        assert_eq!(
+            unknown_placeholders("srv --model {modle} --x {port"),
+            vec!["modle".to_string(), "{port".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_config_with_a_misspelt_placeholder_is_invalid() {
+        let text = "metadata: {model_name: m}\nbenchmark: {mode: e2e, concurrency_list: '1', input_length: 8, output_length: 4}\nhardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}\nengine:\n  type: command\n  command: \"srv --model {modle}\"\n";
+        let err = crate::TestConfig::parse(std::path::Path::new("x.yaml"), text)
+            .err()
+            .map(|e| e.to_string() + &e.diagnostics().map(|d| d.to_string()).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(err.contains("unknown placeholder(s) `{modle}`"), "{err}");
+        assert!(
+            err.contains("{model}"),
+            "the hint lists the real ones: {err}"
+        );
     }
 }

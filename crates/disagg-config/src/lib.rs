@@ -25,7 +25,7 @@ mod cluster;
 mod coordinator;
 mod diag;
 mod envvars;
-mod extensions;
+pub mod extensions;
 mod name;
 mod reader;
 mod test_config;

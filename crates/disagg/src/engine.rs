@@ -33,18 +33,7 @@ impl EngineParams<'_> {
     }
 }
 
-/// Placeholders a `command` template may use.
-pub const PLACEHOLDERS: &[&str] = &[
-    "host",
-    "port",
-    "model",
-    "options_file",
-    "role",
-    "worker",
-    "tp",
-    "pp",
-    "run_dir",
-];
+pub use disagg_config::extensions::COMMAND_PLACEHOLDERS as PLACEHOLDERS;
 
 /// Fill a `command` template: every `{name}` becomes the shell-quoted value, so a value from a
 /// config is always one word of data; `{{` and `}}` are literal braces.

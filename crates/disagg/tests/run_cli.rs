@@ -443,10 +443,21 @@ fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
 fn workers_run_external_engines_from_a_command_template() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/command-engine.yaml");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/command-engine.yaml"
+    );
     let out = disagg()
         .env("DISAGG_BIN", env!("CARGO_BIN_EXE_disagg"))
-        .args(["run", config, "--concurrency", "2", "--num-prompts", "4", "--out"])
+        .args([
+            "run",
+            config,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
@@ -459,7 +470,10 @@ fn workers_run_external_engines_from_a_command_template() {
     for role in ["CTX_0", "GEN_0"] {
         let log = read(run.join("logs").join(format!("{role}.log")));
         assert!(log.contains("engine pid "), "{log}");
-        assert!(log.contains("disagg sim: listening on http://127.0.0.1:"), "{log}");
+        assert!(
+            log.contains("disagg sim: listening on http://127.0.0.1:"),
+            "{log}"
+        );
         assert!(log.contains("engine ready at 127.0.0.1:"), "{log}");
         let opts = read(run.join("engines").join(format!("{role}.yaml")));
         assert!(opts.contains("\"tensor_parallel_size\": 1"), "{opts}");
