@@ -111,6 +111,8 @@ pub struct Engine {
 /// `router:`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Router {
+    /// `disagg` (the built-in router, default) or `trtllm` (`trtllm-serve disaggregated`).
+    pub implementation: Option<&'static str>,
     /// `round_robin`, `load_balancing` or `kv_cache_aware`.
     pub policy: Option<&'static str>,
     /// Retries before the first byte reached the client.
@@ -231,6 +233,7 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
         sink,
         r,
         &[
+            "implementation",
             "policy",
             "max_retries",
             "request_timeout",
@@ -240,6 +243,13 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
     );
     let seconds = "seconds";
     Router {
+        implementation: reader::choice(
+            sink,
+            r,
+            "implementation",
+            &["disagg", "trtllm"],
+            "the coordinator DISAGG_SERVER runs: the built-in router or trtllm-serve disaggregated",
+        ),
         policy: reader::choice(
             sink,
             r,

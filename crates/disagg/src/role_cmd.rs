@@ -488,6 +488,20 @@ async fn external_worker(
         .and_then(|e| e.command.clone());
     let argv = command_line(kind, template.as_deref(), &params)
         .map_err(|e| crate::InvalidInput(format!("{}: {e}", role.config.path().display())))?;
+    let what = format!("the {kind:?} engine").to_lowercase();
+    serve_child(role, &argv, port, &what, signal).await
+}
+
+/// Run `argv` (an engine, or upstream's coordinator) as a child that serves on `port`: wait for
+/// its `/health`, publish the role as ready, serve until the run ends or the child dies, then
+/// stop it (SIGTERM, 10 s, SIGKILL). Its output goes to the role's own log.
+async fn serve_child(
+    role: &Role,
+    argv: &[String],
+    port: u16,
+    what: &str,
+    signal: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -514,26 +528,21 @@ async fn external_worker(
     } else {
         let child = &mut child;
         let addr = addr.clone();
-        role.wait_for(
-            &format!("the {:?} engine", kind).to_lowercase(),
-            0.0,
-            signal,
-            move || {
-                let exited = child.try_wait();
-                let addr = addr.clone();
-                async move {
-                    if let Some(status) = exited? {
-                        bail!(
-                            "the engine exited before it was ready ({})",
-                            disagg_runtime::supervise::describe(status)
-                        );
-                    }
-                    Ok(crate::probe::health(&addr, Duration::from_secs(2))
-                        .await
-                        .unwrap_or(false))
+        role.wait_for(what, 0.0, signal, move || {
+            let exited = child.try_wait();
+            let addr = addr.clone();
+            async move {
+                if let Some(status) = exited? {
+                    bail!(
+                        "it exited before it was ready ({})",
+                        disagg_runtime::supervise::describe(status)
+                    );
                 }
-            },
-        )
+                Ok(crate::probe::health(&addr, Duration::from_secs(2))
+                    .await
+                    .unwrap_or(false))
+            }
+        })
         .await
     };
     let ending = match started {
@@ -543,7 +552,7 @@ async fn external_worker(
             tokio::select! {
                 status = child.wait() => {
                     let status = status?;
-                    bail!("the engine exited ({})", disagg_runtime::supervise::describe(status));
+                    bail!("{what} exited ({})", disagg_runtime::supervise::describe(status));
                 }
                 e = role.watch(signal) => e,
             }
@@ -551,7 +560,7 @@ async fn external_worker(
         Ok(Err(e)) => e,
         Err(e) => {
             stop_engine(&mut child).await;
-            return Err(e);
+            return Err(e.context(format!("{what} did not come up")));
         }
     };
     stop_engine(&mut child).await;
@@ -617,8 +626,33 @@ async fn server(role: &Role, signal: &CancellationToken) -> anyhow::Result<ExitC
             .collect()
     };
     let (ctx, gen_) = (url("CTX_"), url("GEN_"));
-    role.run.write_server_config(&role.host, 0, &ctx, &gen_)?;
     let ext = role.config.extensions().router.clone().unwrap_or_default();
+    if ext.implementation == Some("trtllm") {
+        // Upstream's coordinator: `trtllm-serve disaggregated -c server_config.yaml -t T -r R`
+        // on a port picked here (it has no way to report a port it picked itself).
+        let port = free_port(&role.bind_host)?;
+        role.run
+            .write_server_config(&role.host, port, &ctx, &gen_)?;
+        let secs = |v: f64| format!("{}", v.ceil() as u64);
+        let argv: Vec<String> = vec![
+            "trtllm-serve".into(),
+            "disaggregated".into(),
+            "-c".into(),
+            role.run.server_config_file().display().to_string(),
+            "-t".into(),
+            secs(
+                ext.server_start_timeout_s
+                    .unwrap_or(role.spec.timeouts.ready_s),
+            ),
+            "-r".into(),
+            secs(
+                ext.request_timeout_s
+                    .unwrap_or(role.spec.timeouts.request_s),
+            ),
+        ];
+        return serve_child(role, &argv, port, "trtllm-serve disaggregated", signal).await;
+    }
+    role.run.write_server_config(&role.host, 0, &ctx, &gen_)?;
     let policy = match ext.policy {
         Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens: false },
         _ => RouterPolicy::RoundRobin,

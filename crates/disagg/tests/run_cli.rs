@@ -483,3 +483,73 @@ fn workers_run_external_engines_from_a_command_template() {
     assert_eq!(summary["outcome"], "passed");
     assert_nothing_left(&run);
 }
+
+/// `router.implementation: trtllm`: DISAGG_SERVER runs upstream's coordinator command,
+/// `trtllm-serve disaggregated -c server_config.yaml -t T -r R`, here a stand-in on PATH that
+/// execs `disagg router` with the same arguments (it takes upstream's -c/-t/-r).
+#[test]
+fn the_server_role_can_run_upstreams_coordinator_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("trtllm-serve");
+    std::fs::write(
+        &fake,
+        "#!/bin/bash\n[[ \"$1\" == disaggregated ]] || exit 64\nshift\nexec \"$DISAGG_BIN\" router \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = dir.path().join("run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/trtllm-router.yaml");
+    let out = disagg()
+        .env("DISAGG_BIN", env!("CARGO_BIN_EXE_disagg"))
+        .env("PATH", path)
+        .args([
+            "run",
+            config,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--osl",
+            "8",
+            "--out",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let log = read(run.join("logs/DISAGG_SERVER.log"));
+    assert!(
+        log.contains("trtllm-serve disaggregated -c ") && log.contains(" -t 600 -r 600"),
+        "{log}"
+    );
+    assert!(
+        log.contains("disagg router: listening on http://127.0.0.1:"),
+        "{log}"
+    );
+    let server_config = read(run.join("rendezvous/server_config.yaml"));
+    let port = server_config
+        .lines()
+        .find_map(|l| l.strip_prefix("port: "))
+        .unwrap();
+    assert_ne!(
+        port, "0",
+        "a concrete port for trtllm-serve: {server_config}"
+    );
+    assert_eq!(
+        read(run.join("rendezvous/hostnames/DISAGG_SERVER.txt")),
+        format!("127.0.0.1:{port}")
+    );
+    assert_nothing_left(&run);
+}
