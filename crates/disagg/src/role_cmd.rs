@@ -152,9 +152,15 @@ impl Role {
                 self.heartbeat();
                 last_beat = Instant::now();
             }
+            // Peers usually come up within milliseconds: look often at first, then every 50 ms.
+            let pause = if start.elapsed() < Duration::from_millis(500) {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(50)
+            };
             tokio::select! {
                 _ = signal.cancelled() => return Ok(Err(Ending::Signal)),
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
