@@ -1,11 +1,6 @@
 //! What a person reads, pinned with snapshots: the summary table, `summary.json`, the JUnit
 //! file, the check table and `regression.yaml`, from hand-made records.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "helpers outside #[test] functions fail the test by panicking"
-)]
-
 use std::collections::BTreeMap;
 
 use disagg_results::check::{Gate, check_run, regression_yaml, table};
