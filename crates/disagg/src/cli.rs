@@ -72,7 +72,8 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when the run ends
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub grace: f64,
-    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    /// Results database [default: $DISAGG_DB, else the config's results.db, else
+    /// $XDG_DATA_HOME/disagg/results.sqlite]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Do not store the results nor check them against the baselines
@@ -156,7 +157,8 @@ pub struct CiArgs {
     /// Where the run directories go [default: $WORKSPACE/disagg-runs, else ./disagg-runs]
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
-    /// Results database [default: $DISAGG_DB, else $XDG_DATA_HOME/disagg/results.sqlite]
+    /// Results database [default: $DISAGG_DB, else the config's results.db, else
+    /// $XDG_DATA_HOME/disagg/results.sqlite]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Do not store the results nor check them against the baselines

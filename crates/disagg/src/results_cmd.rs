@@ -393,7 +393,18 @@ fn store_and_check(
     config: &TestConfig,
     check: bool,
 ) -> anyhow::Result<bool> {
-    let mut store = open_store(db)?;
+    // --db, else $DISAGG_DB, else the config's `results.db` (`~/` expanded), else the default.
+    let from_config = config
+        .extensions()
+        .results
+        .as_ref()
+        .and_then(|r| r.db.as_deref())
+        .map(|p| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+            _ => PathBuf::from(p),
+        });
+    let env = std::env::var_os("DISAGG_DB").map(PathBuf::from);
+    let mut store = open_store(db.or(env.as_deref()).or(from_config.as_deref()))?;
     let runs = store_run_dir(&mut store, run)?;
     if let Some((n, err)) = push(&store)? {
         match err {

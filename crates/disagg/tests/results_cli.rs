@@ -468,3 +468,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The config's `results.db` is where `disagg run` stores, unless --db or $DISAGG_DB say
+/// otherwise.
+#[test]
+fn the_config_names_the_store_when_no_flag_or_variable_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("from-config.sqlite");
+    let yaml =
+        std::fs::read_to_string(EXAMPLE).unwrap() + &format!("results:\n  db: {}\n", db.display());
+    let config = tmp.path().join("local-sim.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+        .env_remove("DISAGG_DB")
+        .env_remove("DISAGG_OPENSEARCH_URL")
+        .env("XDG_DATA_HOME", tmp.path().join("xdg"))
+        .arg("run")
+        .arg(&config)
+        .args([
+            "--concurrency",
+            "1",
+            "--num-prompts",
+            "1",
+            "--osl",
+            "4",
+            "--out",
+        ])
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(db.exists(), "the store named by the config was not written");
+    assert!(!tmp.path().join("xdg/disagg/results.sqlite").exists());
+}
