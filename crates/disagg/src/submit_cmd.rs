@@ -83,6 +83,22 @@ const NEVER: &[&str] = &[
     "PartitionInactive",
 ];
 
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobState::Pending(reason) if reason.is_empty() || reason == "None" => {
+                f.write_str("pending")
+            }
+            JobState::Pending(reason) => write!(f, "pending ({reason})"),
+            JobState::Running => f.write_str("running"),
+            JobState::Ended { state, exit_code } => {
+                write!(f, "ended {state}, exit code {exit_code}")
+            }
+            JobState::Unknown => f.write_str("unknown to Slurm (purged, no accounting)"),
+        }
+    }
+}
+
 impl Slurm {
     fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
@@ -361,7 +377,11 @@ fn submit_and_follow(
                     ));
                 }
                 if reason != last_pending {
-                    eprintln!("{} job {job_id} pending ({reason})", at(t0));
+                    eprintln!(
+                        "{} job {job_id} {}",
+                        at(t0),
+                        JobState::Pending(reason.clone())
+                    );
                     last_pending = reason;
                 }
             }
@@ -523,11 +543,7 @@ pub fn status(args: &RunDirArgs) -> anyhow::Result<ExitCode> {
     let run = RunDir::open(&args.run);
     let mut out = std::io::stdout().lock();
     let state = slurm.state(record.job_id);
-    writeln!(
-        out,
-        "job {} ({}): {state:?}",
-        record.job_id, record.job_name
-    )?;
+    writeln!(out, "job {} ({}): {state}", record.job_id, record.job_name)?;
     for r in run.roles().unwrap_or_default() {
         let age = now_ms().saturating_sub(r.heartbeat_ms) as f64 / 1000.0;
         writeln!(

@@ -373,7 +373,7 @@ fn status_and_cancel_work_on_a_run_directory() {
     let (st_out, st_err) = text(&st);
     assert_eq!(st.status.code(), Some(0), "{st_err}");
     assert!(
-        st_out.contains(&format!("job {id}")) && st_out.contains("Running"),
+        st_out.contains(&format!("job {id}")) && st_out.contains("): running"),
         "{st_out}"
     );
     assert!(
