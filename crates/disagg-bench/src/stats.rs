@@ -19,6 +19,16 @@ pub struct Summary {
     pub count: usize,
 }
 
+impl Summary {
+    /// The `p`-th percentile, if it was requested.
+    pub fn percentile(&self, p: f64) -> Option<f64> {
+        self.percentiles
+            .iter()
+            .find(|(q, _)| (*q - p).abs() < 1e-9)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// `np.percentile(values, p)` with linear interpolation; `sorted` must be ascending.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -171,12 +171,7 @@ impl RunRecord {
     /// The record's metrics under their upstream names, in [`METRICS`] order.
     pub fn upstream_metrics(&self) -> Vec<(&'static str, f64)> {
         let m = &self.metrics;
-        let p99 = |s: &disagg_bench::stats::Summary| {
-            s.percentiles
-                .iter()
-                .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
-                .map_or(f64::NAN, |(_, v)| *v)
-        };
+        let p99 = |s: &disagg_bench::stats::Summary| s.percentile(99.0).unwrap_or(f64::NAN);
         let values = [
             m.request_throughput,
             m.output_throughput,

@@ -47,10 +47,7 @@ pub struct History {
 const CSS: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.pass,.valid,.passed{color:#1a7f37;font-weight:bold}.regression,.invalid,.failed,.not_run{color:#c62828;font-weight:bold}.charts{display:flex;flex-wrap:wrap;gap:8px}.chart{page-break-inside:avoid}pre{background:#f7f7f7;padding:8px;font-size:11px;overflow:auto;max-height:400px}@page{size:A4;margin:12mm}@media print{.charts svg{width:100%;height:auto}}";
 
 fn p99(s: &disagg_bench::stats::Summary) -> f64 {
-    s.percentiles
-        .iter()
-        .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
-        .map_or(f64::NAN, |(_, v)| *v)
+    s.percentile(99.0).unwrap_or(f64::NAN)
 }
 
 fn by_concurrency(records: &[RunRecord]) -> Vec<(f64, &RunRecord)> {

@@ -145,7 +145,12 @@ pub struct StoredRun {
 
 /// The case key: a stable hash (FNV-1a, 64 bit) of the identity's canonical JSON.
 pub fn case_key(identity: &BTreeMap<String, serde_json::Value>) -> String {
-    let text = serde_json::to_string(identity).unwrap_or_default();
+    content_hash(&serde_json::to_string(identity).unwrap_or_default())
+}
+
+/// A stable hash of text (FNV-1a, 64 bit, hex): the same on every run and platform, unlike the
+/// std hasher. Identifies cases and config texts.
+pub fn content_hash(text: &str) -> String {
     let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });

@@ -57,11 +57,9 @@ pub struct RunSummary {
 
 /// p99 when it was computed, else the highest percentile there is, else the median.
 fn p99(s: &Stat) -> f64 {
-    s.percentiles
-        .iter()
-        .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
-        .or(s.percentiles.last())
-        .map_or(s.median, |(_, v)| *v)
+    s.percentile(99.0)
+        .or_else(|| s.percentiles.last().map(|(_, v)| *v))
+        .unwrap_or(s.median)
 }
 
 impl RunSummary {

@@ -10,7 +10,7 @@ use disagg_results::summary::Summary;
 use disagg_runtime::rundir::{RunDir, write_atomic};
 use disagg_runtime::spec::RunSpec;
 
-use crate::cli::{CheckArgs, ReportArgs};
+use crate::cli::ReportArgs;
 use crate::results_cmd;
 
 /// What the report shows of one run directory.
@@ -94,26 +94,8 @@ fn checks_and_history(
 ) -> anyhow::Result<(Vec<disagg_results::check::Row>, Vec<History>)> {
     let mut store = results_cmd::open_store(db)?;
     let run = RunDir::open(dir);
-    let runs = if run.root().join("run.json").exists() {
-        results_cmd::store_run_dir(&mut store, &run)?
-    } else {
-        store.by_run_dir(&dir.display().to_string())?
-    };
-    let config = RunSpec::read(&run)
-        .ok()
-        .and_then(|spec| crate::role_cmd::load_run_config(&run, &spec).ok());
-    let gate = results_cmd::gate_of(
-        &CheckArgs {
-            run: None,
-            latest: false,
-            pre_merge: false,
-            baseline: None,
-            metrics: Vec::new(),
-            threshold: Vec::new(),
-            db: None,
-        },
-        config.as_ref(),
-    )?;
+    let (runs, config) = results_cmd::stored_runs(&mut store, &run)?;
+    let gate = results_cmd::config_gate(config.as_ref());
     let histories = results_cmd::histories(&store, &run, &runs)?;
     let mut rows = Vec::new();
     let mut charts = Vec::new();

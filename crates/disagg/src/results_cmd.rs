@@ -153,17 +153,28 @@ pub fn post_merge(env: &dyn Fn(&str) -> Option<String>) -> bool {
     }
 }
 
-fn fnv(text: &str) -> String {
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
+/// A run directory's stored records — stored first when it is a run made by `disagg run` or
+/// `submit` — and its config when it has one.
+pub fn stored_runs(
+    store: &mut Store,
+    run: &RunDir,
+) -> anyhow::Result<(Vec<StoredRun>, Option<TestConfig>)> {
+    if !RunSpec::path(run).exists() {
+        return Ok((store.by_run_dir(&run.root().display().to_string())?, None));
+    }
+    let spec = RunSpec::read(run)?;
+    let config = crate::role_cmd::load_run_config(run, &spec)?;
+    let runs = store_run_dir(store, run, &spec, &config)?;
+    Ok((runs, Some(config)))
 }
 
 /// Store every record of a run directory (idempotent); returns the stored runs.
-pub fn store_run_dir(store: &mut Store, run: &RunDir) -> anyhow::Result<Vec<StoredRun>> {
-    let spec = RunSpec::read(run)?;
-    let config = crate::role_cmd::load_run_config(run, &spec)?;
+fn store_run_dir(
+    store: &mut Store,
+    run: &RunDir,
+    spec: &RunSpec,
+    config: &TestConfig,
+) -> anyhow::Result<Vec<StoredRun>> {
     let config_text = std::fs::read_to_string(run.root().join(&spec.config_file))?;
     let env = |k: &str| std::env::var(k).ok();
     let job = job_fields(&env);
@@ -184,11 +195,11 @@ pub fn store_run_dir(store: &mut Store, run: &RunDir) -> anyhow::Result<Vec<Stor
                     .push(format!("the run failed: {why}"));
             }
         }
-        let id = identity(&config, &spec, &record);
+        let id = identity(config, spec, &record);
         store.insert(&NewRun {
             run_dir: &dir,
             config_name: config.name(),
-            config_hash: &fnv(&config_text),
+            config_hash: &store::content_hash(&config_text),
             identity: &id,
             job: &job,
             post_merge: post,
@@ -258,12 +269,14 @@ fn parse_thresholds(gate: &mut Gate, items: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn gate_of(args: &CheckArgs, config: Option<&TestConfig>) -> anyhow::Result<Gate> {
+/// The gate without flags: pre-merge from the environment, thresholds from the config's
+/// `results:` section, upstream's gated metrics.
+pub fn config_gate(config: Option<&TestConfig>) -> Gate {
     let mut gate = Gate {
-        pre_merge: args.pre_merge || !post_merge(&|k| std::env::var(k).ok()),
+        pre_merge: !post_merge(&|k| std::env::var(k).ok()),
         ..Gate::default()
     };
-    if let Some(r) = config.and_then(|c| c.extensions().results.clone()) {
+    if let Some(r) = config.and_then(|c| c.extensions().results.as_ref()) {
         if let Some(t) = r.post_merge_threshold {
             gate.post_merge_threshold = t;
         }
@@ -271,6 +284,13 @@ pub fn gate_of(args: &CheckArgs, config: Option<&TestConfig>) -> anyhow::Result<
             gate.pre_merge_threshold = t;
         }
     }
+    gate
+}
+
+/// The gate of `disagg check`: [`config_gate`] with the flags applied.
+fn gate_of(args: &CheckArgs, config: Option<&TestConfig>) -> anyhow::Result<Gate> {
+    let mut gate = config_gate(config);
+    gate.pre_merge |= args.pre_merge;
     if !args.metrics.is_empty() {
         for m in &args.metrics {
             if !METRICS.iter().any(|(n, _)| n == m) {
@@ -374,8 +394,14 @@ pub fn check_stored(
 /// After a run: store, push, and (`check`: when the test itself passed) check. Returns whether
 /// the check found a regression. A store that cannot be written is a warning: the results stay
 /// in the run directory and `disagg results import RUN` stores them later.
-pub fn after_run(run: &RunDir, db: Option<&Path>, config: &TestConfig, check: bool) -> bool {
-    match store_and_check(run, db, config, check) {
+pub fn after_run(
+    run: &RunDir,
+    spec: &RunSpec,
+    db: Option<&Path>,
+    config: &TestConfig,
+    check: bool,
+) -> bool {
+    match store_and_check(run, spec, db, config, check) {
         Ok(regressed) => regressed,
         Err(e) => {
             eprintln!(
@@ -389,6 +415,7 @@ pub fn after_run(run: &RunDir, db: Option<&Path>, config: &TestConfig, check: bo
 
 fn store_and_check(
     run: &RunDir,
+    spec: &RunSpec,
     db: Option<&Path>,
     config: &TestConfig,
     check: bool,
@@ -405,7 +432,7 @@ fn store_and_check(
         });
     let env = std::env::var_os("DISAGG_DB").map(PathBuf::from);
     let mut store = open_store(db.or(env.as_deref()).or(from_config.as_deref()))?;
-    let runs = store_run_dir(&mut store, run)?;
+    let runs = store_run_dir(&mut store, run, spec, config)?;
     if let Some((n, err)) = push(&store)? {
         match err {
             None => eprintln!("exported {n} record(s) to OpenSearch"),
@@ -417,16 +444,7 @@ fn store_and_check(
     if !check {
         return Ok(false);
     }
-    let args = CheckArgs {
-        run: None,
-        latest: false,
-        pre_merge: false,
-        baseline: None,
-        metrics: Vec::new(),
-        threshold: Vec::new(),
-        db: None,
-    };
-    let gate = gate_of(&args, Some(config))?;
+    let gate = config_gate(Some(config));
     let (rows, regressed) = check_stored(&store, run, &runs, &gate, None)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "check (post-merge {}):", !gate.pre_merge)?;
@@ -450,20 +468,13 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let run = RunDir::open(&dir);
-    let runs = if run.root().join("run.json").exists() {
-        store_run_dir(&mut store, &run)?
-    } else {
-        store.by_run_dir(&dir.display().to_string())?
-    };
+    let (runs, config) = stored_runs(&mut store, &run)?;
     if runs.is_empty() {
         bail!(
             "{}: no results to check (no con*.json in results/)",
             dir.display()
         );
     }
-    let config = RunSpec::read(&run)
-        .ok()
-        .and_then(|spec| crate::role_cmd::load_run_config(&run, &spec).ok());
     let gate = gate_of(args, config.as_ref())?;
     let pinned = args.baseline.as_deref().map(read_baseline).transpose()?;
     let (rows, regressed) = check_stored(&store, &run, &runs, &gate, pinned.as_ref())?;
@@ -584,7 +595,7 @@ pub fn results(args: &ResultsArgs) -> anyhow::Result<ExitCode> {
         ResultsCommand::Import { run } => {
             let dir = std::fs::canonicalize(run)
                 .with_context(|| format!("no run directory {}", run.display()))?;
-            let stored = store_run_dir(&mut store, &RunDir::open(&dir))?;
+            let (stored, _) = stored_runs(&mut store, &RunDir::open(&dir))?;
             writeln!(
                 out,
                 "stored {} record(s) of {}",

@@ -363,6 +363,31 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             killed.join(", ")
         );
     }
+    let (_, code) = conclude(
+        &p,
+        p.config.name(),
+        "start",
+        started_ms,
+        t0,
+        failure.map(|f| (f.why, f.code)),
+        (!args.no_store).then_some(args.db.as_deref()),
+    )?;
+    Ok(ExitCode::from(code))
+}
+
+/// The end of a run, local or Slurm: collect the results (`summary.json`, `results.xml`),
+/// print the table, store and check (`store`: in this database or the default one; the check
+/// only for a passed test), and apply the exit-code rule — the test's failure (`failure`: the
+/// message, whose first line is the verdict, and its exit code) first, then the check's.
+pub fn conclude(
+    p: &Prepared,
+    heading: &str,
+    since: &str,
+    started_ms: u64,
+    t0: Instant,
+    failure: Option<(String, u8)>,
+    store: Option<Option<&std::path::Path>>,
+) -> anyhow::Result<(Summary, u8)> {
     let first_request_s = p
         .run
         .roles()
@@ -371,53 +396,50 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .and_then(|r| r.progress?.first_request_ms)
         .map(|ms| ms.saturating_sub(started_ms) as f64 / 1000.0);
     let summary = collect(
-        &p,
+        p,
         failure
             .as_ref()
-            .map(|f| f.why.lines().next().unwrap_or_default()),
+            .map(|(why, _)| why.lines().next().unwrap_or_default()),
         started_ms,
         t0.elapsed().as_secs_f64(),
         first_request_s,
     )?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", p.config.name())?;
+    writeln!(out, "{heading}")?;
     write!(out, "{}", summary.table())?;
-    writeln!(out, "results: {}", root.join("results").display())?;
+    writeln!(out, "results: {}", p.run.results_dir().display())?;
     if let Some(t) = first_request_s {
-        writeln!(out, "first request sent {t:.2} s after start")?;
+        writeln!(out, "first request sent {t:.2} s after {since}")?;
     }
     drop(out);
     // Store every record (also of a failed run: nothing is lost); check only a passed test.
-    let regressed = !args.no_store
-        && crate::results_cmd::after_run(
-            &p.run,
-            args.db.as_deref(),
-            &p.config,
-            failure.is_none() && summary.outcome == Outcome::Passed,
-        );
-    match (failure, summary.outcome) {
-        (Some(f), _) => {
-            eprintln!("error: the run failed: {}", f.why);
-            Ok(ExitCode::from(f.code))
+    let passed = failure.is_none() && summary.outcome == Outcome::Passed;
+    let regressed = store
+        .is_some_and(|db| crate::results_cmd::after_run(&p.run, &p.spec, db, &p.config, passed));
+    let code = match (failure, summary.outcome) {
+        (Some((why, code)), _) => {
+            eprintln!("error: the run failed: {why}");
+            code
         }
         (None, Outcome::Passed) if regressed => {
             eprintln!(
                 "error: the test passed but regressed against its baseline (see the check above)"
             );
-            Ok(ExitCode::from(1))
+            1
         }
         (None, Outcome::Passed) => {
             eprintln!("{} passed", at(t0));
-            Ok(ExitCode::SUCCESS)
+            0
         }
         (None, _) => {
             eprintln!(
                 "error: {}",
                 summary.reason.as_deref().unwrap_or("the run is invalid")
             );
-            Ok(ExitCode::from(1))
+            1
         }
-    }
+    };
+    Ok((summary, code))
 }
 
 /// Watch the children and the run directory until the benchmark ends (`None`) or something

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use disagg_results::junit;
-use disagg_results::summary::{Outcome, Summary};
+use disagg_results::summary::Summary;
 use disagg_runtime::now_ms;
 use disagg_runtime::rundir::{RunDir, State, Status, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{CiArgs, Global, RunArgs, RunDirArgs, SubmitArgs};
-use crate::run_cmd::{Prepared, at, collect, prepare, prepare_in, show_progress};
+use crate::run_cmd::{Prepared, at, collect, conclude, prepare, prepare_in, show_progress};
 use crate::{InvalidInput, job};
 
 /// `RUN/job.json`: which Slurm job runs this run directory.
@@ -417,61 +417,24 @@ fn submit_and_follow(
             Some(format!("{job}: {why}"))
         }
     };
-    let failure = failure.or(verdict);
-    let first_request_s = p
-        .run
-        .roles()
-        .ok()
-        .and_then(|rs| rs.into_iter().find(|r| r.role == "BENCHMARK"))
-        .and_then(|r| r.progress?.first_request_ms)
-        .map(|ms| ms.saturating_sub(submitted) as f64 / 1000.0);
-    let summary = collect(
-        p,
-        failure.as_deref(),
-        submitted,
-        t0.elapsed().as_secs_f64(),
-        first_request_s,
-    )?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{} (job {job_id})", p.config.name())?;
-    write!(out, "{}", summary.table())?;
-    writeln!(out, "results: {}", p.run.results_dir().display())?;
-    if let Some(t) = first_request_s {
-        writeln!(out, "first request sent {t:.2} s after sbatch")?;
-    }
-    drop(out);
-    let regressed = store.is_some_and(|db| {
-        crate::results_cmd::after_run(
-            &p.run,
-            db,
-            &p.config,
-            failure.is_none() && summary.outcome == Outcome::Passed,
-        )
+    let failure = failure.or(verdict).map(|why| {
+        let tail = failing_role_tail(&p.run, &why);
+        let message = if tail.is_empty() {
+            why
+        } else {
+            format!("{why}\n{}", tail.trim_end())
+        };
+        (message, if interrupted { 130 } else { 1 })
     });
-    let code = match (&failure, summary.outcome) {
-        (Some(why), _) => {
-            eprintln!("error: the run failed: {why}");
-            eprint!("{}", failing_role_tail(&p.run, why));
-            if interrupted { 130 } else { 1 }
-        }
-        (None, Outcome::Passed) if regressed => {
-            eprintln!(
-                "error: the test passed but regressed against its baseline (see the check above)"
-            );
-            1
-        }
-        (None, Outcome::Passed) => {
-            eprintln!("{} passed", at(t0));
-            0
-        }
-        (None, _) => {
-            eprintln!(
-                "error: {}",
-                summary.reason.as_deref().unwrap_or("the run is invalid")
-            );
-            1
-        }
-    };
+    let (summary, code) = conclude(
+        p,
+        &format!("{} (job {job_id})", p.config.name()),
+        "sbatch",
+        submitted,
+        t0,
+        failure,
+        store,
+    )?;
     Ok(Some(Finished { summary, code }))
 }
 

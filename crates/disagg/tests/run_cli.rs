@@ -119,6 +119,15 @@ fn assert_nothing_left(run: &Path) {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
+/// A finished command's stdout and stderr, for assertion messages.
+fn both(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -461,11 +470,7 @@ fn workers_run_external_engines_from_a_command_template() {
         .arg(&run)
         .output()
         .unwrap();
-    let all = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = both(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     for role in ["CTX_0", "GEN_0"] {
         let log = read(run.join("logs").join(format!("{role}.log")));
@@ -523,11 +528,7 @@ fn the_server_role_can_run_upstreams_coordinator_command() {
         .arg(&run)
         .output()
         .unwrap();
-    let all = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = both(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     let log = read(run.join("logs/DISAGG_SERVER.log"));
     assert!(
