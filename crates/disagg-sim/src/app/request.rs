@@ -1,0 +1,88 @@
+//! Request parsing: the two OpenAI endpoints read their body and turn the prompt into token ids,
+//! then hand over to `generation`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use disagg_protocol::{ChatRequest, CompletionRequest, Prompt};
+
+use super::AppState;
+use super::error::{ApiError, refused};
+use super::generation::generate;
+
+/// Which endpoint a request came in on, and so which response shape it gets.
+pub(super) enum Kind {
+    Completion,
+    Chat,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(st: &AppState, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| refused(st, ApiError::bad(format!("invalid request body: {e}"))))
+}
+
+pub(super) async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(&st, &body)?;
+    let prompt = match req.prompt {
+        Prompt::Text(t) => st.cfg.tokenize(&t),
+        Prompt::Tokens(t) => t,
+        Prompt::TextBatch(mut v) if v.len() == 1 => st.cfg.tokenize(&v.remove(0)),
+        Prompt::TokenBatch(mut v) if v.len() == 1 => v.remove(0),
+        _ => {
+            return Err(refused(
+                &st,
+                ApiError::bad(
+                    "only a single prompt (a string or a list of token ids) is supported",
+                ),
+            ));
+        }
+    };
+    generate(
+        &st,
+        Kind::Completion,
+        &req.model,
+        prompt,
+        &req.sampling,
+        None,
+    )
+    .await
+}
+
+pub(super) async fn chat(
+    State(st): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&st, &body)?;
+    if req.messages.is_empty() && req.prompt_token_ids.is_none() {
+        return Err(refused(&st, ApiError::bad("messages must not be empty")));
+    }
+    let prompt = match req.prompt_token_ids {
+        Some(ids) => ids,
+        None => {
+            // The simulator's chat template: a role marker before each message, one at the end.
+            let mut ids = Vec::new();
+            for m in &req.messages {
+                ids.extend(st.cfg.tokenize(&format!("<|{}|>", m.role)));
+                if let Some(c) = &m.content {
+                    ids.extend(st.cfg.tokenize(&c.text()));
+                }
+            }
+            ids.extend(st.cfg.tokenize("<|assistant|>"));
+            ids
+        }
+    };
+    generate(
+        &st,
+        Kind::Chat,
+        &req.model,
+        prompt,
+        &req.sampling,
+        req.max_completion_tokens,
+    )
+    .await
+}
