@@ -8,7 +8,10 @@
 //! - [`app`](mod@app): the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`, `/server_info`, `/metrics`, `/perf_metrics`, ...) and the three hand-offs;
 //! - [`handoff`]: the unforgeable TensorRT-LLM `encoded_opaque_state`;
-//! - [`text`]: deterministic token ids and text.
+//! - [`text`]: deterministic token ids and text;
+//! - [`options`]: [`SimOptions`], every knob of `disagg sim` as a typed struct, resolved over a
+//!   test config's worker section and `engine.sim` into a [`SimConfig`] and
+//!   [`Limits`] ([`SimError`] when a value is out of range).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -23,6 +26,7 @@ pub mod app;
 mod client;
 pub mod engine;
 pub mod handoff;
+pub mod options;
 pub mod scheduler;
 pub mod text;
 
@@ -32,9 +36,19 @@ use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{Protocol, Role, SimConfig, TextTokenizer, app};
+pub use options::{SimOptions, WorkerSide};
 
 use crate::engine::Engine;
 use crate::scheduler::{Limits, Scheduler};
+
+/// Why a simulator could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// An option or cost-model parameter is out of range; the message names it, the value and
+    /// the range.
+    #[error("{0}")]
+    InvalidOption(String),
+}
 
 /// A bound simulator, ready to serve.
 pub struct Sim {
