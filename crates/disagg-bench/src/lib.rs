@@ -2,7 +2,8 @@
 //! sets ([`dataset`]: random token ids, JSONL), the load generator ([`runner`]), per-request [`timeline::Timeline`]s as plain data,
 //! the run metrics derived from them with the upstream (TensorRT-LLM / vLLM `benchmark_serving`)
 //! definitions ([`metrics`]), numpy-compatible statistics ([`stats`]) and the TensorRT-LLM result
-//! block ([`report`]) that the upstream pipeline's regexes parse.
+//! block ([`report`]) that the upstream pipeline's regexes parse; the versioned JSON [`record`] of
+//! a run, written by `disagg bench` and read back by `disagg-results`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -22,7 +23,32 @@
 pub mod arrival;
 pub mod dataset;
 pub mod metrics;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod timeline;
+
+/// Why the records of a benchmark could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record is not what `disagg bench` writes.
+    #[error(
+        "{path}: not a disagg result record ({why}); it was written by another tool or version, or truncated"
+    )]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse error.
+        why: String,
+    },
+}
