@@ -1,4 +1,6 @@
-//! The benchmark client behind `disagg bench`: arrival schedules ([`arrival`], pure), request
+//! The benchmark client behind `disagg bench`: what to run, typed ([`plan::BenchPlan`], with
+//! the defaults of `disagg bench` and its validation; [`plan::parse_slo`] for `--goodput`),
+//! arrival schedules ([`arrival`], pure), request
 //! sets ([`dataset`]: random token ids, JSONL), the load generator ([`runner`]), per-request [`timeline::Timeline`]s as plain data,
 //! the run metrics derived from them with the upstream (TensorRT-LLM / vLLM `benchmark_serving`)
 //! definitions ([`metrics`]), numpy-compatible statistics ([`stats`]) and the TensorRT-LLM result
@@ -23,15 +25,24 @@
 pub mod arrival;
 pub mod dataset;
 pub mod metrics;
+pub mod plan;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod timeline;
 
-/// Why the records of a benchmark could not be read back.
+pub use plan::{BenchPlan, parse_slo};
+
+/// Why a benchmark plan cannot run, or its records not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The plan cannot run as given; the message names the `disagg bench` flag to change.
+    #[error("{0}")]
+    InvalidPlan(String),
+    /// The dataset or the tokenizer cannot be used.
+    #[error(transparent)]
+    Dataset(#[from] dataset::DatasetError),
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -51,4 +62,12 @@ pub enum BenchError {
         /// The parse error.
         why: String,
     },
+}
+
+impl BenchError {
+    /// Whether the error is in what the user gave (the plan, the dataset, the tokenizer) rather
+    /// than in the machine or the results: `disagg` exits 2 for these.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, BenchError::InvalidPlan(_) | BenchError::Dataset(_))
+    }
 }
