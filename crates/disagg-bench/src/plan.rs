@@ -1,7 +1,7 @@
 //! What a benchmark is asked to do, typed: the server, the loads to run one after the other,
 //! where the prompts come from, and where the results go. Both `disagg bench` (from its flags)
 //! and the BENCHMARK role (from the test config) build a [`BenchPlan`] and hand it to
-//! the benchmark's driver.
+//! [`crate::execute`].
 //!
 //! [`BenchPlan::new`] holds the defaults of `disagg bench`; [`BenchPlan::validate`] reports what
 //! cannot run, naming the `disagg bench` flag to change (the plan's fields mirror them).

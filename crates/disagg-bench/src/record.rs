@@ -1,5 +1,5 @@
 //! The JSON record of one benchmark run (one concurrency or one request rate): what
-//! `disagg bench` writes as `con8.json` / `rate2.5.json`, and what `disagg-results` reads
+//! [`crate::execute`] writes as `con8.json` / `rate2.5.json`, and what `disagg-results` reads
 //! back ([`load_records`]) for the summary, the store, the check and the report. Versioned by
 //! [`RECORD_VERSION`]; its JSON shape is pinned by the snapshots of `disagg-results`.
 
