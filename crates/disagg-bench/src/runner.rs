@@ -31,6 +31,16 @@ pub enum Endpoint {
     Chat,
 }
 
+impl Endpoint {
+    /// Its name in records and on the command line: `completions` or `chat`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "completions",
+            Endpoint::Chat => "chat",
+        }
+    }
+}
+
 /// How requests are released.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Load {

@@ -1,11 +1,14 @@
-//! The JSON record of one benchmark run (one concurrency or one request rate).
+//! The JSON record of one benchmark run (one concurrency or one request rate): what
+//! [`crate::execute`] writes as `con8.json` / `rate2.5.json`, and what `disagg-results` reads
+//! back ([`load_records`]) for the summary, the store, the check and the report. Versioned by
+//! [`RECORD_VERSION`]; its JSON shape is pinned by the snapshots of `disagg-results`.
 
 use std::path::{Path, PathBuf};
 
-use disagg_bench::metrics::RunMetrics;
 use serde::{Deserialize, Serialize};
 
-use crate::ResultsError;
+use crate::BenchError;
+use crate::metrics::RunMetrics;
 
 /// The version of [`RunRecord`]'s shape; bumped on any change of it.
 pub const RECORD_VERSION: u32 = 1;
@@ -100,12 +103,12 @@ impl RunRecord {
 
 /// Every record in `dir` (`con*.json`, `rate*.json`), concurrencies in ascending order, then
 /// rates. A file that is not a record is an error naming it: results are never silently dropped.
-pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, ResultsError> {
+pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, BenchError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(ResultsError::Io {
+            return Err(BenchError::Io {
                 path: dir.to_path_buf(),
                 source,
             });
@@ -121,11 +124,11 @@ pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, ResultsErro
             continue;
         }
         let path = entry.path();
-        let text = std::fs::read_to_string(&path).map_err(|source| ResultsError::Io {
+        let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
             path: path.clone(),
             source,
         })?;
-        let record: RunRecord = serde_json::from_str(&text).map_err(|e| ResultsError::Corrupt {
+        let record: RunRecord = serde_json::from_str(&text).map_err(|e| BenchError::Corrupt {
             path: path.clone(),
             why: e.to_string(),
         })?;
@@ -171,7 +174,7 @@ impl RunRecord {
     /// The record's metrics under their upstream names, in [`METRICS`] order.
     pub fn upstream_metrics(&self) -> Vec<(&'static str, f64)> {
         let m = &self.metrics;
-        let p99 = |s: &disagg_bench::stats::Summary| s.percentile(99.0).unwrap_or(f64::NAN);
+        let p99 = |s: &crate::stats::Summary| s.percentile(99.0).unwrap_or(f64::NAN);
         let values = [
             m.request_throughput,
             m.output_throughput,
@@ -196,5 +199,147 @@ impl RunRecord {
             .filter(|(_, v)| v.is_finite())
             .map(|((name, _), v)| (*name, v))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::timeline::{Chunk, Timeline};
+
+    fn record(load: &str) -> RunRecord {
+        let ms = Duration::from_millis;
+        let t = Timeline {
+            intended: ms(0),
+            sent: ms(0),
+            end: ms(21),
+            prompt_tokens: 8,
+            requested_output_tokens: 2,
+            chunks: vec![
+                Chunk {
+                    at: ms(10),
+                    tokens: 1,
+                },
+                Chunk {
+                    at: ms(20),
+                    tokens: 1,
+                },
+            ],
+            usage_output_tokens: Some(2),
+            usage_prompt_tokens: Some(8),
+            output_text: None,
+            tokenizer_output_tokens: None,
+            error: None,
+        };
+        RunRecord {
+            record_version: RECORD_VERSION,
+            tool: "disagg test".into(),
+            url: "http://127.0.0.1:1".into(),
+            model: "m".into(),
+            endpoint: "completions".into(),
+            load: load.into(),
+            num_prompts: 1,
+            isl: 8,
+            osl: 2,
+            range_ratio: 0.0,
+            streaming: true,
+            ignore_eos: true,
+            seed: 0,
+            environment: Environment::here(),
+            metric_definitions: METRIC_DEFINITIONS.into(),
+            interrupted: false,
+            valid: true,
+            invalid_reasons: Vec::new(),
+            metrics: crate::metrics::compute(&[t], &[99.0], None),
+            timelines: None,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn records_come_back_concurrencies_ascending_then_rates() {
+        let dir = tempfile::tempdir().unwrap();
+        for load in ["rate2.5", "con16", "con2", "rate10"] {
+            let text = serde_json::to_string_pretty(&record(load)).unwrap();
+            write(dir.path(), &format!("{load}.json"), &text);
+        }
+        write(dir.path(), "results.csv", "not a record");
+        write(dir.path(), ".con4.json.123.tmp", "half written");
+        let loads: Vec<String> = load_records(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.load)
+            .collect();
+        assert_eq!(loads, ["con2", "con16", "rate10", "rate2.5"]);
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record("con8");
+        let text = serde_json::to_string_pretty(&r).unwrap();
+        write(dir.path(), "con8.json", &text);
+        let mut back = load_records(dir.path()).unwrap();
+        assert_eq!(back.len(), 1);
+        let (path, mut read) = back.remove(0);
+        assert_eq!(path, dir.path().join("con8.json"));
+        assert_eq!(read.concurrency(), Some(8));
+        // serde_json (without its `float_roundtrip` feature) may read a float back one ulp off
+        // (95.23809523809524 as ...23), so the metrics are compared to within that.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(1.0);
+        assert!(close(
+            read.metrics.output_throughput,
+            r.metrics.output_throughput
+        ));
+        assert_eq!(
+            read.metrics.total_output_tokens,
+            r.metrics.total_output_tokens
+        );
+        read.metrics = r.metrics.clone();
+        assert_eq!(read, r);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_record_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "con1.json", "{\"load\": \"con1\"}");
+        let e = load_records(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: not a disagg result record (",
+                dir.path().join("con1.json").display()
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_has_no_records() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            load_records(&dir.path().join("nothing"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_upstream_metrics_are_named_in_order_and_know_their_direction() {
+        let names: Vec<&str> = record("con1")
+            .upstream_metrics()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let all: Vec<&str> = METRICS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, all);
+        assert_eq!(maximize("token_throughput"), Some(true));
+        assert_eq!(maximize("p99_ttft"), Some(false));
+        assert_eq!(maximize("p99_ttfb"), None);
+        assert_eq!(record("rate2").concurrency(), None);
     }
 }
