@@ -1,9 +1,11 @@
 //! Launchers: how the roles of a planned test are started.
 //!
-//! Today: [`sbatch`], the pure renderer of the Slurm batch script (GEN/CTX worker steps, the
-//! coordinator and benchmark on `--overlap` steps, node slices, teardown), and [`shell`], the
-//! quoting every rendered value goes through. Submitting/tracking jobs and the local process
-//! supervisor join this crate as they are built.
+//! - [`sbatch`]: the pure renderer of the Slurm batch script (GEN/CTX worker steps, the
+//!   coordinator and benchmark on `--overlap` steps, node slices, teardown);
+//! - [`shell`]: the quoting every rendered value goes through;
+//! - [`slurm`]: the Slurm client that submits the script, follows the job and cancels it
+//!   ([`slurm::Slurm`], [`slurm::JobState`]), its command lines kept apart from the pure parsers
+//!   of Slurm's output, which are tested on outputs captured from a real Slurm.
 //!
 //! ```
 //! use disagg_plan::{plan, Placement, PlanInput, ServerGroup};
@@ -27,3 +29,4 @@
 
 pub mod sbatch;
 pub mod shell;
+pub mod slurm;
