@@ -179,6 +179,84 @@ impl ClusterFile {
     }
 }
 
+/// The main cluster file: `flag` (`--clusters`, `$DISAGG_CLUSTERS`), else
+/// `$XDG_CONFIG_HOME/disagg/clusters.yaml` (`~/.config` when unset).
+pub fn clusters_path(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let base = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("disagg").join("clusters.yaml")
+}
+
+/// Every cluster file: the main one (if it exists) and `clusters.d/*.yaml` beside it, in name
+/// order (tools such as `scripts/local-slurm.sh` drop their profile there).
+pub fn cluster_files(main: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if main.exists() {
+        files.push(main.to_path_buf());
+    }
+    let dropins = main.parent().unwrap_or(Path::new(".")).join("clusters.d");
+    if let Ok(entries) = std::fs::read_dir(&dropins) {
+        let mut more: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+}
+
+/// The cluster `name` from the main file `main` and its `clusters.d/`, with the CI
+/// environment overrides applied. A name defined in two files is an error.
+pub fn load_cluster(
+    main: &Path,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Cluster, ConfigError> {
+    let files = cluster_files(main);
+    if files.is_empty() {
+        return Err(ConfigError::NoClusterFile {
+            name: name.to_string(),
+            path: main.to_path_buf(),
+        });
+    }
+    let mut found: Option<(PathBuf, ClusterFile)> = None;
+    let mut known = Vec::new();
+    for f in files {
+        let file = ClusterFile::load(&f)?;
+        known.extend(file.clusters.keys().cloned());
+        if file.clusters.contains_key(name) {
+            if let Some((first, _)) = &found {
+                return Err(ConfigError::DuplicateCluster {
+                    name: name.to_string(),
+                    first: first.clone(),
+                    second: f,
+                });
+            }
+            found = Some((f, file));
+        }
+    }
+    match found {
+        Some((_, file)) => file.get(name, env),
+        None => Err(ConfigError::UnknownCluster {
+            name: name.to_string(),
+            file: main.to_path_buf(),
+            known: if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            },
+        }),
+    }
+}
+
 impl Cluster {
     /// Apply the upstream CI's environment overrides: `CLUSTER_PARTITION`, `CLUSTER_ACCOUNT`,
     /// `CLUSTER_LLM_DATA`, `DOCKER_IMAGE`, `MPI_TYPE`. Empty values are ignored.

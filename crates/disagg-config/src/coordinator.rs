@@ -36,8 +36,18 @@ pub enum RouterPolicy {
         /// Balance prompt tokens instead of requests.
         use_tokens: bool,
     },
-    /// Prefix affinity with a load cap.
-    KvCacheAware,
+}
+
+impl RouterPolicy {
+    /// Its upstream name (`round_robin`, `load_balancing`, `load_balancing+tokens`), as records
+    /// store the policy that ran.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterPolicy::RoundRobin => "round_robin",
+            RouterPolicy::LoadBalancing { use_tokens: false } => "load_balancing",
+            RouterPolicy::LoadBalancing { use_tokens: true } => "load_balancing+tokens",
+        }
+    }
 }
 
 /// One pool of workers.
@@ -288,11 +298,11 @@ fn read_pool(sink: &mut Sink, top: MapRef<'_>, key: &str, required: bool) -> Ser
                 &["round_robin", "load_balancing", "kv_cache_aware"],
                 "the pool's routing policy",
             );
+            reader::refuse_unsupported_policy(sink, r, "type", kind);
             let use_tokens = reader::bool(sink, r, "use_tokens", Need::Optional, "true or false")
                 .unwrap_or(false);
             match kind {
                 Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens },
-                Some("kv_cache_aware") => RouterPolicy::KvCacheAware,
                 _ => RouterPolicy::RoundRobin,
             }
         }
@@ -303,6 +313,23 @@ fn read_pool(sink: &mut Sink, top: MapRef<'_>, key: &str, required: bool) -> Ser
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kv_cache_aware_is_refused_with_a_hint_not_replaced() {
+        let text = "context_servers:\n  urls: [\"n1:8001\"]\ngeneration_servers:\n  urls: [\"n3:8002\"]\n  router:\n    type: kv_cache_aware\n";
+        let err = CoordinatorConfig::parse(Path::new("s.yaml"), text).unwrap_err();
+        let text = err.diagnostics().unwrap().to_string();
+        assert!(text.contains("generation_servers.router.type"), "{text}");
+        assert!(
+            text.contains("kv_cache_aware is not supported yet"),
+            "{text}"
+        );
+        assert!(text.contains("use round_robin or load_balancing"), "{text}");
+        assert_eq!(
+            RouterPolicy::LoadBalancing { use_tokens: true }.name(),
+            "load_balancing+tokens"
+        );
+    }
 
     #[test]
     fn the_ci_generated_config_parses() {

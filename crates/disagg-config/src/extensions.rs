@@ -5,7 +5,7 @@ use crate::diag::Sink;
 use crate::reader::{self, MapRef, Need};
 
 /// Which engine the worker roles start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EngineKind {
     /// The built-in simulated engine.
@@ -34,6 +34,33 @@ impl EngineKind {
             "command" => Some(EngineKind::Command),
             _ => None,
         }
+    }
+
+    /// Its spelling (as written in configs and `run.json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sim => "sim",
+            EngineKind::Trtllm => "trtllm",
+            EngineKind::Vllm => "vllm",
+            EngineKind::Sglang => "sglang",
+            EngineKind::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    /// An unknown spelling is an error naming the known ones (never a silent `sim`).
+    fn from_str(s: &str) -> Result<EngineKind, String> {
+        EngineKind::parse(s)
+            .ok_or_else(|| format!("engine `{s}`: use one of {}", EngineKind::NAMES.join(", ")))
     }
 }
 
@@ -250,13 +277,17 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             &["disagg", "trtllm"],
             "the coordinator DISAGG_SERVER runs: the built-in router or trtllm-serve disaggregated",
         ),
-        policy: reader::choice(
-            sink,
-            r,
-            "policy",
-            &["round_robin", "load_balancing", "kv_cache_aware"],
-            "how requests are spread over the workers of a pool",
-        ),
+        policy: {
+            let policy = reader::choice(
+                sink,
+                r,
+                "policy",
+                &["round_robin", "load_balancing", "kv_cache_aware"],
+                "how requests are spread over the workers of a pool",
+            );
+            reader::refuse_unsupported_policy(sink, r, "policy", policy);
+            policy
+        },
         max_retries: reader::int(
             sink,
             r,

@@ -27,6 +27,7 @@ mod diag;
 mod envvars;
 pub mod extensions;
 mod name;
+mod overrides;
 mod reader;
 mod test_config;
 mod test_id;
@@ -35,15 +36,18 @@ pub mod yaml;
 
 use std::path::PathBuf;
 
-pub use cluster::{Cluster, ClusterFile, Container, ContainerRuntime};
+pub use cluster::{
+    Cluster, ClusterFile, Container, ContainerRuntime, cluster_files, clusters_path, load_cluster,
+};
 pub use coordinator::{CoordinatorConfig, RouterPolicy, ServerPool};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
 pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};
 pub use name::{NameFields, Parallel, decode as decode_name};
+pub use overrides::Overrides;
 pub use reader::is_placeholder;
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
-pub use test_id::{TestId, parse_test_list};
+pub use test_id::{TestId, config_path, parse_test_list};
 pub use worker::{HARNESS_KEYS, Speculative, WorkerOptions};
 
 /// Why a config could not be used.
@@ -62,7 +66,7 @@ pub enum ConfigError {
     #[error("{}{} in {}", .0.error_count(), if .0.error_count() == 1 { " problem" } else { " problems" }, .0.0.first().map(|d| d.file.display().to_string()).unwrap_or_default())]
     Invalid(Diagnostics),
     /// `--cluster NAME` is not in the cluster file.
-    #[error("no cluster `{name}` in {} (known: {known})", file.display())]
+    #[error("no cluster `{name}` in {} or its clusters.d/; known: {known}", file.display())]
     UnknownCluster {
         /// Requested name.
         name: String,
@@ -70,6 +74,24 @@ pub enum ConfigError {
         file: PathBuf,
         /// Names it has.
         known: String,
+    },
+    /// `--cluster NAME` but no cluster file at all.
+    #[error("cluster `{name}` requested but there is no cluster file at {} (nor a clusters.d/ beside it)", path.display())]
+    NoClusterFile {
+        /// Requested name.
+        name: String,
+        /// The main cluster file's path.
+        path: PathBuf,
+    },
+    /// A cluster defined in two files.
+    #[error("cluster `{name}` is defined twice: in {} and in {}; keep one", first.display(), second.display())]
+    DuplicateCluster {
+        /// The name.
+        name: String,
+        /// The first file.
+        first: PathBuf,
+        /// The second file.
+        second: PathBuf,
     },
     /// A test id that is not a disaggregated upstream id.
     #[error("test id `{id}`: {why}")]
@@ -87,6 +109,18 @@ pub enum ConfigError {
         /// Where we looked.
         dir: PathBuf,
     },
+    /// A command-line override breaks the rule of the config key it replaces.
+    #[error("{flag} {value} ({key}): {rule}")]
+    Override {
+        /// The flag (`--isl`).
+        flag: String,
+        /// The config key it replaces (`benchmark.input_length`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        rule: String,
+    },
     /// Several files for a test id.
     #[error("several configs named `{name}`: {candidates}")]
     AmbiguousConfig {
@@ -98,6 +132,16 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// What to do about it, when there is more to say than the message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::NoClusterFile { .. } => Some(
+                "write a cluster profile file there, pass --clusters FILE, or run scripts/local-slurm.sh up for a local one",
+            ),
+            _ => None,
+        }
+    }
+
     /// The per-problem diagnostics, when the file had problems.
     pub fn diagnostics(&self) -> Option<&Diagnostics> {
         match self {

@@ -127,11 +127,11 @@ pub struct Environment {
 /// A validated test config. Build it with [`TestConfig::load`] or [`TestConfig::parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestConfig {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     name: String,
     metadata: Metadata,
     slurm: Slurm,
-    benchmark: Benchmark,
+    pub(crate) benchmark: Benchmark,
     hardware: Hardware,
     environment: Environment,
     ctx: WorkerOptions,
@@ -217,7 +217,7 @@ const PROFILING_KEYS: &[&str] = &["nsys_on", "ctx_profile_range", "gen_profile_r
 const WORKER_CONFIG_KEYS: &[&str] = &["ctx", "gen", "eplb_num_slots"];
 
 /// Largest value accepted for counts and lengths.
-const MAX_COUNT: i64 = 1 << 20;
+pub(crate) const MAX_COUNT: i64 = 1 << 20;
 
 impl TestConfig {
     /// Read and validate a config file.
@@ -306,10 +306,6 @@ impl TestConfig {
             Mode::GenOnlyNoContext => 0,
             Mode::E2e | Mode::GenOnly => self.hardware.num_ctx_servers,
         }
-    }
-    /// Override the benchmark shape (the `--concurrency/--isl/--osl` flags).
-    pub fn benchmark_mut(&mut self) -> &mut Benchmark {
-        &mut self.benchmark
     }
 }
 

@@ -18,6 +18,16 @@ pub struct TestId {
     pub config_name: String,
 }
 
+/// The file of a config given as a path, or as an upstream test id (anything with `[` or
+/// starting with `disagg` that is not an existing file) looked up under `config_dir`.
+pub fn config_path(arg: &str, config_dir: &Path) -> Result<PathBuf, ConfigError> {
+    let as_path = Path::new(arg);
+    if as_path.exists() || !(arg.contains('[') || arg.starts_with("disagg")) {
+        return Ok(as_path.to_path_buf());
+    }
+    TestId::parse(arg)?.resolve(config_dir)
+}
+
 impl TestId {
     /// Parse an id. Accepts the full pytest form or just the bracketed part.
     ///

@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use disagg_plan::{Plan, Role, ServerPlan};
+use disagg_plan::{Plan, Role, ServerKind, ServerPlan};
 
 use crate::shell::{is_sbatch_safe, quote};
 
@@ -52,6 +52,20 @@ pub struct RoleEnv {
     pub server: Vec<EnvVar>,
     /// The benchmark step.
     pub benchmark: Vec<EnvVar>,
+}
+
+impl RoleEnv {
+    /// The variables of one role's step (after [`RoleEnv::common`]): a worker gets `worker` then
+    /// its kind's, the coordinator `server`, the benchmark `benchmark`.
+    pub fn of(&self, role: Role) -> Vec<EnvVar> {
+        let own = match role {
+            Role::Ctx(_) => &self.ctx,
+            Role::Gen(_) => &self.gen_,
+            Role::DisaggServer => return self.server.clone(),
+            Role::Benchmark => return self.benchmark.clone(),
+        };
+        self.worker.iter().chain(own).cloned().collect()
+    }
 }
 
 /// Everything the script needs.
@@ -141,7 +155,11 @@ fn valid_name(name: &str) -> bool {
 pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     let plan = spec.plan;
     let mut s = String::new();
-    let ctx_servers = plan.servers.iter().filter(|x| x.role == Role::Ctx).count();
+    let ctx_servers = plan
+        .servers
+        .iter()
+        .filter(|x| x.role == ServerKind::Ctx)
+        .count();
     let gen_servers = plan.servers.len() - ctx_servers;
 
     // Header.
@@ -278,8 +296,8 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     let workers = plan
         .servers
         .iter()
-        .filter(|x| x.role == Role::Gen)
-        .chain(plan.servers.iter().filter(|x| x.role == Role::Ctx));
+        .filter(|x| x.role == ServerKind::Gen)
+        .chain(plan.servers.iter().filter(|x| x.role == ServerKind::Ctx));
     for server in workers {
         if !first && stagger > 0 {
             let _ = writeln!(s, "sleep {stagger}");
@@ -287,14 +305,13 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
         first = false;
         worker_step(&mut s, spec, server)?;
     }
-    for role in ["DISAGG_SERVER", "BENCHMARK"] {
+    for (role, env, step) in [
+        (Role::DisaggServer, &spec.env.server, plan.disagg_server),
+        (Role::Benchmark, &spec.env.benchmark, plan.benchmark),
+    ] {
         if stagger > 0 {
             let _ = writeln!(s, "sleep {stagger}");
         }
-        let (env, step) = match role {
-            "DISAGG_SERVER" => (&spec.env.server, plan.disagg_server),
-            _ => (&spec.env.benchmark, plan.benchmark),
-        };
         let _ = writeln!(
             s,
             "\n# {role}: one task on node {}, overlapping a worker.",
@@ -356,7 +373,7 @@ fn container_env(
 }
 
 fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Result<(), RenderError> {
-    let role = server.role_name();
+    let role = server.run_role();
     let nodes = server
         .node_indices
         .iter()
@@ -381,11 +398,7 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
         }
     );
     s.push_str("(\n");
-    let extra = match server.role {
-        Role::Ctx => &spec.env.ctx,
-        Role::Gen => &spec.env.gen_,
-    };
-    let env: Vec<EnvVar> = spec.env.worker.iter().chain(extra).cloned().collect();
+    let env = spec.env.of(role);
     for (k, v) in &env {
         export(s, "  ", k, v)?;
     }

@@ -24,28 +24,34 @@
 //!     placement: Placement::Upstream,
 //! }).unwrap();
 //! assert_eq!((p.total_nodes, p.total_gpus), (3, 12));
-//! let g = p.servers.iter().find(|s| s.role == disagg_plan::Role::Gen).unwrap();
+//! let g = p.servers.iter().find(|s| s.role == disagg_plan::ServerKind::Gen).unwrap();
 //! assert_eq!((g.nodes, g.ntasks, g.ntasks_per_node), (2, 8, 4));
 //! ```
 
+pub mod role;
+mod table;
+
 use serde::Serialize;
 
-/// A server's role.
+pub use role::Role;
+pub use table::table;
+
+/// What a server does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub enum ServerKind {
     /// Context (prefill) server.
     Ctx,
     /// Generation (decode) server.
     Gen,
 }
 
-impl Role {
-    /// `CTX` or `GEN`, as in role names (`CTX_0`).
-    pub fn upper(self) -> &'static str {
+impl ServerKind {
+    /// `ctx` or `gen`, as the upstream config names the worker sections.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Role::Ctx => "CTX",
-            Role::Gen => "GEN",
+            ServerKind::Ctx => "ctx",
+            ServerKind::Gen => "gen",
         }
     }
 }
@@ -86,8 +92,8 @@ pub struct PlanInput {
 /// One server's place in the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerPlan {
-    /// Role.
-    pub role: Role,
+    /// Context or generation.
+    pub role: ServerKind,
     /// Index within its role.
     pub index: u32,
     /// GPUs it uses (tp × pp × cp).
@@ -107,9 +113,9 @@ pub struct ServerPlan {
 }
 
 impl ServerPlan {
-    /// The role name used by `disagg role` and the rendezvous files: `CTX_0`, `GEN_1`.
-    pub fn role_name(&self) -> String {
-        format!("{}_{}", self.role.upper(), self.index)
+    /// Its role in the run (`CTX_0`, `GEN_1`).
+    pub fn run_role(&self) -> Role {
+        Role::worker(self.role, self.index)
     }
 
     /// `CUDA_VISIBLE_DEVICES` value.
@@ -174,6 +180,19 @@ pub struct Plan {
     pub benchmark: OverlapStep,
 }
 
+impl Plan {
+    /// Every role of the run in launch order: generation servers, context servers (each by
+    /// index, as the job script slices its nodes), then `DISAGG_SERVER` and `BENCHMARK`.
+    pub fn roles(&self) -> Vec<Role> {
+        let of = |kind: ServerKind| self.servers.iter().filter(move |s| s.role == kind);
+        of(ServerKind::Gen)
+            .chain(of(ServerKind::Ctx))
+            .map(ServerPlan::run_role)
+            .chain([Role::DisaggServer, Role::Benchmark])
+            .collect()
+    }
+}
+
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -187,7 +206,7 @@ pub enum PlanError {
     #[error("a {role:?} server needs at least one GPU")]
     EmptyServer {
         /// Which kind.
-        role: Role,
+        role: ServerKind,
     },
     /// A multi-node server that leaves part of a node unused.
     #[error(
@@ -196,7 +215,7 @@ pub enum PlanError {
     )]
     Uneven {
         /// Which kind.
-        role: Role,
+        role: ServerKind,
         /// Its GPUs.
         gpus: u32,
         /// Node size.
@@ -213,7 +232,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     if input.gen_.count == 0 {
         return Err(PlanError::NoGenServers);
     }
-    for (role, g) in [(Role::Ctx, input.ctx), (Role::Gen, input.gen_)] {
+    for (role, g) in [(ServerKind::Ctx, input.ctx), (ServerKind::Gen, input.gen_)] {
         if g.count > 0 && g.gpus == 0 {
             return Err(PlanError::EmptyServer { role });
         }
@@ -226,7 +245,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         }
     }
     // Generation servers take nodes first, as in the upstream job script.
-    let order = [(Role::Gen, input.gen_), (Role::Ctx, input.ctx)];
+    let order = [(ServerKind::Gen, input.gen_), (ServerKind::Ctx, input.ctx)];
     let mut servers = Vec::new();
     let mut next_node = 0u32;
     let mut small = Vec::new();
@@ -256,7 +275,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     }
     pack(&mut servers, &small, gpn, &mut next_node);
 
-    servers.sort_by_key(|s| (s.role == Role::Gen, s.index));
+    servers.sort_by_key(|s| (s.role == ServerKind::Gen, s.index));
     let used: u32 = servers.iter().map(|s| s.gpus).sum();
     let total_gpus = next_node * gpn;
     Ok(Plan {
@@ -343,7 +362,7 @@ mod tests {
         let ctx = &p.servers[0];
         assert_eq!(
             (ctx.role, ctx.nodes, ctx.ntasks, ctx.ntasks_per_node),
-            (Role::Ctx, 1, 4, 4)
+            (ServerKind::Ctx, 1, 4, 4)
         );
         assert_eq!(ctx.node_indices, [2]);
         let gen_ = &p.servers[1];
@@ -371,7 +390,7 @@ mod tests {
     fn generation_only_has_no_context_servers() {
         let p = plan(&input(4, (0, 4), (1, 16), Placement::Upstream)).unwrap();
         assert_eq!(p.total_nodes, 4);
-        assert!(p.servers.iter().all(|s| s.role == Role::Gen));
+        assert!(p.servers.iter().all(|s| s.role == ServerKind::Gen));
     }
 
     #[test]
@@ -379,7 +398,7 @@ mod tests {
         assert_eq!(
             plan(&input(4, (1, 4), (1, 6), Placement::Upstream)),
             Err(PlanError::Uneven {
-                role: Role::Gen,
+                role: ServerKind::Gen,
                 gpus: 6,
                 gpus_per_node: 4
             })

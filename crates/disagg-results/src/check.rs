@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::ResultsError;
 use crate::baseline::{self, HISTORY_DAYS, POST_MERGE_THRESHOLD, PRE_MERGE_THRESHOLD};
-use crate::record::maximize;
+use crate::record::{METRICS, maximize};
 use crate::store::StoredRun;
 
 /// Metrics gated by default, as upstream (era E): output and total token throughput.
@@ -40,6 +41,62 @@ impl Default for Gate {
 }
 
 impl Gate {
+    /// The gate without flags: pre-merge unless `post_merge`, thresholds from the config's
+    /// `results:` section, upstream's gated metrics.
+    pub fn from_config(results: Option<&disagg_config::Results>, post_merge: bool) -> Gate {
+        let mut gate = Gate {
+            pre_merge: !post_merge,
+            ..Gate::default()
+        };
+        if let Some(r) = results {
+            if let Some(t) = r.post_merge_threshold {
+                gate.post_merge_threshold = t;
+            }
+            if let Some(t) = r.pre_merge_threshold {
+                gate.pre_merge_threshold = t;
+            }
+        }
+        gate
+    }
+
+    /// Narrow the gated metrics to `metrics` (when any; each must be a known metric).
+    pub fn with_metrics(mut self, metrics: &[String]) -> Result<Gate, ResultsError> {
+        if metrics.is_empty() {
+            return Ok(self);
+        }
+        if let Some(m) = metrics
+            .iter()
+            .find(|m| !METRICS.iter().any(|(n, _)| n == m))
+        {
+            return Err(ResultsError::Invalid(format!(
+                "--metrics: unknown metric `{m}`; use {}",
+                METRICS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.metrics = metrics.to_vec();
+        Ok(self)
+    }
+
+    /// Per-metric thresholds from `metric=fraction` items.
+    pub fn with_thresholds(mut self, items: &[String]) -> Result<Gate, ResultsError> {
+        for item in items {
+            let (m, v) = item.split_once('=').ok_or_else(|| {
+                ResultsError::Invalid(format!(
+                    "--threshold `{item}`: write metric=fraction, e.g. token_throughput=0.07"
+                ))
+            })?;
+            let v: f64 = v.parse().map_err(|_| {
+                ResultsError::Invalid(format!("--threshold `{item}`: `{v}` is not a number"))
+            })?;
+            self.thresholds.insert(m.to_string(), v);
+        }
+        Ok(self)
+    }
+
     fn threshold(&self, metric: &str) -> f64 {
         self.thresholds
             .get(metric)
@@ -223,4 +280,77 @@ pub fn regression_yaml(config: &str, rows: &[Row]) -> String {
         );
     }
     s
+}
+
+/// A pinned baseline file: `metric: value` pairs (YAML or JSON, one per line).
+pub fn read_baseline(path: &std::path::Path) -> Result<BTreeMap<String, f64>, ResultsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ResultsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_baseline(&path.display().to_string(), &text)
+}
+
+fn parse_baseline(file: &str, text: &str) -> Result<BTreeMap<String, f64>, ResultsError> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() || line == "{" || line == "}" {
+            continue;
+        }
+        let at = format!("{file}:{}", n + 1);
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| ResultsError::Invalid(format!("{at}: write `metric: value`")))?;
+        let k = k.trim().trim_matches('"').to_string();
+        let v = v.trim().trim_end_matches(',');
+        let v: f64 = v
+            .parse()
+            .map_err(|_| ResultsError::Invalid(format!("{at}: `{v}` is not a number for {k}")))?;
+        if !METRICS.iter().any(|(m, _)| *m == k) {
+            return Err(ResultsError::Invalid(format!("{at}: unknown metric `{k}`")));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_files_name_the_line_of_a_bad_value() {
+        let ok = parse_baseline("b.yaml", "# pinned\ntoken_throughput: 100.5\n").unwrap();
+        assert_eq!(ok["token_throughput"], 100.5);
+        let json = parse_baseline("b.json", "{\n  \"median_ttft\": 12,\n}\n").unwrap();
+        assert_eq!(json["median_ttft"], 12.0);
+        let bad = parse_baseline("b.yaml", "token_throughput: fast\n").unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "b.yaml:1: `fast` is not a number for token_throughput"
+        );
+        let unknown = parse_baseline("b.yaml", "\nspeed: 1\n").unwrap_err();
+        assert_eq!(unknown.to_string(), "b.yaml:2: unknown metric `speed`");
+    }
+
+    #[test]
+    fn gates_take_the_config_thresholds_then_the_flags() {
+        let results = disagg_config::Results {
+            db: None,
+            post_merge_threshold: Some(0.2),
+            pre_merge_threshold: None,
+        };
+        let gate = Gate::from_config(Some(&results), true)
+            .with_metrics(&["median_ttft".into()])
+            .unwrap()
+            .with_thresholds(&["median_ttft=0.07".into()])
+            .unwrap();
+        assert!(!gate.pre_merge);
+        assert_eq!(gate.post_merge_threshold, 0.2);
+        assert_eq!(gate.metrics, ["median_ttft"]);
+        assert_eq!(gate.threshold("median_ttft"), 0.07);
+        assert!(Gate::default().with_metrics(&["speed".into()]).is_err());
+        assert!(Gate::default().with_thresholds(&["x".into()]).is_err());
+    }
 }

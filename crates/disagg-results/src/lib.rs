@@ -8,7 +8,9 @@
 
 pub mod baseline;
 pub mod check;
+pub mod identity;
 pub mod junit;
+pub mod listing;
 pub mod opensearch;
 pub mod report;
 pub mod store;
@@ -19,6 +21,32 @@ pub use disagg_bench::record;
 pub use record::{RECORD_VERSION, RunRecord, load_records};
 pub use summary::{Outcome, RunSummary, Summary};
 
-/// What [`load_records`] fails with (`Io`, `Corrupt`): the record moved to
-/// [`disagg_bench::record`] and its errors with it.
-pub use disagg_bench::BenchError as ResultsError;
+/// Why results could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value given by the user (a flag, a baseline file) that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// The benchmark's records could not be read.
+    #[error(transparent)]
+    Records(#[from] disagg_bench::BenchError),
+    /// A record is not what `disagg bench` writes.
+    #[error(
+        "{path}: not a disagg result record ({why}); it was written by another tool or version, or truncated"
+    )]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse error.
+        why: String,
+    },
+}

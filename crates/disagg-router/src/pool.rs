@@ -3,17 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// How a pool picks a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// In turn.
-    RoundRobin,
-    /// Fewest requests in flight (or prompt tokens in flight with `use_tokens`); ties in turn.
-    LoadBalancing {
-        /// Balance prompt tokens instead of requests.
-        use_tokens: bool,
-    },
-}
+/// How a pool picks a worker: the policy named in the coordinator config, one type from config
+/// to router.
+pub use disagg_config::RouterPolicy as Policy;
 
 /// One worker.
 #[derive(Debug)]

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use disagg_plan::Role;
 use serde::{Deserialize, Serialize};
 
 /// A role's lifecycle: `starting → ready → exited | failed`.
@@ -36,7 +37,7 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleState {
     /// `CTX_0`, `GEN_1`, `DISAGG_SERVER`, `BENCHMARK`.
-    pub role: String,
+    pub role: Role,
     /// Its process id.
     pub pid: u32,
     /// Host it serves on, once ready.
@@ -56,28 +57,14 @@ pub struct RoleState {
     pub progress: Option<Progress>,
 }
 
-/// How far the benchmark is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// The run going on (`con8`).
-    pub label: String,
-    /// Its requests finished.
-    pub done: usize,
-    /// Its requests in all.
-    pub total: usize,
-    /// Runs finished.
-    pub runs_done: usize,
-    /// Runs in all.
-    pub runs_total: usize,
-    /// When the first request was sent, ms since the epoch.
-    pub first_request_ms: Option<u64>,
-}
+/// How far the benchmark is (published with its heartbeat).
+pub use disagg_bench::progress::Progress;
 
 impl RoleState {
     /// A role that has just started.
-    pub fn new(role: &str, pid: u32, now_ms: u64) -> RoleState {
+    pub fn new(role: Role, pid: u32, now_ms: u64) -> RoleState {
         RoleState {
-            role: role.to_string(),
+            role,
             pid,
             host: None,
             port: None,
@@ -207,12 +194,12 @@ impl RunDir {
     }
 
     /// `rendezvous/<ROLE>.json`.
-    pub fn state_file(&self, role: &str) -> PathBuf {
+    pub fn state_file(&self, role: Role) -> PathBuf {
         self.root.join("rendezvous").join(format!("{role}.json"))
     }
 
     /// `rendezvous/hostnames/<ROLE>.txt`.
-    pub fn hostname_file(&self, role: &str) -> PathBuf {
+    pub fn hostname_file(&self, role: Role) -> PathBuf {
         self.root
             .join("rendezvous/hostnames")
             .join(format!("{role}.txt"))
@@ -241,12 +228,12 @@ impl RunDir {
     /// Publish a role's state; a ready role also gets its upstream hostname file.
     pub fn publish(&self, s: &RoleState) -> Result<(), RunDirError> {
         let text = serde_json::to_string_pretty(s).map_err(|e| RunDirError::Corrupt {
-            path: self.state_file(&s.role),
+            path: self.state_file(s.role),
             why: e.to_string(),
         })?;
-        write_atomic(&self.state_file(&s.role), &text)?;
+        write_atomic(&self.state_file(s.role), &text)?;
         if let (State::Ready, Some(addr)) = (s.state, s.address()) {
-            write_atomic(&self.hostname_file(&s.role), &addr)?;
+            write_atomic(&self.hostname_file(s.role), &addr)?;
         }
         Ok(())
     }
@@ -269,7 +256,8 @@ impl RunDir {
             })?;
             out.push(s);
         }
-        out.sort_by(|a, b| a.role.cmp(&b.role));
+        // By name, as the files list: the order event lines are printed in.
+        out.sort_by_key(|s| s.role.to_string());
         Ok(out)
     }
 
@@ -344,17 +332,17 @@ pub fn first_failure(
     roles: &[RoleState],
     now_ms: u64,
     stale_after_ms: u64,
-) -> Option<(String, String)> {
+) -> Option<(Role, String)> {
     roles.iter().find_map(|r| match r.state {
         State::Failed => Some((
-            r.role.clone(),
+            r.role,
             r.reason.clone().unwrap_or_else(|| "failed".to_string()),
         )),
         State::Starting | State::Ready
             if now_ms.saturating_sub(r.heartbeat_ms) > stale_after_ms =>
         {
             Some((
-                r.role.clone(),
+                r.role,
                 format!(
                     "no heartbeat for {} ms (pid {}; presumed dead)",
                     now_ms - r.heartbeat_ms,
@@ -374,8 +362,8 @@ mod tests {
     fn states_round_trip_and_temporaries_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(dir.path()).unwrap();
-        run.publish(&RoleState::new("CTX_0", 11, 100)).unwrap();
-        run.publish(&RoleState::new("GEN_0", 12, 100).ready("n1", 8002, 150))
+        run.publish(&RoleState::new(Role::Ctx(0), 11, 100)).unwrap();
+        run.publish(&RoleState::new(Role::Gen(0), 12, 100).ready("n1", 8002, 150))
             .unwrap();
         std::fs::write(dir.path().join("rendezvous/.GEN_1.json.99.tmp"), "{half").unwrap();
         let roles = run.roles().unwrap();
@@ -383,31 +371,31 @@ mod tests {
         assert_eq!(roles[0].state, State::Starting);
         assert_eq!(roles[1].address().as_deref(), Some("n1:8002"));
         assert!(
-            !run.hostname_file("CTX_0").exists(),
+            !run.hostname_file(Role::Ctx(0)).exists(),
             "only ready roles get a hostname file"
         );
         assert_eq!(
-            std::fs::read_to_string(run.hostname_file("GEN_0")).unwrap(),
+            std::fs::read_to_string(run.hostname_file(Role::Gen(0))).unwrap(),
             "n1:8002"
         );
     }
 
     #[test]
     fn failures_and_stale_heartbeats_are_found() {
-        let alive = RoleState::new("GEN_0", 1, 1_000).ready("h", 1, 1_000);
-        let done = RoleState::new("BENCHMARK", 2, 1_000).ended(None, 2_000);
+        let alive = RoleState::new(Role::Gen(0), 1, 1_000).ready("h", 1, 1_000);
+        let done = RoleState::new(Role::Benchmark, 2, 1_000).ended(None, 2_000);
         assert_eq!(
             first_failure(&[alive.clone(), done.clone()], 3_000, 5_000),
             None
         );
         let (role, why) = first_failure(&[alive.clone(), done.clone()], 7_000, 5_000).unwrap();
-        assert_eq!(role, "GEN_0");
+        assert_eq!(role, Role::Gen(0));
         assert!(why.contains("no heartbeat for 6000 ms"), "{why}");
-        let dead =
-            RoleState::new("CTX_0", 3, 1_000).ended(Some("engine exited with status 9"), 1_500);
+        let dead = RoleState::new(Role::Ctx(0), 3, 1_000)
+            .ended(Some("engine exited with status 9"), 1_500);
         assert_eq!(
             first_failure(&[done, dead], 1_600, 5_000),
-            Some(("CTX_0".into(), "engine exited with status 9".into()))
+            Some((Role::Ctx(0), "engine exited with status 9".into()))
         );
     }
 
@@ -439,6 +427,11 @@ mod tests {
             &["n2:8002".into(), "n3:8002".into()],
         )
         .unwrap();
+        // What the router reads back is what was written.
+        let c = disagg_config::CoordinatorConfig::load(&run.server_config_file()).unwrap();
+        assert_eq!((c.hostname.as_str(), c.port), ("n1", 0));
+        assert_eq!(c.generation.urls, ["n2:8002", "n3:8002"]);
+        assert!(c.warnings.0.is_empty(), "{}", c.warnings);
         let text = std::fs::read_to_string(run.server_config_file()).unwrap();
         assert_eq!(
             text,

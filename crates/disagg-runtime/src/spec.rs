@@ -1,30 +1,14 @@
 //! `run.json`: how a run was asked for, written once by the launcher (`disagg run`, `disagg
 //! submit`) and read by every role, so all roles of one run agree on every setting.
 
+use disagg_config::{EngineKind, Overrides};
+use disagg_plan::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::rundir::{RunDir, RunDirError, write_atomic};
 
 /// The version of [`RunSpec`]'s shape.
 pub const SPEC_VERSION: u32 = 1;
-
-/// Changes to the config's benchmark, from the launcher's flags.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Overrides {
-    /// `benchmark.concurrency_list`.
-    pub concurrency: Option<Vec<u32>>,
-    /// `benchmark.input_length`.
-    pub isl: Option<u32>,
-    /// `benchmark.output_length`.
-    pub osl: Option<u32>,
-    /// Prompts per concurrency instead of concurrency × multi_round.
-    pub num_prompts: Option<usize>,
-    /// `benchmark.multi_round`.
-    pub multi_round: Option<u32>,
-    /// Sim cost-model parameters over the config's `engine.sim`.
-    #[serde(default)]
-    pub sim: Vec<(String, f64)>,
-}
 
 /// Every bound a role waits under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +31,9 @@ pub struct RunSpec {
     /// The test config, relative to the run directory (it keeps its file name: the name is
     /// the test's identity).
     pub config_file: String,
-    /// Engine profile of the worker roles: `sim`, `trtllm`, `vllm`, `sglang`, `command`.
-    pub engine: String,
+    /// Engine of the worker roles: `sim`, `trtllm`, `vllm`, `sglang`, `command` (an unknown
+    /// name makes the file unreadable, never a silent `sim`).
+    pub engine: EngineKind,
     /// Address the roles bind and advertise; `None` means all interfaces, advertised by host
     /// name (Slurm).
     pub host: Option<String>,
@@ -57,7 +42,7 @@ pub struct RunSpec {
     /// Bounds.
     pub timeouts: Timeouts,
     /// Worker roles in launch order (`GEN_0`, `CTX_0`), then `DISAGG_SERVER`, `BENCHMARK`.
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// When the launcher created the run, ms since the epoch.
     pub created_unix_ms: u64,
     /// The model as the engines load it (the cluster's models root and model map applied);
@@ -72,6 +57,18 @@ pub struct RunSpec {
     /// simulated engine).
     #[serde(default)]
     pub gpu_type: Option<String>,
+    /// The coordinator that runs and its routing policy, as records store them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterRun>,
+}
+
+/// Which coordinator a run uses, and how it routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterRun {
+    /// `disagg` (the built-in router) or `trtllm` (`trtllm-serve disaggregated`).
+    pub implementation: String,
+    /// `round_robin`, `load_balancing`.
+    pub policy: String,
 }
 
 impl RunSpec {
@@ -104,10 +101,7 @@ impl RunSpec {
     }
 
     /// The worker roles (`CTX_i`, `GEN_i`).
-    pub fn workers(&self) -> impl Iterator<Item = &str> {
-        self.roles
-            .iter()
-            .map(String::as_str)
-            .filter(|r| r.starts_with("CTX_") || r.starts_with("GEN_"))
+    pub fn workers(&self) -> impl Iterator<Item = Role> + '_ {
+        self.roles.iter().copied().filter(|r| r.is_worker())
     }
 }

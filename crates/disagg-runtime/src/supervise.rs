@@ -1,6 +1,9 @@
-//! Child processes that can always be ended: each runs in its own process group (so its own
-//! children go with it), with its output in a log file, and is ended by SIGTERM, a deadline,
-//! then SIGKILL. Nothing here blocks for longer than the deadline it is given.
+//! Child processes that can always be ended, by one rule: SIGTERM, a deadline, then SIGKILL
+//! ([`stop_all`]). A role started by `disagg run` runs in its own process group (so its own
+//! children go with it) with its output in a log file ([`spawn`]); an engine or coordinator a
+//! role starts stays in the role's group, so ending the role's group ends it too, and writes to
+//! the role's log ([`spawn_attached`]). Nothing here blocks for longer than the deadline it is
+//! given.
 
 use std::fs::OpenOptions;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -9,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// A started child.
@@ -17,8 +20,10 @@ use nix::unistd::Pid;
 pub struct Child {
     name: String,
     child: std::process::Child,
-    log: PathBuf,
+    log: Option<PathBuf>,
     status: Option<ExitStatus>,
+    /// It leads a process group of its own.
+    group: bool,
 }
 
 /// Start `cmd` as `name` in a new process group, stdin closed, stdout and stderr appended to
@@ -33,8 +38,22 @@ pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Child>
     Ok(Child {
         name: name.to_string(),
         child,
-        log: log.to_path_buf(),
+        log: Some(log.to_path_buf()),
         status: None,
+        group: true,
+    })
+}
+
+/// Start `cmd` as `name` in this process's group, stdin closed, output inherited.
+pub fn spawn_attached(name: &str, mut cmd: Command) -> std::io::Result<Child> {
+    cmd.stdin(Stdio::null());
+    let child = cmd.spawn()?;
+    Ok(Child {
+        name: name.to_string(),
+        child,
+        log: None,
+        status: None,
+        group: false,
     })
 }
 
@@ -49,9 +68,9 @@ impl Child {
         self.child.id()
     }
 
-    /// Its log file.
-    pub fn log(&self) -> &Path {
-        &self.log
+    /// Its log file (`None`: it writes where this process does).
+    pub fn log(&self) -> Option<&Path> {
+        self.log.as_deref()
     }
 
     /// Its exit status once it has ended (reaped at the first call that sees it).
@@ -62,10 +81,15 @@ impl Child {
         self.status
     }
 
-    /// Send `signal` to its whole process group; a group that is gone is not an error.
+    /// Send `signal` to its whole process group (to it alone when it has none of its own); one
+    /// that is gone is not an error.
     pub fn signal_group(&self, signal: Signal) {
         if let Ok(pid) = i32::try_from(self.pid()) {
-            let _ = killpg(Pid::from_raw(pid), signal);
+            let _ = if self.group {
+                killpg(Pid::from_raw(pid), signal)
+            } else {
+                kill(Pid::from_raw(pid), signal)
+            };
         }
     }
 }
@@ -195,6 +219,23 @@ mod tests {
         let killed = stop_all(&mut children, Duration::from_millis(300));
         assert_eq!(killed, vec!["stubborn".to_string()]);
         assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            describe(children[0].poll().unwrap()),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn an_attached_child_is_stopped_by_the_same_rule() {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg("trap '' TERM; while :; do sleep 0.05; done");
+        let mut children = vec![spawn_attached("engine", cmd).unwrap()];
+        assert!(children[0].log().is_none());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(children[0].poll().is_none());
+        let killed = stop_all(&mut children, Duration::from_millis(200));
+        assert_eq!(killed, vec!["engine".to_string()]);
         assert_eq!(
             describe(children[0].poll().unwrap()),
             "was killed by signal 9 (SIGKILL)"

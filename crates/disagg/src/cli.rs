@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use disagg_config::{EngineKind, Overrides};
+use disagg_runtime::InvalidInput;
+use disagg_runtime::conclude::Store;
+use disagg_runtime::prepare::{RunOptions, RunRequest};
 
 /// Run disaggregated LLM-serving performance tests end to end: validate a test config, plan
 /// its nodes and GPUs exactly as upstream CI does, render its Slurm job.
@@ -553,4 +557,74 @@ pub struct PlanArgs {
     /// Path of the disagg binary on the compute nodes [default: this binary]
     #[arg(long, value_name = "PATH")]
     pub disagg_bin: Option<PathBuf>,
+}
+
+/// Where results go: `--no-store`, else `--db`, else the default store.
+fn store(no_store: bool, db: Option<&std::path::Path>) -> Store {
+    match (no_store, db) {
+        (true, _) => Store::Off,
+        (false, Some(db)) => Store::At(db.to_path_buf()),
+        (false, None) => Store::Default,
+    }
+}
+
+impl OverrideArgs {
+    /// The run options of these flags (`run`, `submit`, `ci`).
+    pub fn options(&self) -> anyhow::Result<RunOptions> {
+        let engine = match &self.engine {
+            Some(e) => Some(e.parse::<EngineKind>().map_err(|_| {
+                InvalidInput(format!(
+                    "--engine {e}: use one of {}",
+                    EngineKind::NAMES.join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        Ok(RunOptions {
+            engine,
+            overrides: Overrides {
+                concurrency: (!self.concurrency.is_empty()).then(|| self.concurrency.clone()),
+                isl: self.isl,
+                osl: self.osl,
+                num_prompts: self.num_prompts,
+                multi_round: self.multi_round,
+                sim: Overrides::parse_sim(&self.sim)?,
+            },
+            ready_timeout: self.ready_timeout,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl RunArgs {
+    /// The run these flags ask for.
+    pub fn request(&self, global: &Global) -> anyhow::Result<RunRequest> {
+        Ok(RunRequest {
+            config: self.config.clone(),
+            config_dir: self.config_dir.clone(),
+            out: self.out.clone(),
+            clusters_file: global.clusters.clone(),
+            cluster: self.cluster.clone(),
+            options: self.overrides.options()?,
+        })
+    }
+
+    /// Where its results go.
+    pub fn store(&self) -> Store {
+        store(self.no_store, self.db.as_deref())
+    }
+}
+
+impl CiArgs {
+    /// Where the results go.
+    pub fn store(&self) -> Store {
+        store(self.no_store, self.db.as_deref())
+    }
+}
+
+impl ReportArgs {
+    /// Where the check table and history come from.
+    pub fn store(&self) -> Store {
+        store(self.no_store, self.db.as_deref())
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use disagg_config::TestConfig;
+use disagg_runtime::ExitStatus;
 
 use crate::cli::ValidateArgs;
 
@@ -26,7 +26,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let mut files = Vec::new();
     for f in &args.files {
         collect(f, &mut files);
@@ -82,5 +82,9 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         invalid,
         warned
     )?;
-    Ok(ExitCode::from(if invalid > 0 { 2 } else { 0 }))
+    Ok(if invalid > 0 {
+        ExitStatus::InvalidInput
+    } else {
+        ExitStatus::Success
+    })
 }

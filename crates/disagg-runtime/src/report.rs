@@ -1,17 +1,19 @@
-//! `disagg report RUN [--compare RUN...] [--history] [--pdf]`.
+//! `disagg report RUN [--compare RUN...] [--history] [--pdf]`: what a run directory and the
+//! store hold of a run, rendered by [`disagg_results::report`] as one self-contained HTML file
+//! (and a PDF through headless Chromium).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use disagg_results::record::maximize;
 use disagg_results::report::{self, History, RunData};
 use disagg_results::summary::Summary;
-use disagg_runtime::rundir::{RunDir, write_atomic};
-use disagg_runtime::spec::RunSpec;
 
-use crate::cli::ReportArgs;
-use crate::results_cmd;
+use crate::conclude::Store;
+use crate::error::Hint;
+use crate::rundir::{RunDir, write_atomic};
+use crate::spec::RunSpec;
 
 /// What the report shows of one run directory.
 fn run_data(dir: &Path, name: Option<String>) -> anyhow::Result<RunData> {
@@ -59,8 +61,9 @@ fn run_data(dir: &Path, name: Option<String>) -> anyhow::Result<RunData> {
         ),
     ];
     if let Some(s) = &spec {
-        meta.push(("engine".into(), s.engine.clone()));
-        meta.push(("roles".into(), s.roles.join(", ")));
+        meta.push(("engine".into(), s.engine.to_string()));
+        let roles: Vec<String> = s.roles.iter().map(ToString::to_string).collect();
+        meta.push(("roles".into(), roles.join(", ")));
         meta.push(("overrides".into(), serde_json::to_string(&s.overrides)?));
     }
     if let Some(r) = summary.first_request_s {
@@ -92,11 +95,11 @@ fn checks_and_history(
     db: Option<&Path>,
     with_history: bool,
 ) -> anyhow::Result<(Vec<disagg_results::check::Row>, Vec<History>)> {
-    let mut store = results_cmd::open_store(db)?;
+    let mut store = crate::store::open_store(db)?;
     let run = RunDir::open(dir);
-    let (runs, config) = results_cmd::stored_runs(&mut store, &run)?;
-    let gate = results_cmd::config_gate(config.as_ref());
-    let histories = results_cmd::histories(&store, &run, &runs)?;
+    let (runs, config) = crate::store::stored_runs(&mut store, &run)?;
+    let gate = crate::store::config_gate(config.as_ref());
+    let histories = crate::store::histories(&store, &run, &runs)?;
     let mut rows = Vec::new();
     let mut charts = Vec::new();
     for (r, history) in runs.iter().zip(&histories) {
@@ -135,7 +138,7 @@ fn print_pdf(html: &Path, pdf: &Path) -> anyhow::Result<()> {
                 .is_ok_and(|o| o.status.success())
         })
         .ok_or_else(|| {
-            anyhow::Error::new(crate::Hint(
+            anyhow::Error::new(Hint(
                 "install it: apt-get install chromium (the HTML report is complete without it)"
                     .into(),
             ))
@@ -179,35 +182,52 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(d)
 }
 
-pub fn report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::fs::canonicalize(&args.run)
-        .with_context(|| format!("no run directory {}", args.run.display()))?;
+/// What to put in a report.
+#[derive(Debug, Clone, Default)]
+pub struct ReportRequest {
+    /// The run directory.
+    pub run: PathBuf,
+    /// Runs to compare with (grouped bars per metric, as upstream's comparison report).
+    pub compare: Vec<PathBuf>,
+    /// The history of each gated metric with its baseline band.
+    pub history: bool,
+    /// Where to write it [default: RUN/results/report.html].
+    pub out: Option<PathBuf>,
+    /// The store the check table and history come from (`Off`: none).
+    pub store: Store,
+}
+
+/// Write the report's HTML file; returns its path.
+pub fn write(req: &ReportRequest) -> anyhow::Result<PathBuf> {
+    let dir = std::fs::canonicalize(&req.run)
+        .with_context(|| format!("no run directory {}", req.run.display()))?;
     let main = run_data(&dir, None)?;
-    let (checks, history) = if args.no_store {
-        (Vec::new(), Vec::new())
-    } else {
-        checks_and_history(&dir, args.db.as_deref(), args.history)?
+    let (checks, history) = match &req.store {
+        Store::Off => (Vec::new(), Vec::new()),
+        Store::Default => checks_and_history(&dir, None, req.history)?,
+        Store::At(db) => checks_and_history(&dir, Some(db), req.history)?,
     };
     let mut compare = Vec::new();
-    if !args.compare.is_empty() {
+    if !req.compare.is_empty() {
         compare.push(run_data(&dir, None)?);
-        for c in &args.compare {
+        for c in &req.compare {
             let d = std::fs::canonicalize(c)
                 .with_context(|| format!("--compare: no run directory {}", c.display()))?;
             compare.push(run_data(&d, None)?);
         }
     }
     let html = report::render(&main, &checks, &history, &compare);
-    let path = args
+    let path = req
         .out
         .clone()
         .unwrap_or_else(|| dir.join("results").join("report.html"));
     write_atomic(&path, &html)?;
-    println!("{}", path.display());
-    if args.pdf {
-        let pdf = path.with_extension("pdf");
-        print_pdf(&path, &pdf)?;
-        println!("{}", pdf.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(path)
+}
+
+/// Print the report at `html` to a PDF beside it; returns the PDF's path.
+pub fn pdf(html: &Path) -> anyhow::Result<PathBuf> {
+    let pdf = html.with_extension("pdf");
+    print_pdf(html, &pdf)?;
+    Ok(pdf)
 }

@@ -3,12 +3,13 @@
 
 use disagg_config::EngineKind;
 use disagg_launch::shell::quote;
+use disagg_plan::{Role, ServerKind};
 
 /// What a worker's engine is started with.
 #[derive(Debug, Clone)]
 pub struct EngineParams<'a> {
     /// `CTX_0`, `GEN_1`.
-    pub role: &'a str,
+    pub role: Role,
     /// Model path or hub id.
     pub model: &'a str,
     /// Address to bind.
@@ -29,7 +30,7 @@ pub struct EngineParams<'a> {
 
 impl EngineParams<'_> {
     fn is_context(&self) -> bool {
-        self.role.starts_with("CTX")
+        self.role.server_kind() == Some(ServerKind::Ctx)
     }
 }
 
@@ -161,7 +162,7 @@ mod tests {
 
     fn params(gpus: u32) -> EngineParams<'static> {
         EngineParams {
-            role: "CTX_0",
+            role: Role::Ctx(0),
             model: "/models/ds r1",
             host: "node1",
             port: 8336,

@@ -1,4 +1,5 @@
-//! What every long-running command does once it listens: report where, and stop on a signal.
+//! What every long-running command shares: its async runtime, reporting where it listens,
+//! and stopping on a signal.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// flushed, so a parent waiting on either can go on.
 pub fn announce(addr: SocketAddr, report: Option<&Path>, line: &str) -> anyhow::Result<()> {
     if let Some(path) = report {
-        disagg_runtime::rundir::write_atomic(path, &addr.to_string())
+        crate::rundir::write_atomic(path, &addr.to_string())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut out = std::io::stdout().lock();
@@ -37,4 +38,21 @@ pub fn cancel_on_signal() -> CancellationToken {
         on_signal.cancel();
     });
     cancel
+}
+
+/// A tokio runtime with timers and I/O: on the current thread when `threads <= 1` (the default of
+/// the serving commands: one core relays thousands of requests per second), else `threads`
+/// workers.
+pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

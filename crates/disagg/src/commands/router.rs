@@ -1,27 +1,13 @@
-//! `disagg router`.
+//! `disagg router -c server_config.yaml`: the disaggregated router alone.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use disagg_config::{CoordinatorConfig, RouterPolicy};
-use disagg_router::{Policy, Router, RouterSettings};
+use disagg_config::CoordinatorConfig;
+use disagg_router::{Router, RouterSettings};
+use disagg_runtime::{ExitStatus, InvalidInput};
 
-use crate::InvalidInput;
 use crate::cli::RouterArgs;
-
-pub fn policy(p: RouterPolicy, pool: &str) -> Policy {
-    match p {
-        RouterPolicy::RoundRobin => Policy::RoundRobin,
-        RouterPolicy::LoadBalancing { use_tokens } => Policy::LoadBalancing { use_tokens },
-        RouterPolicy::KvCacheAware => {
-            eprintln!(
-                "warning: {pool}.router.type kv_cache_aware is not implemented yet; using load_balancing"
-            );
-            Policy::LoadBalancing { use_tokens: false }
-        }
-    }
-}
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
     if v.is_finite() && v > 0.0 {
@@ -34,24 +20,20 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
     }
 }
 
-pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
-    let config = match CoordinatorConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(d) = e.diagnostics() {
-                eprint!("{d}");
-            }
-            return Err(e.into());
+pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
+    let config = CoordinatorConfig::load(&args.config).inspect_err(|e| {
+        if let Some(d) = e.diagnostics() {
+            eprint!("{d}");
         }
-    };
+    })?;
     if !config.warnings.0.is_empty() {
         eprint!("{}", config.warnings);
     }
     let settings = RouterSettings {
         context: config.context.urls.clone(),
         generation: config.generation.urls.clone(),
-        context_policy: policy(config.context.policy, "context_servers"),
-        generation_policy: policy(config.generation.policy, "generation_servers"),
+        context_policy: config.context.policy,
+        generation_policy: config.generation.policy,
         max_retries: config.max_retries,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,
         server_start_timeout: seconds("--server-start-timeout", args.server_start_timeout)?,
@@ -65,17 +47,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let mut builder = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = disagg_runtime::serving::runtime(args.threads)?;
     runtime.block_on(async {
         let host = args.host.clone().unwrap_or(config.hostname.clone());
         let port = args.port.unwrap_or(config.port);
@@ -84,7 +56,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = router.local_addr();
-        crate::listening::announce(
+        disagg_runtime::serving::announce(
             addr,
             args.report_addr.as_deref(),
             &format!(
@@ -93,8 +65,8 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitCode> {
                 settings.generation.len()
             ),
         )?;
-        let cancel = crate::listening::cancel_on_signal();
+        let cancel = disagg_runtime::serving::cancel_on_signal();
         router.run(cancel).await.context("the router stopped")?;
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitStatus::Success)
     })
 }

@@ -1,0 +1,635 @@
+//! A test as a Slurm job (`disagg submit`, `status`, `cancel`, `ci`): render the batch script,
+//! `sbatch` it, follow it to its end (state, the job's log, each role's state), collect the
+//! results, end with the test's verdict. Only the job id recorded in the run directory is ever
+//! cancelled.
+
+use std::io::{IsTerminal as _, Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use disagg_config::{Cluster, ContainerRuntime, Mode, TestConfig};
+use disagg_launch::sbatch::{ContainerSpec, JobSpec, RoleEnv};
+use disagg_launch::slurm::{JobState, Slurm};
+use disagg_plan::Plan;
+use disagg_results::junit;
+use serde::{Deserialize, Serialize};
+
+use crate::conclude::{Concluded, Failure, Store, collect, conclude};
+use crate::error::InvalidInput;
+use crate::events::{Events, at};
+use crate::exit::ExitStatus;
+use crate::now_ms;
+use crate::prepare::{Prepared, RunOptions, default_run_dir, load_cluster, load_config, prepare};
+use crate::rundir::{RunDir, State, Status, write_atomic};
+
+/// `RUN/job.json`: which Slurm job runs this run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Slurm job id.
+    pub job_id: u64,
+    /// Its name (checked before any cancel).
+    pub job_name: String,
+    /// When `sbatch` was called, ms since the epoch.
+    pub submitted_unix_ms: u64,
+    /// `SLURM_CONF` used, if the cluster profile names one.
+    pub slurm_conf: Option<String>,
+}
+
+impl JobRecord {
+    fn path(run: &Path) -> PathBuf {
+        run.join("job.json")
+    }
+
+    /// The record of the run in `run`.
+    pub fn read(run: &Path) -> anyhow::Result<JobRecord> {
+        let p = JobRecord::path(run);
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{}: no job record; is {} a run made by `disagg submit`?",
+                p.display(),
+                run.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a job record", p.display()))
+    }
+
+    fn slurm(&self) -> Slurm {
+        Slurm::new(self.slurm_conf.clone())
+    }
+}
+
+/// A Slurm job name: the config name (only characters sbatch takes unquoted) and a short hash
+/// of the run directory, so two runs of one config never share a name.
+pub fn job_name(config: &TestConfig, run_dir: &Path) -> String {
+    let cleaned: String = config
+        .name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let hash = run_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("disagg-{cleaned}-{hash:08x}")
+}
+
+/// The environment of each role: the config's strings, plus upstream's gen-only switches.
+pub fn role_env(config: &TestConfig) -> RoleEnv {
+    let env = config.environment();
+    let mut role = RoleEnv {
+        common: Vec::new(),
+        worker: env.worker.clone(),
+        ctx: env.ctx_worker.clone(),
+        gen_: env.gen_worker.clone(),
+        server: env.server.clone(),
+        benchmark: env.benchmark.clone(),
+    };
+    let b = config.benchmark();
+    if matches!(b.mode, Mode::GenOnly | Mode::GenOnlyNoContext) {
+        // Upstream (submit.py, gen_only): the generation executor's fill gate opens at
+        // `concurrency` queued requests; the coordinator skips the context phase.
+        let first = b.concurrency.first().copied().unwrap_or(1);
+        let gen_only = [
+            ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", "1".to_string()),
+            ("TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP", "1".to_string()),
+            ("TLLM_BENCHMARK_REQ_QUEUES_SIZE", first.to_string()),
+        ];
+        role.worker.splice(
+            0..0,
+            gen_only.iter().map(|(k, v)| ((*k).to_string(), v.clone())),
+        );
+        role.server
+            .insert(0, ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY".into(), "1".into()));
+    }
+    role
+}
+
+/// Everything the batch script of `config` needs.
+pub fn job_spec<'p>(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    plan: &'p Plan,
+    run_dir: &Path,
+    disagg_bin: &Path,
+) -> JobSpec<'p> {
+    let slurm = config.slurm();
+    let container = cluster.and_then(|c| match (c.container.runtime, &c.container.image) {
+        (ContainerRuntime::Pyxis, Some(image)) => Some(ContainerSpec {
+            image: image.clone(),
+            mounts: c.container.mounts.clone(),
+            workdir: c.container.workdir.clone(),
+        }),
+        _ => None,
+    });
+    let stagger = if container.is_some() { 5 } else { 0 };
+    JobSpec {
+        test_name: config.name().to_string(),
+        job_name: job_name(config, run_dir),
+        run_dir: run_dir.display().to_string(),
+        disagg_bin: disagg_bin.display().to_string(),
+        plan,
+        partition: cluster
+            .and_then(|c| c.partition.clone())
+            .or_else(|| slurm.partition.clone()),
+        account: cluster
+            .and_then(|c| c.account.clone())
+            .or_else(|| slurm.account.clone()),
+        time_limit: cluster
+            .and_then(|c| c.time_limit.clone())
+            .or_else(|| slurm.job_time.clone()),
+        gres_gpus: cluster.is_some_and(|c| c.gres_gpus),
+        sbatch_args: cluster.map(|c| c.sbatch_args.clone()).unwrap_or_default(),
+        container,
+        mpi: cluster.and_then(|c| c.mpi.clone()),
+        install: cluster.map(|c| c.install.clone()).unwrap_or_default(),
+        env: role_env(config),
+        step_stagger_s: stagger,
+        teardown_grace_s: 30,
+        settle_s: 5,
+        generator: format!("disagg {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The batch script of `config`, for a run in `run_dir` with this binary (or `bin`).
+pub fn render_script(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    plan: &Plan,
+    run_dir: &Path,
+    bin: Option<&Path>,
+) -> anyhow::Result<String> {
+    let bin = match bin {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe().context("cannot locate the disagg binary")?,
+    };
+    let spec = job_spec(config, cluster, plan, run_dir, &bin);
+    disagg_launch::sbatch::render(&spec).with_context(|| {
+        format!(
+            "cannot render the job script of {}",
+            config.path().display()
+        )
+    })
+}
+
+/// Render the job script of a prepared run into `RUN/job.sbatch`.
+pub fn write_script(p: &Prepared, bin: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let script = render_script(&p.config, p.cluster.as_ref(), &p.plan, p.run.root(), bin)?;
+    let path = p.run.root().join("job.sbatch");
+    write_atomic(&path, &script)?;
+    Ok(path)
+}
+
+/// Streams the new lines of the job's log to stderr.
+struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogFollower {
+    fn poll(&mut self) {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            eprint!("  job| {line}");
+        }
+    }
+}
+
+/// Submit a prepared run and follow it to its end (`None` with `no_wait`: the job id is printed
+/// and the run goes on without us).
+pub fn submit_and_follow(
+    p: &Prepared,
+    bin: Option<&Path>,
+    no_wait: bool,
+    store: &Store,
+) -> anyhow::Result<Option<Concluded>> {
+    let script = write_script(p, bin)?;
+    let slurm = Slurm::new(p.cluster.as_ref().and_then(|c| c.slurm_conf.clone()));
+    let t0 = Instant::now();
+    let submitted = now_ms();
+    let job_id = slurm.sbatch(&script, p.run.root()).map_err(|e| {
+        let why = e.to_string();
+        let _ = p.run.write_status(&Status::Failed(why));
+        anyhow::Error::new(e).context(format!(
+            "{} needs {} node(s) of {} GPUs (run directory {})",
+            p.config.name(),
+            p.plan.total_nodes,
+            p.plan.gpus_per_node,
+            p.run.root().display()
+        ))
+    })?;
+    let record = JobRecord {
+        job_id,
+        job_name: job_name(&p.config, p.run.root()),
+        submitted_unix_ms: submitted,
+        slurm_conf: slurm.conf().map(str::to_string),
+    };
+    write_atomic(
+        &JobRecord::path(p.run.root()),
+        &serde_json::to_string_pretty(&record)?,
+    )?;
+    eprintln!(
+        "{} submitted job {job_id} ({}) for {}: {} nodes, run directory {}",
+        at(t0),
+        record.job_name,
+        p.config.name(),
+        p.plan.total_nodes,
+        p.run.root().display()
+    );
+    if no_wait {
+        println!("{job_id}");
+        return Ok(None);
+    }
+    let Followed {
+        ended,
+        failure,
+        interrupted,
+    } = follow(p, &slurm, job_id, t0)?;
+    let verdict = match (&ended, p.run.status()) {
+        (Some((state, 0)), Some(Status::Done)) if state == "COMPLETED" => None,
+        (ended, status) => {
+            let job = match ended {
+                Some((state, code)) => format!("job {job_id} ended {state} with exit code {code}"),
+                None => format!("job {job_id} is gone and Slurm keeps no record of it"),
+            };
+            let why = match status {
+                Some(Status::Failed(why)) => why,
+                Some(Status::Done) => "the benchmark finished but the job failed".to_string(),
+                None => "no verdict was written (the job never started its roles?)".to_string(),
+            };
+            Some(format!("{job}: {why}"))
+        }
+    };
+    let failure = failure.or(verdict).map(|why| {
+        let tail = failing_role_tail(&p.run, &why);
+        Failure {
+            why: if tail.is_empty() {
+                why
+            } else {
+                format!("{why}\n{}", tail.trim_end())
+            },
+            status: if interrupted {
+                ExitStatus::Interrupted
+            } else {
+                ExitStatus::Failure
+            },
+        }
+    });
+    let heading = format!("{} (job {job_id})", p.config.name());
+    let done = conclude(p, &heading, "sbatch", submitted, t0, failure, store)?;
+    Ok(Some(done))
+}
+
+/// How following a job ended.
+struct Followed {
+    /// Slurm's end of it: `(state, exit code)`; `None` when Slurm forgot it.
+    ended: Option<(String, i32)>,
+    /// A failure we decided (cancelled as hopeless or past its limit).
+    failure: Option<String>,
+    /// We were interrupted (and cancelled the job).
+    interrupted: bool,
+}
+
+/// Follow job `job_id` until Slurm says it ended.
+fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Result<Followed> {
+    let runtime = crate::serving::runtime(1)?;
+    let signal = {
+        let _g = runtime.enter();
+        crate::serving::cancel_on_signal()
+    };
+    let mut log = LogFollower {
+        path: p.run.log_file("job"),
+        offset: 0,
+        partial: String::new(),
+    };
+    let mut events = Events::new(t0, std::io::stderr().is_terminal());
+    let mut last_pending = String::new();
+    let deadline = Duration::from_secs_f64(p.spec.timeouts.run_s + 120.0);
+    let mut interrupted = false;
+    let mut failure: Option<String> = None;
+    let ended = loop {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = signal.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        });
+        log.poll();
+        events.show(&p.run.roles().unwrap_or_default());
+        if signal.is_cancelled() && !interrupted {
+            interrupted = true;
+            eprintln!("{} interrupted: cancelling job {job_id}", at(t0));
+            let _ = p
+                .run
+                .write_status(&Status::Failed("interrupted; the job was cancelled".into()));
+            slurm.cancel(job_id)?;
+        }
+        match slurm.state(job_id) {
+            state @ JobState::Pending(_) => {
+                let JobState::Pending(reason) = &state else {
+                    continue;
+                };
+                if state.never_starts() {
+                    let _ = slurm.cancel(job_id);
+                    failure = Some(format!(
+                        "job {job_id} can never start ({reason}): it asks for {} node(s); cancelled",
+                        p.plan.total_nodes
+                    ));
+                }
+                if *reason != last_pending {
+                    eprintln!("{} job {job_id} {state}", at(t0));
+                    last_pending.clone_from(reason);
+                }
+            }
+            JobState::Running => {}
+            JobState::Ended { state, exit_code } => break Some((state, exit_code)),
+            JobState::Unknown => break None,
+        }
+        if t0.elapsed() > deadline && failure.is_none() {
+            let _ = slurm.cancel(job_id);
+            failure = Some(format!(
+                "job {job_id} ran past the run's limit of {:.0} s; cancelled",
+                p.spec.timeouts.run_s
+            ));
+        }
+    };
+    log.poll();
+    events.end_line();
+    Ok(Followed {
+        ended,
+        failure,
+        interrupted,
+    })
+}
+
+/// The last lines of a log, indented, under a heading naming it.
+pub fn indented_tail(log: &Path) -> String {
+    let lines = crate::supervise::tail(log, 12);
+    if lines.is_empty() {
+        return format!("  ({} is empty)\n", log.display());
+    }
+    let mut s = format!("  last lines of {}:\n", log.display());
+    for l in lines {
+        s.push_str("    ");
+        s.push_str(&l);
+        s.push('\n');
+    }
+    s
+}
+
+/// The last lines of the log of the role a failure message names (or of the first failed role).
+fn failing_role_tail(run: &RunDir, why: &str) -> String {
+    let roles = run.roles().unwrap_or_default();
+    let named = roles
+        .iter()
+        .map(|r| r.role.to_string())
+        .filter(|r| why.contains(r.as_str()))
+        .max_by_key(|r| why.find(r.as_str()).map(|i| usize::MAX - i));
+    let role = named.or_else(|| {
+        roles
+            .iter()
+            .find(|r| r.state == State::Failed)
+            .map(|r| r.role.to_string())
+    });
+    match role {
+        Some(role) => indented_tail(&run.log_file(&format!("slurm-{role}"))),
+        None => String::new(),
+    }
+}
+
+/// `disagg status RUN`: the job's state, each role's state, the verdict.
+pub fn status_report(run_dir: &Path) -> anyhow::Result<String> {
+    let record = JobRecord::read(run_dir)?;
+    let run = RunDir::open(run_dir);
+    let state = record.slurm().state(record.job_id);
+    let mut out = format!("job {} ({}): {state}\n", record.job_id, record.job_name);
+    for r in run.roles().unwrap_or_default() {
+        let age = now_ms().saturating_sub(r.heartbeat_ms) as f64 / 1000.0;
+        out.push_str(&format!(
+            "  {:<14} {:<8} {:<22} heartbeat {age:.1} s ago{}\n",
+            r.role.to_string(),
+            format!("{:?}", r.state).to_lowercase(),
+            r.address().unwrap_or_default(),
+            r.reason.map(|w| format!(" — {w}")).unwrap_or_default()
+        ));
+        if let Some(pr) = r.progress {
+            out.push_str(&format!(
+                "  {:<14} {} {}/{} requests (run {}/{})\n",
+                "",
+                pr.label,
+                pr.done,
+                pr.total,
+                pr.runs_done + 1,
+                pr.runs_total
+            ));
+        }
+    }
+    out.push_str(&match run.status() {
+        Some(Status::Done) => "verdict: Done\n".to_string(),
+        Some(Status::Failed(why)) => format!("verdict: Failed: {why}\n"),
+        None => "verdict: none yet\n".to_string(),
+    });
+    Ok(out)
+}
+
+/// `disagg cancel RUN`: cancel the run's job — only if the id still carries our job name.
+pub fn cancel(run_dir: &Path) -> anyhow::Result<()> {
+    let record = JobRecord::read(run_dir)?;
+    let slurm = record.slurm();
+    match slurm.job_name(record.job_id) {
+        Some(name) if name == record.job_name => {
+            slurm.cancel(record.job_id)?;
+            let _ = RunDir::open(run_dir)
+                .write_status_once(&Status::Failed("cancelled by `disagg cancel`".into()));
+            eprintln!("cancelled job {} ({name})", record.job_id);
+            Ok(())
+        }
+        Some(name) => bail!(
+            "job {} is now `{name}`, not this run's `{}`; not cancelling it",
+            record.job_id,
+            record.job_name
+        ),
+        None => bail!(
+            "Slurm does not know job {} any more; nothing to cancel",
+            record.job_id
+        ),
+    }
+}
+
+/// The test ids of a test list: one per line, `#` comments and blank lines skipped, upstream
+/// suffixes such as ` TIMEOUT (120)` dropped.
+pub fn read_test_list(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the test list {}", path.display()))?;
+    let tests = test_ids(&text);
+    if tests.is_empty() {
+        return Err(
+            InvalidInput(format!("{}: the test list names no test", path.display())).into(),
+        );
+    }
+    Ok(tests)
+}
+
+fn test_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `disagg ci`: the tests of a list, one after the other.
+#[derive(Debug, Clone)]
+pub struct CiRequest {
+    /// The test list.
+    pub test_list: PathBuf,
+    /// Where test ids are looked up.
+    pub config_dir: PathBuf,
+    /// The clusters file (`--clusters`).
+    pub clusters_file: Option<PathBuf>,
+    /// The cluster profile.
+    pub cluster: String,
+    /// Where Jenkins expects the JUnit file.
+    pub junit: PathBuf,
+    /// Where the run directories go.
+    pub runs_dir: PathBuf,
+    /// How to run each test.
+    pub options: RunOptions,
+}
+
+/// Every test of the list through submit, one JUnit file (one suite per test); the exit status
+/// is the first failing test's.
+pub fn ci(request: &CiRequest, store: &Store) -> anyhow::Result<ExitStatus> {
+    let tests = read_test_list(&request.test_list)?;
+    let cluster = load_cluster(request.clusters_file.as_deref(), &request.cluster)?;
+    let mut summaries = Vec::new();
+    let mut status = ExitStatus::Success;
+    for test in &tests {
+        eprintln!("== {test}");
+        let config = load_config(test, &request.config_dir)?;
+        let dir = default_run_dir(&request.runs_dir, &config);
+        let named = Some((request.cluster.as_str(), cluster.clone()));
+        let p = prepare(config, &request.options, named, &dir, None)?;
+        match submit_and_follow(&p, None, false, store) {
+            Ok(Some(done)) => {
+                if status == ExitStatus::Success {
+                    status = done.status;
+                }
+                summaries.push(done.summary);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {test}: {e:#}");
+                if status == ExitStatus::Success {
+                    status = ExitStatus::Failure;
+                }
+                let why = format!("{e:#}");
+                summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?);
+            }
+        }
+    }
+    let junit_path = &request.junit;
+    if let Some(dir) = junit_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_atomic(junit_path, &junit::render_many(&summaries))?;
+    eprintln!(
+        "JUnit: {} ({} tests, exit code {})",
+        junit_path.display(),
+        summaries.len(),
+        status.code()
+    );
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_lists_drop_comments_blanks_and_upstream_suffixes() {
+        let text = "# nightly\n\nperf/test_perf_sanity.py::test_e2e[disagg_upload-a] TIMEOUT (120)\n  b.yaml # local\n";
+        assert_eq!(
+            test_ids(text),
+            [
+                "perf/test_perf_sanity.py::test_e2e[disagg_upload-a]",
+                "b.yaml"
+            ]
+        );
+    }
+
+    #[test]
+    fn job_names_are_sbatch_safe_and_differ_per_run_directory() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap();
+        let config = TestConfig::parse(Path::new("my test;$(x).yaml"), &text).unwrap();
+        let a = job_name(&config, Path::new("/runs/a"));
+        assert!(a.starts_with("disagg-my_test___x_-"), "{a}");
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        );
+        assert_ne!(a, job_name(&config, Path::new("/runs/b")));
+    }
+
+    #[test]
+    fn gen_only_runs_get_upstreams_switches() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap();
+        let e2e = TestConfig::parse(Path::new("x.yaml"), &text).unwrap();
+        assert!(
+            role_env(&e2e)
+                .of(disagg_plan::Role::Gen(0))
+                .iter()
+                .all(|(k, _)| !k.starts_with("TRTLLM_DISAGG"))
+        );
+        let gen_only = text.replace("  mode: e2e", "  mode: gen_only");
+        let config = TestConfig::parse(Path::new("x.yaml"), &gen_only).unwrap();
+        let env = role_env(&config);
+        let gen_env = env.of(disagg_plan::Role::Gen(0));
+        assert_eq!(
+            gen_env[0],
+            ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY".into(), "1".into())
+        );
+        assert!(
+            gen_env
+                .iter()
+                .any(|(k, _)| k == "TLLM_BENCHMARK_REQ_QUEUES_SIZE")
+        );
+        assert_eq!(
+            env.of(disagg_plan::Role::DisaggServer)[0].0,
+            "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY"
+        );
+        assert!(env.of(disagg_plan::Role::Benchmark).is_empty());
+    }
+}

@@ -1,0 +1,395 @@
+//! From a config (a file or an upstream test id) and the launcher's options to a run directory
+//! laid out and ready for its roles: the config (its own file name: the name is the test's
+//! identity), `run.json` and `plan.json`. Runs are never overwritten.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use disagg_config::{Cluster, EngineKind, Overrides, TestConfig};
+use disagg_plan::{Placement, Plan, PlanInput, ServerGroup};
+use serde::Serialize;
+
+use crate::error::InvalidInput;
+use crate::now_ms;
+use crate::rundir::{RunDir, write_atomic};
+use crate::spec::{RunSpec, SPEC_VERSION, Timeouts};
+
+/// Load a config given as a path, or as an upstream test id looked up under `config_dir`.
+/// Warnings go to stderr; errors come back with every problem listed (also on stderr).
+pub fn load_config(arg: &str, config_dir: &Path) -> anyhow::Result<TestConfig> {
+    let path = disagg_config::config_path(arg, config_dir)?;
+    let config = match TestConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(d) = e.diagnostics() {
+                eprint!("{d}");
+                eprintln!();
+            }
+            return Err(e.into());
+        }
+    };
+    if !config.warnings().0.is_empty() {
+        eprint!("{}", config.warnings());
+        eprintln!();
+    }
+    Ok(config)
+}
+
+/// The cluster profile `name` from the clusters file (`flag`, else `$DISAGG_CLUSTERS`, else the
+/// XDG location) and its `clusters.d/`, with the CI environment overrides applied.
+pub fn load_cluster(flag: Option<&Path>, name: &str) -> anyhow::Result<Cluster> {
+    let env = |k: &str| std::env::var(k).ok();
+    let main = disagg_config::clusters_path(flag, &env);
+    disagg_config::load_cluster(&main, name, &env).map_err(|e| {
+        if let Some(d) = e.diagnostics() {
+            eprint!("{d}");
+        }
+        e.into()
+    })
+}
+
+/// A run's config: the copy in its run directory, with the launcher's overrides.
+pub fn load_run_config(run: &RunDir, spec: &RunSpec) -> anyhow::Result<TestConfig> {
+    let path = run.root().join(&spec.config_file);
+    let config = load_config(&path.display().to_string(), Path::new("."))?;
+    Ok(config.with_overrides(&spec.overrides)?)
+}
+
+/// Planning settings from the config; checked against the cluster's node size.
+pub fn plan_input(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    placement: Placement,
+) -> anyhow::Result<PlanInput> {
+    let gpn = config.hardware().gpus_per_node;
+    if let Some((c, cluster_gpn)) = cluster.and_then(|c| Some((c, c.gpus_per_node?))) {
+        if gpn > cluster_gpn {
+            return Err(InvalidInput(format!(
+                "{}: hardware.gpus_per_node is {gpn} but cluster `{}` has {cluster_gpn} GPUs per node",
+                config.path().display(),
+                c.name
+            ))
+            .into());
+        }
+        if gpn < cluster_gpn {
+            eprintln!(
+                "warning: {}: hardware.gpus_per_node is {gpn}, cluster `{}` has {cluster_gpn}; planning with {gpn} as upstream CI does",
+                config.path().display(),
+                c.name
+            );
+        }
+    }
+    Ok(PlanInput {
+        gpus_per_node: gpn,
+        ctx: ServerGroup {
+            count: config.ctx_servers(),
+            gpus: config.ctx().gpus(),
+        },
+        gen_: ServerGroup {
+            count: config.hardware().num_gen_servers,
+            gpus: config.gen_().gpus(),
+        },
+        placement,
+    })
+}
+
+/// The plan of `config`, naming the config in any error.
+pub fn make_plan(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    placement: Placement,
+) -> anyhow::Result<Plan> {
+    let input = plan_input(config, cluster, placement)?;
+    disagg_plan::plan(&input).with_context(|| format!("cannot plan {}", config.path().display()))
+}
+
+/// `plan.json` and `disagg plan --json`: the plan and what it was made from.
+#[derive(Serialize)]
+pub struct PlanDoc<'a> {
+    /// The config's name.
+    pub config: &'a str,
+    /// Its file.
+    pub file: String,
+    /// The benchmark mode.
+    pub mode: &'static str,
+    /// The cluster profile, when one was named.
+    pub cluster: Option<&'a str>,
+    /// The plan.
+    #[serde(flatten)]
+    pub plan: &'a Plan,
+}
+
+impl<'a> PlanDoc<'a> {
+    /// The document of `plan`, made of `config`.
+    pub fn new(config: &'a TestConfig, cluster: Option<&'a str>, plan: &'a Plan) -> PlanDoc<'a> {
+        PlanDoc {
+            config: config.name(),
+            file: config.path().display().to_string(),
+            mode: config.benchmark().mode.as_str(),
+            cluster,
+            plan,
+        }
+    }
+}
+
+/// How to run a test: what `disagg run`, `submit` and `ci` share.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Engine of the worker roles [default: the config's `engine.type`, else sim].
+    pub engine: Option<EngineKind>,
+    /// Changes to the config's benchmark and the sim.
+    pub overrides: Overrides,
+    /// How long an engine, the router or the benchmark may wait to be ready, s.
+    pub ready_timeout: Option<f64>,
+    /// The whole run's limit, s.
+    pub timeout: Option<f64>,
+}
+
+/// A run directory laid out and ready for its roles.
+pub struct Prepared {
+    /// The run directory.
+    pub run: RunDir,
+    /// Its `run.json`.
+    pub spec: RunSpec,
+    /// The config, overrides applied.
+    pub config: TestConfig,
+    /// The plan.
+    pub plan: Plan,
+    /// The cluster profile, when one was named.
+    pub cluster: Option<Cluster>,
+}
+
+/// A run directory's default name: `<config>-<UTC time>`, under `root`.
+pub fn default_run_dir(root: &Path, config: &TestConfig) -> PathBuf {
+    let stamp = disagg_results::junit::iso8601(now_ms()).replace([':', '-'], "");
+    root.join(format!("{}-{stamp}", config.name()))
+}
+
+/// A test to run, as the command line names it.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// A config file, or an upstream test id.
+    pub config: String,
+    /// Where test ids are looked up.
+    pub config_dir: PathBuf,
+    /// The run directory [default: `runs/CONFIG-UTCTIME`, or under the cluster's `run_root`].
+    pub out: Option<PathBuf>,
+    /// The clusters file (`--clusters`).
+    pub clusters_file: Option<PathBuf>,
+    /// The cluster profile.
+    pub cluster: Option<String>,
+    /// How to run it.
+    pub options: RunOptions,
+}
+
+impl RunRequest {
+    /// Load the config and the cluster, and lay out the run directory.
+    pub fn prepare(&self, host: Option<String>) -> anyhow::Result<Prepared> {
+        let config = load_config(&self.config, &self.config_dir)?;
+        let cluster = match &self.cluster {
+            Some(name) => Some((
+                name.as_str(),
+                load_cluster(self.clusters_file.as_deref(), name)?,
+            )),
+            None => None,
+        };
+        let dir = match (
+            &self.out,
+            cluster.as_ref().and_then(|(_, c)| c.run_root.as_ref()),
+        ) {
+            (Some(d), _) => d.clone(),
+            (None, Some(root)) => default_run_dir(Path::new(root), &config),
+            (None, None) => default_run_dir(Path::new("runs"), &config),
+        };
+        prepare(config, &self.options, cluster, &dir, host)
+    }
+}
+
+/// Check the options, plan the config and lay out the run directory `dir`; `host`: the address
+/// every role binds and advertises (`None`: all interfaces, found by node name, as on Slurm).
+pub fn prepare(
+    config: TestConfig,
+    options: &RunOptions,
+    cluster: Option<(&str, Cluster)>,
+    dir: &Path,
+    host: Option<String>,
+) -> anyhow::Result<Prepared> {
+    let (cluster_name, cluster) = match cluster {
+        Some((n, c)) => (Some(n), Some(c)),
+        None => (None, None),
+    };
+    let engine = options.engine.unwrap_or_else(|| {
+        config
+            .extensions()
+            .engine
+            .as_ref()
+            .map_or(EngineKind::Sim, |e| e.kind)
+    });
+    let config = config.with_overrides(&options.overrides)?;
+    let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream)?;
+    if dir.join("run.json").exists() {
+        return Err(InvalidInput(format!(
+            "{} already holds a run; give another --out (runs are never overwritten)",
+            dir.display()
+        ))
+        .into());
+    }
+    RunDir::create(dir)?;
+    // Roles get absolute paths: they may run elsewhere (Slurm) or change directory.
+    let dir =
+        std::fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let run = RunDir::open(&dir);
+    let file_name = config.path().file_name().map_or_else(
+        || "config.yaml".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let text = std::fs::read_to_string(config.path())
+        .with_context(|| format!("cannot read {}", config.path().display()))?;
+    write_atomic(&dir.join(&file_name), &text)?;
+    let timeout_s = config.slurm().timeout_s.map(|t| t as f64);
+    let router = config.extensions().router.clone().unwrap_or_default();
+    let spec = RunSpec {
+        spec_version: SPEC_VERSION,
+        config_file: file_name,
+        engine,
+        host,
+        overrides: options.overrides.clone(),
+        timeouts: Timeouts {
+            ready_s: options.ready_timeout.or(timeout_s).unwrap_or(600.0),
+            stale_s: 15.0,
+            request_s: timeout_s.unwrap_or(600.0),
+            run_s: options.timeout.or(timeout_s).unwrap_or(3600.0),
+        },
+        roles: plan.roles(),
+        created_unix_ms: now_ms(),
+        model_path: cluster.as_ref().and_then(|c| {
+            let name = config.metadata().model_name.as_deref()?;
+            Some(c.model_path(name))
+        }),
+        dataset_path: dataset_path(&config, cluster.as_ref()),
+        gpu_type: if engine == EngineKind::Sim {
+            Some("sim".to_string())
+        } else {
+            cluster.as_ref().and_then(|c| c.gpu_type.clone())
+        },
+        router: Some(crate::spec::RouterRun {
+            implementation: router.implementation.unwrap_or("disagg").to_string(),
+            // Upstream's coordinator runs what its server_config.yaml says: we write no router
+            // section, so its default, round robin.
+            policy: match router.implementation {
+                Some("trtllm") => "round_robin",
+                _ => crate::roles::router_policy(router.policy).name(),
+            }
+            .to_string(),
+        }),
+    };
+    spec.write(&run)?;
+    let doc = PlanDoc::new(&config, cluster_name, &plan);
+    write_atomic(
+        &dir.join("plan.json"),
+        &(serde_json::to_string_pretty(&doc)? + "\n"),
+    )?;
+    Ok(Prepared {
+        run,
+        spec,
+        config,
+        plan,
+        cluster,
+    })
+}
+
+/// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
+/// resolves it; an absolute path stays as is; without a models root only an absolute path works.
+fn dataset_path(config: &TestConfig, cluster: Option<&Cluster>) -> Option<String> {
+    let file = config.benchmark().dataset_file.as_deref()?;
+    if file.starts_with('/') {
+        return Some(file.to_string());
+    }
+    let root = cluster.and_then(|c| c.models_root.as_deref())?;
+    Some(format!("{}/{file}", root.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(extra: &str) -> TestConfig {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap()
+        .replace(
+            "  streaming: true\n",
+            &format!("  streaming: true\n{extra}"),
+        );
+        TestConfig::parse(Path::new("x.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn datasets_resolve_under_the_models_root_as_upstream() {
+        let config = example("  dataset_file: datasets/sharegpt.json\n");
+        assert_eq!(
+            dataset_path(&config, None),
+            None,
+            "no models root, no dataset"
+        );
+        let mut cluster = disagg_config::ClusterFile::parse(
+            Path::new("c.yaml"),
+            "clusters:\n  c:\n    models_root: /lustre/models/\n",
+        )
+        .unwrap()
+        .clusters["c"]
+            .clone();
+        assert_eq!(
+            dataset_path(&config, Some(&cluster)).as_deref(),
+            Some("/lustre/models/datasets/sharegpt.json")
+        );
+        cluster = cluster.with_env(&|k| (k == "CLUSTER_LLM_DATA").then(|| "/data".to_string()));
+        assert_eq!(
+            dataset_path(&config, Some(&cluster)).as_deref(),
+            Some("/data/datasets/sharegpt.json")
+        );
+    }
+
+    #[test]
+    fn a_prepared_run_records_what_will_run_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("local-sim.yaml");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml"),
+            &src,
+        )
+        .unwrap();
+        let config = TestConfig::load(&src).unwrap();
+        let options = RunOptions {
+            overrides: Overrides {
+                concurrency: Some(vec![2]),
+                ..Overrides::default()
+            },
+            ..RunOptions::default()
+        };
+        let out = dir.path().join("run");
+        let p = prepare(
+            config.clone(),
+            &options,
+            None,
+            &out,
+            Some("127.0.0.1".into()),
+        )
+        .unwrap();
+        assert_eq!(p.spec.engine, EngineKind::Sim);
+        assert_eq!(p.config.benchmark().concurrency, [2]);
+        assert_eq!(p.spec.roles.last(), Some(&disagg_plan::Role::Benchmark));
+        let router = p.spec.router.clone().unwrap();
+        assert_eq!(
+            (router.implementation.as_str(), router.policy.as_str()),
+            ("disagg", "round_robin")
+        );
+        let back = RunSpec::read(&p.run).unwrap();
+        assert_eq!(back, p.spec);
+        assert!(out.join("local-sim.yaml").exists() && out.join("plan.json").exists());
+        let again = prepare(config, &options, None, &out, None).err().unwrap();
+        assert!(again.to_string().contains("already holds a run"), "{again}");
+    }
+}

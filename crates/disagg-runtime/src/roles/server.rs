@@ -1,0 +1,129 @@
+//! DISAGG_SERVER: wait for every worker, write `server_config.yaml`, serve the coordinator —
+//! the built-in router, or upstream's `trtllm-serve disaggregated` (`router.implementation`).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use disagg_config::RouterPolicy;
+use disagg_plan::{Role, ServerKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::ExitStatus;
+use crate::lifecycle::RoleRun;
+use crate::rundir::State;
+
+/// The server's body.
+pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Result<ExitStatus> {
+    let workers: Vec<Role> = me.spec.workers().collect();
+    let waited = me
+        .wait_for("the workers", 10.0, signal, || {
+            let roles = me.run.roles();
+            let workers = &workers;
+            async move {
+                let roles = roles?;
+                Ok(workers.iter().all(|w| {
+                    roles
+                        .iter()
+                        .any(|r| r.role == *w && r.state == State::Ready)
+                }))
+            }
+        })
+        .await;
+    let waited = waited.map_err(|e| {
+        let missing: Vec<String> = me
+            .run
+            .roles()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| workers.contains(&r.role) && r.state != State::Ready)
+            .map(|r| format!("{} ({})", r.role, format!("{:?}", r.state).to_lowercase()))
+            .collect();
+        e.context(format!(
+            "waiting for workers; not ready: {}",
+            missing.join(", ")
+        ))
+    })?;
+    if let Err(ending) = waited {
+        return Ok(me.finish(&ending));
+    }
+    let roles = me.run.roles()?;
+    let urls = |kind: ServerKind| -> Vec<String> {
+        workers
+            .iter()
+            .filter(|w| w.server_kind() == Some(kind))
+            .filter_map(|w| roles.iter().find(|r| r.role == *w)?.address())
+            .collect()
+    };
+    let (ctx, gen_) = (urls(ServerKind::Ctx), urls(ServerKind::Gen));
+    let ext = me.config.extensions().router.clone().unwrap_or_default();
+    let request_timeout = ext.request_timeout_s.unwrap_or(me.spec.timeouts.request_s);
+    let start_timeout = ext
+        .server_start_timeout_s
+        .unwrap_or(me.spec.timeouts.ready_s);
+    if ext.implementation == Some("trtllm") {
+        // Upstream's coordinator: `trtllm-serve disaggregated -c server_config.yaml -t T -r R`
+        // on a port picked here (it has no way to report a port it picked itself).
+        let port = super::free_port(&me.address.bind)?;
+        me.run
+            .write_server_config(&me.address.advertised, port, &ctx, &gen_)?;
+        let secs = |v: f64| format!("{}", v.ceil() as u64);
+        let argv: Vec<String> = vec![
+            "trtllm-serve".into(),
+            "disaggregated".into(),
+            "-c".into(),
+            me.run.server_config_file().display().to_string(),
+            "-t".into(),
+            secs(start_timeout),
+            "-r".into(),
+            secs(request_timeout),
+        ];
+        return super::worker::serve_child(me, &argv, port, "trtllm-serve disaggregated", signal)
+            .await;
+    }
+    me.run
+        .write_server_config(&me.address.advertised, 0, &ctx, &gen_)?;
+    let policy = router_policy(ext.policy);
+    let settings = disagg_router::RouterSettings {
+        context: ctx,
+        generation: gen_,
+        context_policy: policy,
+        generation_policy: policy,
+        max_retries: ext.max_retries.unwrap_or(1),
+        request_timeout: Duration::from_secs_f64(request_timeout),
+        server_start_timeout: Duration::from_secs_f64(start_timeout),
+        health_check_interval: Duration::from_secs(1),
+        gen_only: me.gen_only(),
+    };
+    let bind = format!("{}:0", me.address.bind);
+    let router = disagg_router::Router::bind(&bind, settings)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let port = router.local_addr().port();
+    me.ready(port)?;
+    eprintln!(
+        "DISAGG_SERVER: router serving at {}:{port} (policy {})",
+        me.address.advertised,
+        policy.name()
+    );
+    let stop = CancellationToken::new();
+    let serve = router.run(stop.clone());
+    tokio::pin!(serve);
+    let ending = tokio::select! {
+        r = &mut serve => {
+            r.context("the router stopped")?;
+            bail!("the router stopped serving");
+        }
+        e = me.watch(signal) => e,
+    };
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), serve).await;
+    Ok(me.finish(&ending))
+}
+
+/// The policy of the config's `router.policy` (validated: only names the router runs).
+pub fn router_policy(name: Option<&str>) -> RouterPolicy {
+    match name {
+        Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens: false },
+        _ => RouterPolicy::RoundRobin,
+    }
+}

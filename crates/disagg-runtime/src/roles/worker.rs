@@ -1,0 +1,207 @@
+//! CTX_i / GEN_i: start the engine, publish where it serves, serve until the run ends.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use disagg_config::EngineKind;
+use disagg_plan::ServerKind;
+use disagg_sim::{SimOptions, WorkerSide};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{EngineParams, command_line};
+use crate::error::InvalidInput;
+use crate::exit::ExitStatus;
+use crate::lifecycle::RoleRun;
+use crate::rundir::write_atomic;
+use crate::supervise;
+
+/// The worker's body.
+pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Result<ExitStatus> {
+    let kind = me.role.server_kind().unwrap_or(ServerKind::Gen);
+    if me.spec.engine == EngineKind::Sim {
+        if me.rank > 0 {
+            // The simulated engine is one process per server: other ranks only follow the run.
+            let ending = me.watch(signal).await;
+            return Ok(me.finish(&ending));
+        }
+        return sim(me, kind, signal).await;
+    }
+    external(me, kind, signal).await
+}
+
+/// The built-in engine, in this process.
+async fn sim(
+    me: &RoleRun,
+    kind: ServerKind,
+    signal: &CancellationToken,
+) -> anyhow::Result<ExitStatus> {
+    let (role, side) = match kind {
+        ServerKind::Ctx => (disagg_sim::Role::Context, WorkerSide::Ctx),
+        ServerKind::Gen => (disagg_sim::Role::Generation, WorkerSide::Gen),
+    };
+    let options = SimOptions {
+        model: Some(me.model()),
+        role,
+        handoff_key: std::env::var("DISAGG_SIM_HANDOFF_KEY").ok(),
+        accept_synthetic_handoff: me.gen_only(),
+        params: me.spec.overrides.sim.clone(),
+        ..SimOptions::default()
+    };
+    let (cfg, limits) = options
+        .resolve(Some((&me.config, side)))
+        .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    let bind = format!("{}:0", me.address.bind);
+    let sim = disagg_sim::Sim::bind(&bind, cfg, limits)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let port = sim.local_addr().port();
+    me.ready(port)?;
+    eprintln!(
+        "{}: sim engine serving at {}:{port}",
+        me.role, me.address.advertised
+    );
+    let stop = CancellationToken::new();
+    let serve = sim.run(stop.clone());
+    tokio::pin!(serve);
+    let ending = tokio::select! {
+        r = &mut serve => {
+            r.context("the sim engine stopped")?;
+            bail!("the sim engine stopped serving");
+        }
+        e = me.watch(signal) => e,
+    };
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), serve).await;
+    Ok(me.finish(&ending))
+}
+
+/// An engine of its own (`trtllm-serve`, `vllm serve`, SGLang, a command template) as a child.
+async fn external(
+    me: &RoleRun,
+    kind: ServerKind,
+    signal: &CancellationToken,
+) -> anyhow::Result<ExitStatus> {
+    let w = match kind {
+        ServerKind::Ctx => me.config.ctx(),
+        ServerKind::Gen => me.config.gen_(),
+    };
+    // The worker section, minus the harness's keys, is the engine's options file.
+    let options: serde_json::Map<String, serde_json::Value> = w
+        .engine_options()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_json()))
+        .collect();
+    let engines = me.run.root().join("engines");
+    std::fs::create_dir_all(&engines)
+        .with_context(|| format!("cannot create {}", engines.display()))?;
+    let options_file = engines.join(format!("{}.yaml", me.role));
+    write_atomic(
+        &options_file,
+        &serde_json::to_string_pretty(&serde_json::Value::Object(options))?,
+    )?;
+    let port = super::free_port(&me.address.bind)?;
+    let model = std::env::var("DISAGG_MODEL_PATH")
+        .ok()
+        .or_else(|| me.spec.model_path.clone())
+        .unwrap_or_else(|| me.model());
+    let run_dir = me.run.root().display().to_string();
+    let options_path = options_file.display().to_string();
+    let params = EngineParams {
+        role: me.role,
+        model: &model,
+        host: &me.address.bind,
+        port,
+        options_file: &options_path,
+        tp: w.tp(),
+        pp: w.pp(),
+        gpus: w.gpus(),
+        run_dir: &run_dir,
+    };
+    let template = me
+        .config
+        .extensions()
+        .engine
+        .as_ref()
+        .and_then(|e| e.command.clone());
+    let argv = command_line(me.spec.engine, template.as_deref(), &params)
+        .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    let what = format!("the {} engine", me.spec.engine);
+    serve_child(me, &argv, port, &what, signal).await
+}
+
+/// Run `argv` (an engine, or upstream's coordinator) as a child that serves on `port`: wait for
+/// its `/health`, publish the role as ready, serve until the run ends or the child dies, then
+/// stop it (SIGTERM, 10 s, SIGKILL). Its output goes to the role's own log.
+pub(super) async fn serve_child(
+    me: &RoleRun,
+    argv: &[String],
+    port: u16,
+    what: &str,
+    signal: &CancellationToken,
+) -> anyhow::Result<ExitStatus> {
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let child = supervise::spawn_attached(what, cmd)
+        .with_context(|| format!("cannot start `{}`", argv[0]))?;
+    eprintln!(
+        "{}: engine pid {}: {}",
+        me.role,
+        child.pid(),
+        argv.join(" ")
+    );
+    let mut children = [child];
+    let result = serve_started(me, &mut children[0], port, what, signal).await;
+    supervise::stop_all(&mut children, Duration::from_secs(10));
+    result.map(|ending| me.finish(&ending))
+}
+
+async fn serve_started(
+    me: &RoleRun,
+    child: &mut supervise::Child,
+    port: u16,
+    what: &str,
+    signal: &CancellationToken,
+) -> anyhow::Result<crate::lifecycle::Ending> {
+    let addr = format!("{}:{port}", me.address.probe_host());
+    // Ranks other than 0 are the engine's MPI workers: they never serve /health.
+    if me.rank == 0 {
+        let started = me
+            .wait_for(what, 0.0, signal, || {
+                let exited = child.poll();
+                let addr = addr.clone();
+                async move {
+                    if let Some(status) = exited {
+                        bail!(
+                            "it exited before it was ready ({})",
+                            supervise::describe(status)
+                        );
+                    }
+                    Ok(crate::probe::health(&addr, Duration::from_secs(2))
+                        .await
+                        .unwrap_or(false))
+                }
+            })
+            .await
+            .map_err(|e| e.context(format!("{what} did not come up")))?;
+        if let Err(ending) = started {
+            return Ok(ending);
+        }
+    }
+    me.ready(port)?;
+    eprintln!(
+        "{}: engine ready at {}:{port}",
+        me.role, me.address.advertised
+    );
+    let watch = me.watch(signal);
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            e = &mut watch => return Ok(e),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(status) = child.poll() {
+                    bail!("{what} exited ({})", supervise::describe(status));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `disagg bench`: benchmark any OpenAI-compatible server.
+
+use disagg_bench::plan::{BenchPlan, Dataset, parse_slo};
+use disagg_bench::runner::{Endpoint, Load};
+use disagg_bench::{Hooks, execute};
+use disagg_runtime::ExitStatus;
+
+use crate::cli::BenchArgs;
+
+/// The typed plan of the flags.
+fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
+    let loads = match args.request_rate {
+        Some(rate) => vec![Load::Rate {
+            rate,
+            burstiness: args.burstiness,
+        }],
+        None => args
+            .concurrency
+            .iter()
+            .map(|&c| Load::Concurrency(c))
+            .collect(),
+    };
+    Ok(BenchPlan {
+        endpoint: if args.endpoint == "chat" {
+            Endpoint::Chat
+        } else {
+            Endpoint::Completions
+        },
+        loads,
+        num_prompts: args.num_prompts,
+        multi_round: args.multi_round,
+        isl: args.isl,
+        osl: args.osl,
+        range_ratio: args.range_ratio,
+        dataset: Dataset::from_flags(&args.dataset, args.dataset_path.clone())?,
+        ignore_eos: args.ignore_eos,
+        stream: !args.no_stream,
+        warmup: args.warmup,
+        seed: args.seed,
+        slo: args.goodput.as_deref().map(parse_slo).transpose()?,
+        percentiles: args.percentiles.clone(),
+        timeout: args.timeout,
+        max_duration: args.max_duration,
+        out: args.out.clone(),
+        tokenizer: args.tokenizer.clone(),
+        save_timelines: args.save_timelines,
+        ..BenchPlan::new(args.url.clone(), args.model.clone())
+    })
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
+    let plan = plan(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
+    let stop = {
+        let _runtime = runtime.enter();
+        disagg_runtime::serving::cancel_on_signal()
+    };
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            stop.cancelled().await;
+            eprintln!("\ninterrupted: keeping the requests that finished");
+        });
+    }
+    let hooks = Hooks {
+        stop,
+        progress: None,
+    };
+    let outcome = execute(&plan, &runtime, &hooks)?;
+    if outcome.interrupted {
+        eprintln!("error: interrupted; partial results are marked interrupted");
+        return Ok(ExitStatus::Interrupted);
+    }
+    if outcome.any_invalid && !args.allow_invalid {
+        eprintln!(
+            "error: at least one run is INVALID (see above); --allow-invalid to exit 0 anyway"
+        );
+        return Ok(ExitStatus::Failure);
+    }
+    Ok(ExitStatus::Success)
+}
