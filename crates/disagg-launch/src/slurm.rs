@@ -13,6 +13,26 @@
 //! `sacct -n -X -P -o State,ExitCode -j ID`, which needs accounting (slurmdbd). Without either the
 //! state is [`JobState::Unknown`].
 //!
+//! `tests/live_slurm.rs` runs the commands against a real Slurm (ignored by default; see there).
+//!
+//! Following a job:
+//! ```no_run
+//! use std::path::Path;
+//! use disagg_launch::slurm::{JobState, Slurm};
+//! let slurm = Slurm::new(Some("/tmp/disagg-local-slurm/etc/slurm.conf".into()));
+//! let id = slurm.sbatch(Path::new("job.sbatch"), Path::new("/shared/runs/1"))?;
+//! loop {
+//!     match slurm.state(id) {
+//!         s if s.never_starts() => break slurm.cancel(id)?,
+//!         JobState::Pending(_) | JobState::Running => {}
+//!         JobState::Ended { .. } | JobState::Unknown => break,
+//!     }
+//!     std::thread::sleep(std::time::Duration::from_millis(200));
+//! }
+//! # Ok::<(), disagg_launch::slurm::SlurmError>(())
+//! ```
+//!
+//! Reading Slurm's output:
 //! ```
 //! use disagg_launch::slurm::{JobState, parse_sacct, parse_sbatch_parsable, parse_scontrol_job};
 //! assert_eq!(parse_sbatch_parsable("42;cluster\n").unwrap(), 42);
@@ -182,6 +202,9 @@ impl Slurm {
 
     /// The job's state: from `scontrol`, or from `sacct` once slurmctld has forgotten the job;
     /// [`JobState::Unknown`] when neither knows it (or neither can be run).
+    ///
+    /// Any failure of `scontrol` counts as "forgotten", including an unreachable slurmctld
+    /// (`Unable to contact slurm controller`): without accounting that is `Unknown` too.
     pub fn state(&self, id: u64) -> JobState {
         let scontrol = self.scontrol_job_cmd(id).output().ok().map(Ran::from);
         state_outcome(scontrol.as_ref(), || {
@@ -189,7 +212,8 @@ impl Slurm {
         })
     }
 
-    /// Cancel the job (`scancel ID`). Slurm accepts cancelling a job that has already ended.
+    /// Cancel the job (`scancel ID`). Cancelling a job that has ended succeeds, and so does (on
+    /// Slurm 22.05, silently) cancelling an id slurmctld does not know.
     pub fn cancel(&self, id: u64) -> Result<(), SlurmError> {
         let ran = self
             .scancel_cmd(id)
@@ -206,8 +230,9 @@ impl Slurm {
     }
 
     /// Whether the job is still in the queue (pending, running, completing...), from
-    /// `squeue -h -j ID -o %i`: `Some(false)` once it has ended or is unknown, `None` when
-    /// `squeue` cannot be run or fails (e.g. slurmctld unreachable).
+    /// `squeue -h -j ID -o %i`: `Some(false)` once it has ended or is unknown to slurmctld,
+    /// `None` when `squeue` cannot be run or fails otherwise (slurmctld unreachable, an id past
+    /// Slurm's maximum).
     pub fn is_queued(&self, id: u64) -> Option<bool> {
         let ran = Ran::from(self.squeue_cmd(id).output().ok()?);
         queued_outcome(id, &ran)

@@ -21,6 +21,21 @@ struct Capture {
 }
 
 impl Capture {
+    /// The command line without a leading `env VAR=value ...`.
+    fn program(&self) -> &str {
+        let mut rest = self.command.as_str();
+        if let Some(r) = rest.strip_prefix("env ") {
+            rest = r;
+            while let Some((word, r)) = rest.split_once(' ') {
+                if !word.contains('=') {
+                    break;
+                }
+                rest = r;
+            }
+        }
+        rest
+    }
+
     fn ran(&self) -> Ran {
         Ran {
             success: self.exit == 0,
@@ -88,7 +103,85 @@ fn pending(reason: &str) -> JobState {
 
 /// `scontrol show job ID -o` files: the state, whether it never starts, the job name.
 fn scontrol_cases() -> Vec<(&'static str, JobState, bool, Option<&'static str>)> {
+    let sleep = Some("sleep.sh");
     vec![
+        ("scontrol-running", JobState::Running, false, sleep),
+        // Right after scancel the job is COMPLETING until its processes are gone.
+        ("scontrol-cancelling", JobState::Running, false, sleep),
+        ("scontrol-cancelled", ended("CANCELLED", 0), false, sleep),
+        ("scontrol-completed", ended("COMPLETED", 0), false, sleep),
+        (
+            "scontrol-failed-exit-3",
+            ended("FAILED", 3),
+            false,
+            Some("exit3.sh"),
+        ),
+        // Killed by a signal: exit code 0, the signal (9) after the colon.
+        (
+            "scontrol-failed-killed",
+            ended("FAILED", 0),
+            false,
+            Some("killed.sh"),
+        ),
+        ("scontrol-node-fail", ended("NODE_FAIL", 0), false, sleep),
+        ("scontrol-timeout", ended("TIMEOUT", 0), false, sleep),
+        (
+            "scontrol-pending-resources",
+            pending("Resources"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-priority",
+            pending("Priority"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-begin-time",
+            pending("BeginTime"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-dependency",
+            pending("Dependency"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-held-admin",
+            pending("JobHeldAdmin"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-held-user",
+            pending("JobHeldUser"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-submitted-held",
+            pending("JobHeldUser"),
+            false,
+            sleep,
+        ),
+        (
+            "scontrol-pending-node-limit",
+            pending("PartitionNodeLimit"),
+            true,
+            sleep,
+        ),
+        // scontrol fails (exit 1, nothing on stdout): `Slurm::state` asks sacct.
+        ("scontrol-unknown-id", JobState::Unknown, false, None),
+        ("scontrol-purged", JobState::Unknown, false, None),
+        (
+            "scontrol-controller-unreachable",
+            JobState::Unknown,
+            false,
+            None,
+        ),
         ("hand-made-scontrol-empty", JobState::Unknown, false, None),
         ("hand-made-scontrol-garbage", JobState::Unknown, false, None),
         (
@@ -127,6 +220,9 @@ fn scontrol_cases() -> Vec<(&'static str, JobState, bool, Option<&'static str>)>
 /// `sacct -n -X -P -o State,ExitCode -j ID` files that succeeded: the state.
 fn sacct_cases() -> Vec<(&'static str, JobState)> {
     vec![
+        // Exit 1, "Slurm accounting storage is disabled" on stderr.
+        ("sacct-no-accounting", JobState::Unknown),
+        ("sacct-purged-no-accounting", JobState::Unknown),
         ("hand-made-sacct-empty", JobState::Unknown),
         ("hand-made-sacct-cancelled-by", ended("CANCELLED", 0)),
         ("hand-made-sacct-two-records", ended("TIMEOUT", 0)),
@@ -139,6 +235,13 @@ fn sacct_cases() -> Vec<(&'static str, JobState)> {
 /// `sbatch --parsable` files: the job id, or the error message.
 fn sbatch_cases() -> Vec<(&'static str, Result<u64, &'static str>)> {
     vec![
+        ("sbatch-parsable", Ok(15)),
+        (
+            "sbatch-rejected-too-many-nodes",
+            Err(
+                "sbatch rejected the job: sbatch: error: Batch job submission failed: Node count specification invalid",
+            ),
+        ),
         (
             "hand-made-sbatch-empty",
             Err("sbatch printed ``, not a job id"),
@@ -157,12 +260,29 @@ fn sbatch_cases() -> Vec<(&'static str, Result<u64, &'static str>)> {
 
 /// `squeue -h -j ID -o %i` files: whether the job is queued (`None`: squeue failed).
 fn squeue_cases() -> Vec<(&'static str, Option<bool>)> {
-    vec![("hand-made-squeue-garbage", Some(false))]
+    vec![
+        ("squeue-running", Some(true)),
+        ("squeue-pending", Some(true)),
+        // Ended but still known to slurmctld: exit 0, nothing printed.
+        ("squeue-ended", Some(false)),
+        ("squeue-cancelled", Some(false)),
+        // Exit 1, "Invalid job id specified".
+        ("squeue-unknown-id", Some(false)),
+        ("squeue-controller-unreachable", None),
+        ("hand-made-squeue-garbage", Some(false)),
+    ]
 }
 
 /// `scancel ID` files: `Ok`, or the error message.
 fn scancel_cases() -> Vec<(&'static str, Result<(), &'static str>)> {
-    vec![("hand-made-scancel-failed-silent", Err("scancel 7: "))]
+    vec![
+        ("scancel-running", Ok(())),
+        ("scancel-ended", Ok(())),
+        // Slurm 22.05 exits 0 without a word for an id it does not know.
+        ("scancel-unknown-id", Ok(())),
+        ("scancel-purged", Ok(())),
+        ("hand-made-scancel-failed-silent", Err("scancel 7: ")),
+    ]
 }
 
 /// The job id on a captured command line (its last number).
@@ -182,18 +302,14 @@ fn every_file_has_an_expectation() {
     covered.extend(sbatch_cases().into_iter().map(|c| c.0.to_string()));
     covered.extend(squeue_cases().into_iter().map(|c| c.0.to_string()));
     covered.extend(scancel_cases().into_iter().map(|c| c.0.to_string()));
-    covered.extend(OTHER_CASES.iter().map(|c| c.to_string()));
     assert_eq!(all_cases(), covered);
 }
-
-/// Files checked by a test of their own below.
-const OTHER_CASES: &[&str] = &[];
 
 #[test]
 fn scontrol_outputs() {
     for (name, want, never, job_name) in scontrol_cases() {
         let c = load(name);
-        assert!(c.command.starts_with("scontrol show job"), "{name}");
+        assert!(c.program().starts_with("scontrol show job"), "{name}");
         assert_eq!(parse_scontrol_job(&c.stdout), want, "{name}");
         assert_eq!(want.never_starts(), never, "{name}");
         assert_eq!(
@@ -220,7 +336,7 @@ fn scontrol_outputs() {
 fn sacct_outputs() {
     for (name, want) in sacct_cases() {
         let c = load(name);
-        assert!(c.command.starts_with("sacct "), "{name}");
+        assert!(c.program().starts_with("sacct "), "{name}");
         assert_eq!(parse_sacct(&c.stdout), want, "{name}");
         if c.exit == 0 {
             assert_eq!(state_outcome(None, || Some(c.ran())), want, "{name}");
@@ -234,7 +350,7 @@ fn sacct_outputs() {
 fn sbatch_outputs() {
     for (name, want) in sbatch_cases() {
         let c = load(name);
-        assert!(c.command.starts_with("sbatch --parsable"), "{name}");
+        assert!(c.program().starts_with("sbatch --parsable"), "{name}");
         let got = sbatch_outcome(&c.ran()).map_err(|e| e.to_string());
         assert_eq!(got, want.map_err(str::to_string), "{name}");
         if c.exit == 0 {
@@ -251,7 +367,7 @@ fn sbatch_outputs() {
 fn squeue_outputs() {
     for (name, want) in squeue_cases() {
         let c = load(name);
-        assert!(c.command.starts_with("squeue -h -j"), "{name}");
+        assert!(c.program().starts_with("squeue -h -j"), "{name}");
         let id = id_of(&c);
         assert_eq!(queued_outcome(id, &c.ran()), want, "{name}");
     }
@@ -261,7 +377,7 @@ fn squeue_outputs() {
 fn scancel_outputs() {
     for (name, want) in scancel_cases() {
         let c = load(name);
-        assert!(c.command.starts_with("scancel "), "{name}");
+        assert!(c.program().starts_with("scancel "), "{name}");
         let got = cancel_outcome(id_of(&c), &c.ran()).map_err(|e| e.to_string());
         assert_eq!(got, want.map_err(str::to_string), "{name}");
     }
@@ -279,14 +395,14 @@ fn every_parser_takes_every_file() {
             let sbatch = parse_sbatch_parsable(text);
             let job_name = parse_scontrol_job_name(text);
             let _ = parse_squeue(text, 1);
-            if !c.command.starts_with("scontrol show job") {
+            if !c.program().starts_with("scontrol show job") {
                 assert_eq!(scontrol, JobState::Unknown, "{name}");
                 assert_eq!(job_name, None, "{name}");
             }
-            if !c.command.starts_with("sacct ") {
+            if !c.program().starts_with("sacct ") {
                 assert_eq!(sacct, JobState::Unknown, "{name}");
             }
-            if !c.command.starts_with("sbatch ") && !c.command.starts_with("squeue ") {
+            if !c.program().starts_with("sbatch ") && !c.program().starts_with("squeue ") {
                 assert!(sbatch.is_err(), "{name}");
             }
         }
@@ -498,6 +614,29 @@ fn without_a_conf_the_environment_decides() {
     ] {
         assert_eq!(c.get_envs().count(), 0);
     }
+}
+
+/// The real pair `Slurm::state` meets for a job slurmctld has purged, on a cluster without
+/// accounting: scontrol fails, sacct fails, the state is unknown.
+#[test]
+fn purged_without_accounting_is_unknown() {
+    let sacct = load("sacct-purged-no-accounting");
+    for scontrol in ["scontrol-purged", "scontrol-unknown-id"] {
+        let state = state_outcome(Some(&load(scontrol).ran()), || Some(sacct.ran()));
+        assert_eq!(state, JobState::Unknown, "{scontrol}");
+    }
+}
+
+/// Kept from the binary's behaviour: scontrol failing for any reason, even an unreachable
+/// slurmctld, counts as "purged" and falls back to sacct.
+#[test]
+fn an_unreachable_controller_reads_as_unknown() {
+    let scontrol = load("scontrol-controller-unreachable");
+    let sacct = load("sacct-no-accounting");
+    assert_eq!(
+        state_outcome(Some(&scontrol.ran()), || Some(sacct.ran())),
+        JobState::Unknown
+    );
 }
 
 /// Neither scontrol nor sacct could be run: nothing is known.
