@@ -1,10 +1,7 @@
 //! The Slurm client against a real Slurm: submit, follow, cancel, and the answers for a job that
-//! does not exist. Needs a running cluster, so it is ignored by default:
-//!
-//! ```text
-//! bash scripts/local-slurm.sh up && source /tmp/disagg-local-slurm/env.sh
-//! cargo test -p disagg-launch --test live_slurm -- --ignored
-//! ```
+//! does not exist. Needs a running cluster named by `SLURM_CONF`
+//! (`bash scripts/local-slurm.sh up && source /tmp/disagg-local-slurm/env.sh`); without one the
+//! tests say SKIPPED, and `DISAGG_REQUIRE_SLURM=1` (set by CI) makes that a failure.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +28,28 @@ fn wait_for(slurm: &Slurm, id: u64, done: impl Fn(&JobState) -> bool) -> JobStat
     }
 }
 
+/// The cluster `SLURM_CONF` names, when it answers.
+fn live() -> Option<Slurm> {
+    let conf = std::env::var("SLURM_CONF").ok().filter(|c| {
+        std::process::Command::new("scontrol")
+            .arg("ping")
+            .env("SLURM_CONF", c)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if conf.is_none() {
+        assert!(
+            std::env::var_os("DISAGG_REQUIRE_SLURM").is_none(),
+            "DISAGG_REQUIRE_SLURM is set but SLURM_CONF names no running Slurm"
+        );
+        eprintln!("SKIPPED: no running Slurm (SLURM_CONF)");
+    }
+    conf.map(|c| Slurm::new(Some(c)))
+}
+
 #[test]
-#[ignore = "needs a running Slurm (scripts/local-slurm.sh up) and SLURM_CONF"]
 fn submit_follow_cancel() {
-    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF names the cluster's slurm.conf");
-    let slurm = Slurm::new(Some(conf));
+    let Some(slurm) = live() else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("job.sbatch");
     std::fs::write(
@@ -70,10 +84,8 @@ fn submit_follow_cancel() {
 }
 
 #[test]
-#[ignore = "needs a running Slurm (scripts/local-slurm.sh up) and SLURM_CONF"]
 fn rejected_and_unknown_jobs() {
-    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF names the cluster's slurm.conf");
-    let slurm = Slurm::new(Some(conf));
+    let Some(slurm) = live() else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("job.sbatch");
     std::fs::write(&script, "#!/bin/bash\n#SBATCH --nodes=9999\ntrue\n").unwrap();
