@@ -47,6 +47,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         return Ok(me.finish(&ending));
     }
     let roles = me.run.roles()?;
+    reach_workers(me, &roles, &workers).await?;
     let urls = |kind: ServerKind| -> Vec<String> {
         workers
             .iter()
@@ -118,6 +119,48 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), serve).await;
     Ok(me.finish(&ending))
+}
+
+/// Every worker must answer at the address it published, from here: a worker bound to
+/// loopback on another node, a hostname that resolves elsewhere, a port taken on another host
+/// all fail here, naming the worker, its address and node, and this node — not later as a
+/// router that never becomes healthy.
+async fn reach_workers(
+    me: &RoleRun,
+    roles: &[crate::rundir::RoleState],
+    workers: &[Role],
+) -> anyhow::Result<()> {
+    for w in workers {
+        let Some(state) = roles.iter().find(|r| r.role == *w) else {
+            continue;
+        };
+        let Some(addr) = state.address() else {
+            continue;
+        };
+        let mut last = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            match crate::probe::health(&addr, Duration::from_secs(2)).await {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            let node = state.host.as_deref().unwrap_or("?");
+            bail!(
+                "cannot reach {w} at {addr} (published by {w}, pid {}, on node {node}) from DISAGG_SERVER on {}: {e}; \
+                 is its server bound to 127.0.0.1 only, or does {node} resolve to another address here?",
+                state.pid,
+                me.address.advertised
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The policy of the config's `router.policy` (validated: only names the router runs).

@@ -162,13 +162,16 @@ async fn serve_started(
     what: &str,
     signal: &CancellationToken,
 ) -> anyhow::Result<crate::lifecycle::Ending> {
-    let addr = format!("{}:{port}", me.address.probe_host());
+    // Probed where the other roles will look (the advertised address), not only on loopback: a
+    // server bound to 127.0.0.1 on a cluster node answers its own node and nobody else.
+    let public = format!("{}:{port}", me.address.advertised);
+    let local = format!("{}:{port}", me.address.probe_host());
     // Ranks other than 0 are the engine's MPI workers: they never serve /health.
     if me.rank == 0 {
         let started = me
             .wait_for(what, 0.0, signal, || {
                 let exited = child.poll();
-                let addr = addr.clone();
+                let (public, local) = (public.clone(), local.clone());
                 async move {
                     if let Some(status) = exited {
                         bail!(
@@ -176,9 +179,7 @@ async fn serve_started(
                             supervise::describe(status)
                         );
                     }
-                    Ok(crate::probe::health(&addr, Duration::from_secs(2))
-                        .await
-                        .unwrap_or(false))
+                    reachable(&public, &local).await
                 }
             })
             .await
@@ -203,5 +204,21 @@ async fn serve_started(
                 }
             }
         }
+    }
+}
+
+/// Whether the server answers `/health` at `public`; an error when it answers only at `local`
+/// (bound to the loopback interface: the other nodes could never reach it).
+async fn reachable(public: &str, local: &str) -> anyhow::Result<bool> {
+    let wait = Duration::from_secs(2);
+    match crate::probe::health(public, wait).await {
+        Ok(ok) => Ok(ok),
+        Err(e) if public != local && crate::probe::health(local, wait).await.unwrap_or(false) => {
+            bail!(
+                "it answers at {local} but not at {public}, the address the other roles use ({e}): \
+                 it is bound to the loopback interface only; bind all interfaces or the node's address"
+            )
+        }
+        Err(_) => Ok(false),
     }
 }
