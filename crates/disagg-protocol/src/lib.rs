@@ -13,6 +13,7 @@
 //! assert_eq!(req.prompt, Prompt::Tokens(vec![1, 2, 3]));
 //! ```
 
+pub mod body;
 mod sse;
 mod types;
 

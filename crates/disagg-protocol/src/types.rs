@@ -50,9 +50,9 @@ pub struct DisaggregatedParams {
     /// The coordinator's id for the whole request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disagg_request_id: Option<u64>,
-    /// `context_first` or `generation_first`.
+    /// Which leg the coordinator sends first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule_style: Option<String>,
+    pub schedule_style: Option<ScheduleStyle>,
     /// The context leg's usage (newer coordinators send it to the generation server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctx_usage: Option<Usage>,
@@ -69,6 +69,61 @@ impl DisaggregatedParams {
     /// `request_type == "generation_only"`.
     pub fn is_generation_only(&self) -> bool {
         self.request_type.as_deref() == Some(REQUEST_GENERATION_ONLY)
+    }
+}
+
+/// Upstream's `DisaggScheduleStyle` (`tensorrt_llm/disaggregated_params.py`, an `IntEnum`):
+/// on the wire an integer, `0` = context first, `1` = generation first. Older coordinators and
+/// configs spell it as a name (`context_first`); both are read, the integer is written, as
+/// upstream's workers expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleStyle {
+    /// `0`: the context leg, then the generation leg.
+    ContextFirst,
+    /// `1`: the generation leg is sent first and waits for the context's KV cache.
+    GenerationFirst,
+}
+
+impl ScheduleStyle {
+    /// The upstream integer.
+    pub fn code(self) -> u8 {
+        match self {
+            ScheduleStyle::ContextFirst => 0,
+            ScheduleStyle::GenerationFirst => 1,
+        }
+    }
+}
+
+impl Serialize for ScheduleStyle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for ScheduleStyle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ScheduleStyle, D::Error> {
+        let bad = |what: &dyn std::fmt::Display| {
+            serde::de::Error::custom(format!(
+                "schedule_style `{what}`: use 0 (context_first) or 1 (generation_first)"
+            ))
+        };
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(0) => Ok(ScheduleStyle::ContextFirst),
+                Some(1) => Ok(ScheduleStyle::GenerationFirst),
+                _ => Err(bad(&n)),
+            },
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "0" | "context_first" | "disaggschedulestyle.context_first" => {
+                    Ok(ScheduleStyle::ContextFirst)
+                }
+                "1" | "generation_first" | "disaggschedulestyle.generation_first" => {
+                    Ok(ScheduleStyle::GenerationFirst)
+                }
+                _ => Err(bad(&s)),
+            },
+            other => Err(bad(&other)),
+        }
     }
 }
 

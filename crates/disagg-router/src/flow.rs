@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::State as AxState;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use disagg_protocol::{ErrorResponse, sse_data};
+use disagg_protocol::body::{BodyError, MSGPACK_HEADER, decode, is_msgpack};
+use disagg_protocol::{ErrorResponse, ScheduleStyle, sse_data};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -71,12 +72,16 @@ fn stream_error(message: &str, code: u16) -> Bytes {
     Bytes::from(out)
 }
 
-async fn completions(AxState(st): AxState<Arc<State>>, body: Bytes) -> Response {
-    handle(st, Endpoint::Completions, body).await
+async fn completions(
+    AxState(st): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, Endpoint::Completions, &headers, body).await
 }
 
-async fn chat(AxState(st): AxState<Arc<State>>, body: Bytes) -> Response {
-    handle(st, Endpoint::Chat, body).await
+async fn chat(AxState(st): AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(st, Endpoint::Chat, &headers, body).await
 }
 
 /// What the outcome of one leg is.
@@ -205,10 +210,12 @@ fn prompt_tokens(req: &Value) -> u64 {
     }
 }
 
-async fn handle(st: Arc<State>, ep: Endpoint, body: Bytes) -> Response {
+async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let deadline = started + st.settings.request_timeout;
-    let mut req = match serde_json::from_slice::<Value>(&body) {
+    // JSON, or MessagePack as upstream's newest coordinator sends it (`X-TRTLLM-Msgpack: 1`).
+    let msgpack = is_msgpack(headers.get(MSGPACK_HEADER).map(|v| v.as_bytes()));
+    let mut req = match decode::<Value>(&body, msgpack) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             return fail(
@@ -219,12 +226,11 @@ async fn handle(st: Arc<State>, ep: Endpoint, body: Bytes) -> Response {
             );
         }
         Err(e) => {
-            return fail(
-                &st,
-                StatusCode::BAD_REQUEST,
-                ErrorKind::BadRequest,
-                format!("invalid request body: {e}"),
-            );
+            let message = match e {
+                BodyError::Json(e) => format!("invalid request body: {e}"),
+                e @ BodyError::Msgpack(_) => e.to_string(),
+            };
+            return fail(&st, StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message);
         }
     };
     let stream = req["stream"].as_bool().unwrap_or(false);
@@ -274,8 +280,9 @@ async fn handle(st: Arc<State>, ep: Endpoint, body: Bytes) -> Response {
     let mut ctx_req = req.clone();
     ctx_req["stream"] = json!(false);
     ctx_req["stream_options"] = Value::Null;
+    // Upstream's workers read `schedule_style` as an integer enum (0 = context first).
     ctx_req["disaggregated_params"] = json!({"request_type": "context_only", "disagg_request_id": id,
-        "schedule_style": "context_first"});
+        "schedule_style": ScheduleStyle::ContextFirst});
     let ctx_body = Bytes::from(ctx_req.to_string());
     let ctx_started = Instant::now();
     let (ctx_lease, resp) = match send_leg(
@@ -355,7 +362,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, body: Bytes) -> Response {
     // Generation leg: the client's body, the context's prompt ids and hand-off.
     let mut params = params.clone();
     params["request_type"] = json!("generation_only");
-    params["schedule_style"] = json!("context_first");
+    params["schedule_style"] = json!(ScheduleStyle::ContextFirst);
     if !ctx["usage"].is_null() {
         params["ctx_usage"] = ctx["usage"].clone();
     }

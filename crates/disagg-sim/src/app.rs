@@ -32,6 +32,8 @@ struct AppState {
     started: Instant,
     perf: Mutex<VecDeque<metrics::PerfRecord>>,
     rooms: Mutex<HashMap<String, Arc<bootstrap::Room>>>,
+    /// The coordinator's clock minus ours, seconds (`POST /steady_clock_offset`).
+    clock_offset: Mutex<f64>,
 }
 
 /// The app: every route, on a shared state. Serve it with [`crate::Sim`] or drive it in-process.
@@ -44,6 +46,7 @@ pub fn app(cfg: SimConfig, engine: Engine) -> Router {
         started: Instant::now(),
         perf: Mutex::new(VecDeque::new()),
         rooms: Mutex::new(HashMap::new()),
+        clock_offset: Mutex::new(0.0),
     });
     Router::new()
         .route("/v1/completions", post(request::completions))
@@ -57,6 +60,10 @@ pub fn app(cfg: SimConfig, engine: Engine) -> Router {
         .route("/get_load", get(probes::load))
         .route("/metrics", get(metrics::metrics))
         .route("/perf_metrics", get(metrics::perf_metrics))
+        .route(
+            "/steady_clock_offset",
+            get(probes::steady_clock_offset).post(probes::set_steady_clock_offset),
+        )
         .route("/disagg_sim/bootstrap/{room}", get(bootstrap::bootstrap))
         .with_state(state)
 }

@@ -117,26 +117,37 @@ impl Http {
 
     /// `POST url` with a JSON body; reads the whole response.
     pub async fn post(&self, url: &str, body: &Value) -> Reply {
-        self.send("POST", url, Some(body.to_string())).await
+        self.send("POST", url, Bytes::from(body.to_string()), false)
+            .await
+    }
+
+    /// `POST url` with the body as MessagePack, marked `X-TRTLLM-Msgpack: 1` as upstream's
+    /// newest coordinator sends it.
+    pub async fn post_msgpack(&self, url: &str, body: &Value) -> Reply {
+        let bytes = Bytes::from(disagg_protocol::body::encode_msgpack(body));
+        self.send("POST", url, bytes, true).await
     }
 
     /// `POST url` with a raw body.
     pub async fn post_raw(&self, url: &str, body: &str) -> Reply {
-        self.send("POST", url, Some(body.to_string())).await
+        self.send("POST", url, Bytes::from(body.to_string()), false)
+            .await
     }
 
     /// `GET url`.
     pub async fn get(&self, url: &str) -> Reply {
-        self.send("GET", url, None).await
+        self.send("GET", url, Bytes::new(), false).await
     }
 
-    async fn send(&self, method: &str, url: &str, body: Option<String>) -> Reply {
-        let req = hyper::Request::builder()
+    async fn send(&self, method: &str, url: &str, body: Bytes, msgpack: bool) -> Reply {
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("request");
+            .header("content-type", "application/json");
+        if msgpack {
+            req = req.header(disagg_protocol::body::MSGPACK_HEADER, "1");
+        }
+        let req = req.body(Full::new(body)).expect("request");
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .expect("response within 30 s")

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::generation::Generated;
 
-/// Per-request timings for `/perf_metrics`, seconds since the server started.
+/// Per-request timings for `/perf_metrics`, seconds since the server started (plus the
+/// coordinator's clock offset once it posted one).
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct PerfRecord {
     request_id: u64,
@@ -24,6 +25,21 @@ pub(super) struct PerfRecord {
     kv_transfer_end_time: f64,
     first_token_time: f64,
     last_token_time: f64,
+}
+
+impl PerfRecord {
+    /// The same timings `offset` seconds later (the coordinator's clock).
+    fn shifted(mut self, offset: f64) -> PerfRecord {
+        for t in [
+            &mut self.arrival_time,
+            &mut self.kv_transfer_end_time,
+            &mut self.first_token_time,
+            &mut self.last_token_time,
+        ] {
+            *t += offset;
+        }
+        self
+    }
 }
 
 #[derive(Default)]
@@ -56,10 +72,12 @@ pub(super) fn record(st: &AppState, g: &Generated, n: u32, first: f64, last: f64
 }
 
 pub(super) async fn perf_metrics(State(st): State<Arc<AppState>>) -> axum::Json<Vec<PerfRecord>> {
+    // On the coordinator's clock once it told us the offset (`POST /steady_clock_offset`).
+    let offset = st.clock_offset.lock().map_or(0.0, |o| *o);
     let records = st
         .perf
         .lock()
-        .map(|mut q| q.drain(..).collect())
+        .map(|mut q| q.drain(..).map(|r| r.shifted(offset)).collect())
         .unwrap_or_default();
     axum::Json(records)
 }

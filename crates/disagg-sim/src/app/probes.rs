@@ -53,3 +53,29 @@ pub(super) async fn load(State(st): State<Arc<AppState>>) -> axum::Json<Value> {
     let load = s.running.load(Ordering::Relaxed) + s.waiting.load(Ordering::Relaxed);
     axum::Json(json!({"load": load}))
 }
+
+/// `GET /steady_clock_offset`, as upstream's workers serve it (`openai_server.py`): when the
+/// request was received and answered on the clock of `/perf_metrics` (seconds since the server
+/// started, a steady clock), so a coordinator can estimate the offset the NTP way.
+pub(super) async fn steady_clock_offset(State(st): State<Arc<AppState>>) -> axum::Json<Value> {
+    let receive_ts = st.started.elapsed().as_secs_f64();
+    let transmit_ts = st.started.elapsed().as_secs_f64();
+    axum::Json(json!({"receive_ts": receive_ts, "transmit_ts": transmit_ts}))
+}
+
+/// `POST /steady_clock_offset {"offset": seconds}`: the coordinator tells the worker its clock
+/// offset (upstream applies it to the timestamps of `/perf_metrics`); kept for those.
+pub(super) async fn set_steady_clock_offset(
+    State(st): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, super::error::ApiError> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| super::error::ApiError::bad(format!("invalid request body: {e}")))?;
+    let offset = v["offset"].as_f64().ok_or_else(|| {
+        super::error::ApiError::bad("steady_clock_offset needs {\"offset\": seconds}")
+    })?;
+    if let Ok(mut o) = st.clock_offset.lock() {
+        *o = offset;
+    }
+    Ok(StatusCode::OK)
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
+use disagg_protocol::body::{MSGPACK_HEADER, decode, is_msgpack};
 use disagg_protocol::{ChatRequest, CompletionRequest, Prompt};
 
 use super::AppState;
@@ -18,16 +20,23 @@ pub(super) enum Kind {
     Chat,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(st: &AppState, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| refused(st, ApiError::bad(format!("invalid request body: {e}"))))
+/// The body as JSON, or as MessagePack when the coordinator marked it so (upstream's
+/// `X-TRTLLM-Msgpack: 1`). Fields upstream's workers do not know are kept and ignored.
+fn parse<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let msgpack = is_msgpack(headers.get(MSGPACK_HEADER).map(|v| v.as_bytes()));
+    decode(body, msgpack).map_err(|e| refused(st, ApiError::bad(e.to_string())))
 }
 
 pub(super) async fn completions(
     State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse(&st, &body)?;
+    let req: CompletionRequest = parse(&st, &headers, &body)?;
     let prompt = match req.prompt {
         Prompt::Text(t) => st.cfg.tokenize(&t),
         Prompt::Tokens(t) => t,
@@ -55,9 +64,10 @@ pub(super) async fn completions(
 
 pub(super) async fn chat(
     State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(&st, &body)?;
+    let req: ChatRequest = parse(&st, &headers, &body)?;
     if req.messages.is_empty() && req.prompt_token_ids.is_none() {
         return Err(refused(&st, ApiError::bad("messages must not be empty")));
     }
