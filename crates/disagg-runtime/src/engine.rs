@@ -14,8 +14,10 @@ pub struct EngineParams<'a> {
     pub model: &'a str,
     /// Address to bind.
     pub host: &'a str,
-    /// Port to bind.
+    /// Port to bind (0: any free one, reported through `report_addr`).
     pub port: u16,
+    /// Where the engine writes the `host:port` it bound (TensorRT-LLM's `--report_addr`).
+    pub report_addr: Option<&'a str>,
     /// The worker's options (`worker_config.ctx|gen`), written for the engine.
     pub options_file: &'a str,
     /// Tensor parallel size.
@@ -117,6 +119,11 @@ pub fn command_line(
                 s("--port"),
                 p.port.to_string(),
             ]);
+            // As upstream's era-E harness: port 0 and the bound address reported in a file,
+            // so no port is reserved by one process and bound by another.
+            if let Some(file) = p.report_addr {
+                argv.extend([s("--report_addr"), s(file)]);
+            }
             argv
         }
         EngineKind::Vllm => vec![
@@ -167,6 +174,7 @@ mod tests {
             host: "node1",
             port: 8336,
             options_file: "/runs/x/engines/CTX_0.yaml",
+            report_addr: None,
             tp: 4,
             pp: 1,
             gpus,
@@ -183,6 +191,16 @@ mod tests {
         );
         let four = command_line(EngineKind::Trtllm, None, &params(4)).unwrap();
         assert_eq!(four[0], "trtllm-llmapi-launch");
+        let mut reported = params(1);
+        reported.port = 0;
+        reported.report_addr = Some("/runs/x/engines/CTX_0.addr");
+        let line = command_line(EngineKind::Trtllm, None, &reported)
+            .unwrap()
+            .join(" ");
+        assert!(
+            line.ends_with("--port 0 --report_addr /runs/x/engines/CTX_0.addr"),
+            "{line}"
+        );
         let sg = command_line(EngineKind::Sglang, None, &params(4)).unwrap();
         assert_eq!(sg.last().map(String::as_str), Some("prefill"));
     }

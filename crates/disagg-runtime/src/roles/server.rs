@@ -78,6 +78,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
             "-r".into(),
             secs(request_timeout),
         ];
+        let port = super::worker::Port::Fixed(port);
         return super::worker::serve_child(me, &argv, port, "trtllm-serve disaggregated", signal)
             .await;
     }

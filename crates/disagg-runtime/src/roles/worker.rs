@@ -99,7 +99,18 @@ async fn external(
         &options_file,
         &serde_json::to_string_pretty(&serde_json::Value::Object(options))?,
     )?;
-    let port = super::free_port(&me.address.bind)?;
+    // TensorRT-LLM binds port 0 and reports what it bound; the others get a free port picked
+    // here (their command lines have no way to report one).
+    let (port, report) = if me.spec.engine == EngineKind::Trtllm {
+        let file = engines.join(format!("{}.addr", me.role));
+        let _ = std::fs::remove_file(&file);
+        (
+            Port::Reported(file.clone()),
+            Some(file.display().to_string()),
+        )
+    } else {
+        (Port::Fixed(super::free_port(&me.address.bind)?), None)
+    };
     let model = std::env::var("DISAGG_MODEL_PATH")
         .ok()
         .or_else(|| me.spec.model_path.clone())
@@ -110,7 +121,11 @@ async fn external(
         role: me.role,
         model: &model,
         host: &me.address.bind,
-        port,
+        port: match port {
+            Port::Fixed(p) => p,
+            Port::Reported(_) => 0,
+        },
+        report_addr: report.as_deref(),
         options_file: &options_path,
         tp: w.tp(),
         pp: w.pp(),
@@ -129,13 +144,37 @@ async fn external(
     serve_child(me, &argv, port, &what, signal).await
 }
 
+/// Where a child serves.
+pub(super) enum Port {
+    /// On this port.
+    Fixed(u16),
+    /// On the port it writes (`host:port`) to this file once it has bound one.
+    Reported(std::path::PathBuf),
+}
+
+impl Port {
+    /// The port, once known.
+    fn get(&self) -> Option<u16> {
+        match self {
+            Port::Fixed(p) => Some(*p),
+            Port::Reported(file) => std::fs::read_to_string(file)
+                .ok()?
+                .trim()
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok(),
+        }
+    }
+}
+
 /// Run `argv` (an engine, or upstream's coordinator) as a child that serves on `port`: wait for
 /// its `/health`, publish the role as ready, serve until the run ends or the child dies, then
 /// stop it (SIGTERM, 10 s, SIGKILL). Its output goes to the role's own log.
 pub(super) async fn serve_child(
     me: &RoleRun,
     argv: &[String],
-    port: u16,
+    port: Port,
     what: &str,
     signal: &CancellationToken,
 ) -> anyhow::Result<ExitStatus> {
@@ -150,7 +189,7 @@ pub(super) async fn serve_child(
         argv.join(" ")
     );
     let mut children = [child];
-    let result = serve_started(me, &mut children[0], port, what, signal).await;
+    let result = serve_started(me, &mut children[0], &port, what, signal).await;
     supervise::stop_all(&mut children, Duration::from_secs(10));
     result.map(|ending| me.finish(&ending))
 }
@@ -158,20 +197,23 @@ pub(super) async fn serve_child(
 async fn serve_started(
     me: &RoleRun,
     child: &mut supervise::Child,
-    port: u16,
+    port: &Port,
     what: &str,
     signal: &CancellationToken,
 ) -> anyhow::Result<crate::lifecycle::Ending> {
-    // Probed where the other roles will look (the advertised address), not only on loopback: a
-    // server bound to 127.0.0.1 on a cluster node answers its own node and nobody else.
-    let public = format!("{}:{port}", me.address.advertised);
-    let local = format!("{}:{port}", me.address.probe_host());
     // Ranks other than 0 are the engine's MPI workers: they never serve /health.
     if me.rank == 0 {
         let started = me
             .wait_for(what, 0.0, signal, || {
                 let exited = child.poll();
-                let (public, local) = (public.clone(), local.clone());
+                // Probed where the other roles will look (the advertised address), not only on
+                // loopback: a server bound to 127.0.0.1 on a cluster node answers nobody else.
+                let addrs = port.get().map(|p| {
+                    (
+                        format!("{}:{p}", me.address.advertised),
+                        format!("{}:{p}", me.address.probe_host()),
+                    )
+                });
                 async move {
                     if let Some(status) = exited {
                         bail!(
@@ -179,7 +221,10 @@ async fn serve_started(
                             supervise::describe(status)
                         );
                     }
-                    reachable(&public, &local).await
+                    match addrs {
+                        Some((public, local)) => reachable(&public, &local).await,
+                        None => Ok(false),
+                    }
                 }
             })
             .await
@@ -188,6 +233,7 @@ async fn serve_started(
             return Ok(ending);
         }
     }
+    let port = port.get().unwrap_or(0);
     me.ready(port)?;
     eprintln!(
         "{}: engine ready at {}:{port}",
