@@ -6,11 +6,9 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::{Proc, spawn_disagg};
+use crate::support::{Proc, spawn_disagg};
 
 fn sim() -> (Proc, String) {
     let (p, _, url) = spawn_disagg(&[

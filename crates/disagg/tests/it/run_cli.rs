@@ -7,14 +7,11 @@
     reason = "helpers outside #[test] functions fail the test by panicking"
 )]
 
-#[expect(dead_code, reason = "this file uses only part of the shared helpers")]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Proc;
+use crate::support::Proc;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 

@@ -6,15 +6,13 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-mod support;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Proc, spawn_disagg};
+use crate::support::{Proc, spawn_disagg};
 
 fn spawn(args: &[&str]) -> (Proc, String) {
     let (p, _, url) = spawn_disagg(args);
