@@ -3,15 +3,12 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use disagg_test_support::spawn_listening;
 
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo_root;
 
 #[test]
 fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
@@ -31,7 +28,7 @@ fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
             ])
             .arg("--report-addr")
             .arg(&addr_file)
-            .current_dir(root()),
+            .current_dir(repo_root()),
     );
     assert!(
         line.starts_with("disagg sim: listening on http://127.0.0.1:"),
@@ -86,7 +83,7 @@ fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
 #[test]
 fn sim_counts_text_prompts_with_the_given_tokenizer() {
     // Words split at punctuation: "w1,w2,w3 w4" is 6 tokens but 2 whitespace words.
-    let tok_dir = root().join("crates/disagg/tests/data/punct-tokenizer");
+    let tok_dir = repo_root().join("crates/disagg/tests/data/punct-tokenizer");
     let prompt = "w1,w2,w3 w4";
     let expected = disagg_bench::dataset::Tokenizer::load(&tok_dir)
         .unwrap()

@@ -1,5 +1,7 @@
-//! What the CLI tests share: `disagg` started as a service that never outlives its test.
+//! What the CLI tests share: the repository root, and `disagg` started as a service that never
+//! outlives its test.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use disagg_test_support::{ChildGuard, spawn_listening};
@@ -8,4 +10,10 @@ use disagg_test_support::{ChildGuard, spawn_listening};
 /// that line names.
 pub fn spawn_disagg(args: &[&str]) -> (ChildGuard, String, String) {
     spawn_listening(Command::new(env!("CARGO_BIN_EXE_disagg")).args(args))
+}
+
+/// The repository root: where the examples, fixtures and scripts are, and the working directory of
+/// the tests that name them by relative path.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
