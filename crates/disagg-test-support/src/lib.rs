@@ -1,5 +1,15 @@
 //! What the crates' tests share: simulators started in-process on `127.0.0.1:0` (stopped when
-//! their handle drops) and a small HTTP client that returns JSON or decoded SSE events.
+//! their handle drops), a small HTTP client that returns JSON or decoded SSE events, and child
+//! processes that never outlive a test ([`ChildGuard`], [`spawn_listening`]).
+//!
+//! ```no_run
+//! use std::process::Command;
+//! use disagg_test_support::spawn_listening;
+//!
+//! // Killed and reaped when `sim` drops, also when the test panics.
+//! let (sim, _line, url) = spawn_listening(Command::new("disagg").args(["sim", "--port", "0"]));
+//! println!("{url} is served by pid {}", sim.id());
+//! ```
 //!
 //! Dev-only: nothing here ships in the binary.
 
@@ -21,6 +31,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+mod process;
+
+pub use process::{ChildGuard, spawn_listening};
 
 /// A simulator serving on loopback until dropped.
 pub struct TestSim {

@@ -7,14 +7,11 @@
     reason = "helpers outside #[test] functions fail the test by panicking"
 )]
 
-#[expect(dead_code, reason = "this file uses only part of the shared helpers")]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Proc;
+use disagg_test_support::ChildGuard;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
@@ -28,7 +25,7 @@ fn disagg() -> Command {
 }
 
 /// `disagg run` in the background, its output captured in files of `dir`.
-fn start_run(dir: &Path, args: &[&str]) -> Proc {
+fn start_run(dir: &Path, args: &[&str]) -> ChildGuard {
     let out = std::fs::File::create(dir.join("stdout")).unwrap();
     let err = std::fs::File::create(dir.join("stderr")).unwrap();
     let child = disagg()
@@ -41,14 +38,14 @@ fn start_run(dir: &Path, args: &[&str]) -> Proc {
         .stderr(err)
         .spawn()
         .unwrap();
-    Proc(child)
+    ChildGuard::new(child)
 }
 
 /// Wait for the child to exit, at most `limit`; returns its exit code and how long it took.
-fn wait_exit(p: &mut Proc, limit: Duration) -> (Option<i32>, Duration) {
+fn wait_exit(p: &mut ChildGuard, limit: Duration) -> (Option<i32>, Duration) {
     let t0 = Instant::now();
     loop {
-        if let Some(status) = p.0.try_wait().unwrap() {
+        if let Some(status) = p.try_wait().unwrap() {
             return (status.code(), t0.elapsed());
         }
         assert!(
@@ -338,7 +335,7 @@ fn sigint_ends_every_role_within_the_grace_period() {
     });
     let pids = run_pids(&run);
     Command::new("kill")
-        .args(["-INT", &p.0.id().to_string()])
+        .args(["-INT", &p.id().to_string()])
         .status()
         .unwrap();
     let (code, took) = wait_exit(&mut p, Duration::from_secs(30));
@@ -392,7 +389,7 @@ fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
     let tmp = tempfile::tempdir().unwrap();
     // A few at a time: each run is four to a dozen processes.
     for chunk in configs.chunks(4) {
-        let runs: Vec<(PathBuf, Proc)> = chunk
+        let runs: Vec<(PathBuf, ChildGuard)> = chunk
             .iter()
             .enumerate()
             .map(|(i, cfg)| {
@@ -427,13 +424,13 @@ fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
-                (out, Proc(child))
+                (out, ChildGuard::new(child))
             })
             .collect();
         for (out, mut p) in runs {
             let (code, _) = wait_exit(&mut p, Duration::from_secs(90));
             let mut stderr = String::new();
-            if let Some(mut e) = p.0.stderr.take() {
+            if let Some(mut e) = p.stderr.take() {
                 std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
             }
             assert_eq!(code, Some(0), "{}: {stderr}", out.display());

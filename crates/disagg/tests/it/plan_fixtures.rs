@@ -6,21 +6,18 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo_root;
 
 fn plan_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
         .arg("plan")
         .args(args)
         .arg("--json")
-        .current_dir(root())
+        .current_dir(repo_root())
         .output()
         .unwrap();
     assert!(
@@ -43,7 +40,7 @@ fn server<'a>(plan: &'a Value, role: &str) -> Vec<&'a Value> {
 #[test]
 fn every_fixture_plans_to_the_upstream_ci_numbers() {
     let text =
-        std::fs::read_to_string(root().join("fixtures/trtllm-configs/expected.json")).unwrap();
+        std::fs::read_to_string(repo_root().join("fixtures/trtllm-configs/expected.json")).unwrap();
     let expected: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
     for (file, e) in &expected {
         let ci = &e["ci"];

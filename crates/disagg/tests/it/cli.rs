@@ -5,12 +5,9 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo_root;
 
 const SEED: &str = "fixtures/trtllm-configs/perf/deepseek-r1-fp4_1k1k_ctx1_gen1_dep8_bs768_eplb0_mtp0_ccb-UCX.yaml";
 const DATA: &str = "crates/disagg/tests/data";
@@ -24,7 +21,7 @@ struct Output {
 fn disagg(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
         .args(args)
-        .current_dir(root())
+        .current_dir(repo_root())
         .env_remove("DISAGG_CLUSTERS")
         .env("XDG_CONFIG_HOME", "/nonexistent")
         .env_remove("CLUSTER_PARTITION")
@@ -145,7 +142,7 @@ fn ci_environment_overrides_the_cluster_profile() {
             "--run-dir",
             "/r",
         ])
-        .current_dir(root())
+        .current_dir(repo_root())
         .env("CLUSTER_PARTITION", "other_partition")
         .env("CLUSTER_ACCOUNT", "other_account")
         .env("DOCKER_IMAGE", "registry/image:tag")

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use disagg_test_support::ChildGuard;
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
 fn disagg(db: &Path) -> Command {
@@ -290,15 +292,6 @@ fn osmem_server() -> Option<PathBuf> {
     found
 }
 
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -353,7 +346,7 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
     // Now the server is up: `results push` sends both records.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let server = Server(
+    let server = ChildGuard::new(
         Command::new(&bin)
             .args([
                 "-addr",

@@ -1,53 +1,35 @@
 //! `disagg sim` as a user runs it: settings from a test config, port 0, the reported address,
 //! a real request, and a clean stop on SIGTERM.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Kills the child if the test fails half-way, so no process outlives the test.
-struct Reap(std::process::Child);
+use disagg_test_support::spawn_listening;
 
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo_root;
 
 #[test]
 fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let addr_file = dir.path().join("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
-        .args([
-            "sim",
-            "--port",
-            "0",
-            "--config",
-            "examples/local-sim.yaml",
-            "--worker",
-            "gen",
-            "--zero-cost",
-        ])
-        .arg("--report-addr")
-        .arg(&addr_file)
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line, _) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_disagg"))
+            .args([
+                "sim",
+                "--port",
+                "0",
+                "--config",
+                "examples/local-sim.yaml",
+                "--worker",
+                "gen",
+                "--zero-cost",
+            ])
+            .arg("--report-addr")
+            .arg(&addr_file)
+            .current_dir(repo_root()),
+    );
     assert!(
         line.starts_with("disagg sim: listening on http://127.0.0.1:"),
         "{line}"
@@ -79,12 +61,12 @@ fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
 
     let start = Instant::now();
     let term = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
     loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -101,7 +83,7 @@ fn sim_reads_the_worker_section_binds_port_zero_and_stops_on_sigterm() {
 #[test]
 fn sim_counts_text_prompts_with_the_given_tokenizer() {
     // Words split at punctuation: "w1,w2,w3 w4" is 6 tokens but 2 whitespace words.
-    let tok_dir = root().join("crates/disagg/tests/data/punct-tokenizer");
+    let tok_dir = repo_root().join("crates/disagg/tests/data/punct-tokenizer");
     let prompt = "w1,w2,w3 w4";
     let expected = disagg_bench::dataset::Tokenizer::load(&tok_dir)
         .unwrap()
@@ -114,20 +96,13 @@ fn sim_counts_text_prompts_with_the_given_tokenizer() {
     );
     let dir = tempfile::tempdir().unwrap();
     let addr_file = dir.path().join("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_disagg"))
-        .args(["sim", "--port", "0", "--zero-cost", "--tokenizer"])
-        .arg(&tok_dir)
-        .arg("--report-addr")
-        .arg(&addr_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, _, _) = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_disagg"))
+            .args(["sim", "--port", "0", "--zero-cost", "--tokenizer"])
+            .arg(&tok_dir)
+            .arg("--report-addr")
+            .arg(&addr_file),
+    );
     let addr = std::fs::read_to_string(&addr_file).unwrap();
     let mut s = TcpStream::connect(&addr).unwrap();
     let body = format!(r#"{{"model":"sim","prompt":"{prompt}","max_tokens":2}}"#);
@@ -143,5 +118,5 @@ fn sim_counts_text_prompts_with_the_given_tokenizer() {
         resp.contains(&format!("\"prompt_tokens\":{expected}")),
         "{resp}"
     );
-    let _ = child.0.kill();
+    let _ = child.kill();
 }

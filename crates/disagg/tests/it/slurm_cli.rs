@@ -15,9 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::support::repo_root;
 
 fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +33,7 @@ fn slurm_conf() -> Option<&'static str> {
             let dir = std::env::var("LOCAL_SLURM_DIR")
                 .unwrap_or_else(|_| "/tmp/disagg-local-slurm".to_string());
             let up = Command::new("bash")
-                .arg(repo().join("scripts/local-slurm.sh"))
+                .arg(repo_root().join("scripts/local-slurm.sh"))
                 .arg("up")
                 .env("LOCAL_SLURM_DIR", &dir)
                 .status()
@@ -299,7 +297,7 @@ fn ci_runs_a_test_list_through_slurm_and_writes_the_junit_file() {
         .arg("--test-list")
         .arg(&list)
         .arg("--config-dir")
-        .arg(repo().join("fixtures/trtllm-configs"))
+        .arg(repo_root().join("fixtures/trtllm-configs"))
         .args([
             "--cluster",
             "local",

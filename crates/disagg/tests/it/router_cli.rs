@@ -6,22 +6,22 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-mod support;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Proc, spawn_disagg};
+use disagg_test_support::ChildGuard;
 
-fn spawn(args: &[&str]) -> (Proc, String) {
+use crate::support::spawn_disagg;
+
+fn spawn(args: &[&str]) -> (ChildGuard, String) {
     let (p, _, url) = spawn_disagg(args);
     (p, url.trim_start_matches("http://").to_string())
 }
 
-fn sim(role: &str, extra: &[&str]) -> (Proc, String) {
+fn sim(role: &str, extra: &[&str]) -> (ChildGuard, String) {
     let mut args = vec!["sim", "--port", "0", "--role", role, "--zero-cost"];
     args.extend(extra);
     spawn(&args)
@@ -97,8 +97,8 @@ fn a_generation_worker_killed_mid_stream_ends_the_stream_with_an_error_and_done(
     }
     // The first request goes to the first generation worker: kill it with SIGKILL.
     let killed = Instant::now();
-    victim.0.kill().unwrap();
-    victim.0.wait().unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
     loop {
         let n = s.read(&mut buf).unwrap();
         if n == 0 {

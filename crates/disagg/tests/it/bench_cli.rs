@@ -6,13 +6,13 @@
     reason = "a test fails loudly on any unexpected error"
 )]
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::{Proc, spawn_disagg};
+use disagg_test_support::ChildGuard;
 
-fn sim() -> (Proc, String) {
+use crate::support::spawn_disagg;
+
+fn sim() -> (ChildGuard, String) {
     let (p, _, url) = spawn_disagg(&[
         "sim",
         "--port",
@@ -139,16 +139,16 @@ fn ctrl_c_keeps_the_partial_results_marked_interrupted() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut bench = Proc(child);
+    let mut bench = ChildGuard::new(child);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let sent = Command::new("kill")
-        .args(["-INT", &bench.0.id().to_string()])
+        .args(["-INT", &bench.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
     let started = std::time::Instant::now();
     let status = loop {
-        if let Some(s) = bench.0.try_wait().unwrap() {
+        if let Some(s) = bench.try_wait().unwrap() {
             break s;
         }
         assert!(
