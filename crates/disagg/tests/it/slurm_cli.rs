@@ -391,3 +391,117 @@ fn status_and_cancel_work_on_a_run_directory() {
     let verdict = std::fs::read_to_string(run.join("rendezvous/benchmark_status.txt")).unwrap();
     assert!(verdict.starts_with("Failed: "), "{verdict}");
 }
+
+/// Whether the local Slurm puts each node in its own network namespace (`LOCAL_SLURM_NET=netns`,
+/// recorded in `<dir>/etc/net.layout`); `DISAGG_REQUIRE_NETNS=1` (set by CI) makes another
+/// layout a failure.
+fn namespaced(conf: &str) -> bool {
+    let layout = Path::new(conf).with_file_name("net.layout");
+    let netns = std::fs::read_to_string(&layout).is_ok_and(|l| l.trim() == "netns");
+    if !netns {
+        assert!(
+            std::env::var_os("DISAGG_REQUIRE_NETNS").is_none(),
+            "DISAGG_REQUIRE_NETNS is set but {} does not say netns",
+            layout.display()
+        );
+        eprintln!(
+            "SKIPPED: the local Slurm runs every node on 127.0.0.1 (LOCAL_SLURM_NET=loopback)"
+        );
+    }
+    netns
+}
+
+/// The address a host name resolves to here.
+fn resolve(host: &str) -> std::net::IpAddr {
+    use std::net::ToSocketAddrs as _;
+    (host, 1).to_socket_addrs().unwrap().next().unwrap().ip()
+}
+
+#[test]
+fn roles_on_different_nodes_talk_across_the_bridge() {
+    let Some(conf) = slurm_conf() else { return };
+    if !namespaced(conf) {
+        return;
+    }
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = disagg(conf, &clusters(tmp.path(), conf))
+        .args([
+            "submit",
+            &data("slurm-ctx4-gen8.yaml"),
+            "--cluster",
+            "local",
+        ])
+        .args(["--concurrency", "2", "--num-prompts", "4", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let host = |role: &str| -> String {
+        let path = run.join(format!("rendezvous/{role}.json"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["host"].as_str().unwrap().to_string()
+    };
+    let (ctx, gen_, server) = (host("CTX_0"), host("GEN_0"), host("DISAGG_SERVER"));
+    let (ctx_ip, gen_ip, server_ip) = (resolve(&ctx), resolve(&gen_), resolve(&server));
+    for ip in [ctx_ip, gen_ip, server_ip] {
+        assert!(
+            !ip.is_loopback(),
+            "{ctx}={ctx_ip} {gen_}={gen_ip} {server}={server_ip}"
+        );
+    }
+    assert_ne!(ctx_ip, gen_ip, "the two servers sit on different nodes");
+    // The router on the generation server's first node reached the context server on another
+    // node, by the address it published.
+    let config = std::fs::read_to_string(run.join("rendezvous/server_config.yaml")).unwrap();
+    assert!(config.contains(&format!("\"{ctx}:")), "{config}");
+    assert_ne!(server_ip, ctx_ip, "{config}");
+}
+
+#[test]
+fn a_worker_bound_to_loopback_fails_the_run_naming_its_address_and_node() {
+    let Some(conf) = slurm_conf() else { return };
+    if !namespaced(conf) {
+        return;
+    }
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let t0 = Instant::now();
+    let out = disagg(conf, &clusters(tmp.path(), conf))
+        .env("DISAGG_BIN", env!("CARGO_BIN_EXE_disagg"))
+        .args([
+            "submit",
+            &data("slurm-loopback-worker.yaml"),
+            "--cluster",
+            "local",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{stderr}");
+    // The diagnosis names the loopback address it answers at, the node address nobody reaches,
+    // and the node.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: the run failed"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("answers at 127.0.0.1:"), "{line}");
+    assert!(
+        line.contains("bound to the loopback interface only"),
+        "{line}"
+    );
+    let node = ["n1", "n2", "n3", "n4"]
+        .into_iter()
+        .find(|n| line.contains(&format!("but not at {n}:")))
+        .unwrap_or_else(|| panic!("no node named: {line}"));
+    let log = std::fs::read_to_string(run.join("logs/slurm-GEN_0.log")).unwrap_or_default()
+        + &std::fs::read_to_string(run.join("logs/slurm-CTX_0.log")).unwrap_or_default();
+    assert!(log.contains(&format!("node {node}")), "{log}");
+}
