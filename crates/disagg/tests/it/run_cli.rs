@@ -551,3 +551,68 @@ fn the_server_role_can_run_upstreams_coordinator_command() {
     );
     assert_nothing_left(&run);
 }
+
+/// `engine.type: trtllm`: each worker starts `trtllm-serve MODEL --backend pytorch --config F
+/// --host H --port 0 --report_addr FILE` as upstream's era-E harness does; the stand-in on PATH
+/// refuses any other flag, requires port 0 with a report file, and execs `disagg sim`, which
+/// binds a port and reports it. The role serves what was reported.
+#[test]
+fn trtllm_workers_bind_port_zero_and_report_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("trtllm-serve");
+    std::fs::write(
+        &fake,
+        r#"#!/bin/bash
+model=$1; shift
+while (($#)); do
+  case $1 in
+    --backend) [[ $2 == pytorch ]] || exit 64; shift 2 ;;
+    --config) [[ -s $2 ]] || exit 65; shift 2 ;;
+    --host) host=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --report_addr) report=$2; shift 2 ;;
+    *) echo "trtllm-serve stand-in: unknown flag $1" >&2; exit 64 ;;
+  esac
+done
+[[ $port == 0 && -n $report ]] || { echo "expected --port 0 --report_addr FILE" >&2; exit 66; }
+exec "$DISAGG_BIN" sim --host "$host" --port 0 --report-addr "$report" --role both --zero-cost --model "$model"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = dir.path().join("run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/trtllm-engine.yaml");
+    let out = disagg()
+        .env("DISAGG_BIN", env!("CARGO_BIN_EXE_disagg"))
+        .env("PATH", path)
+        .args([
+            "run",
+            config,
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--out",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let all = both(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for role in ["CTX_0", "GEN_0"] {
+        let log = read(run.join("logs").join(format!("{role}.log")));
+        assert!(log.contains(" --port 0 --report_addr "), "{log}");
+        let reported = read(run.join("engines").join(format!("{role}.addr")));
+        let published = read(run.join("rendezvous/hostnames").join(format!("{role}.txt")));
+        assert_eq!(reported.trim(), published, "{log}");
+        assert!(!published.ends_with(":0"), "{published}");
+    }
+    assert_nothing_left(&run);
+}
