@@ -68,21 +68,12 @@ fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<Str
     reasons
 }
 
-/// Write `text` to `path` through a temporary file in the same directory and a rename, so a
-/// reader sees the old file or the new one, never half of it.
+/// [`crate::record::write_atomic`], with the error this crate reports.
 fn write_atomic(path: &Path, text: &str) -> Result<(), BenchError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| BenchError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    crate::record::write_atomic(path, text).map_err(|source| BenchError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Seconds as a [`Duration`]; one too long to represent is "forever" rather than a panic.

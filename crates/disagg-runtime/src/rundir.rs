@@ -151,16 +151,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
     }
 }
 
-/// Write `text` to `path` through a temporary file in the same directory and a rename.
+/// Write `text` to `path` through a temporary file in the same directory and a rename
+/// ([`disagg_bench::record::write_atomic`]).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), RunDirError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    disagg_bench::record::write_atomic(path, text).map_err(io(path))
 }
 
 /// A run directory.

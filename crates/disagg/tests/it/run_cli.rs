@@ -486,25 +486,29 @@ fn workers_run_external_engines_from_a_command_template() {
     assert_nothing_left(&run);
 }
 
+/// A stand-in `trtllm-serve` (this bash `script`) in `dir/bin`; the `PATH` that finds it first.
+fn trtllm_stand_in(dir: &Path, script: &str) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("trtllm-serve");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// `router.implementation: trtllm`: DISAGG_SERVER runs upstream's coordinator command,
 /// `trtllm-serve disaggregated -c server_config.yaml -t T -r R`, here a stand-in on PATH that
 /// execs `disagg router` with the same arguments (it takes upstream's -c/-t/-r).
 #[test]
 fn the_server_role_can_run_upstreams_coordinator_command() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let fake = bin.join("trtllm-serve");
-    std::fs::write(
-        &fake,
+    let path = trtllm_stand_in(
+        dir.path(),
         "#!/bin/bash\n[[ \"$1\" == disaggregated ]] || exit 64\nshift\nexec \"$DISAGG_BIN\" router \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let run = dir.path().join("run");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/trtllm-router.yaml");
@@ -559,11 +563,8 @@ fn the_server_role_can_run_upstreams_coordinator_command() {
 #[test]
 fn trtllm_workers_bind_port_zero_and_report_the_address() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let fake = bin.join("trtllm-serve");
-    std::fs::write(
-        &fake,
+    let path = trtllm_stand_in(
+        dir.path(),
         r#"#!/bin/bash
 model=$1; shift
 while (($#)); do
@@ -579,13 +580,6 @@ done
 [[ $port == 0 && -n $report ]] || { echo "expected --port 0 --report_addr FILE" >&2; exit 66; }
 exec "$DISAGG_BIN" sim --host "$host" --port 0 --report-addr "$report" --role both --zero-cost --model "$model"
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let run = dir.path().join("run");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/trtllm-engine.yaml");
