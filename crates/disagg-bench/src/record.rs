@@ -202,6 +202,20 @@ impl RunRecord {
     }
 }
 
+/// Write `text` to `path` through a temporary file in the same directory and a rename, so a
+/// reader (another role, a launcher following the run) sees the old file or the new one, never
+/// half of it. Every file of a run is written this way.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -342,18 +356,4 @@ mod tests {
         assert_eq!(maximize("p99_ttfb"), None);
         assert_eq!(record("rate2").concurrency(), None);
     }
-}
-
-/// Write `text` to `path` through a temporary file in the same directory and a rename, so a
-/// reader (another role, a launcher following the run) sees the old file or the new one, never
-/// half of it. Every file of a run is written this way.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
