@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use disagg_protocol::body::{BodyError, MSGPACK_HEADER, decode, is_msgpack};
-use disagg_protocol::{ErrorResponse, ScheduleStyle, sse_data};
+use disagg_protocol::{ErrorResponse, sse_data};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -277,12 +277,9 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
 
     // Context leg.
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let handoff = st.settings.handoff;
     let mut ctx_req = req.clone();
-    ctx_req["stream"] = json!(false);
-    ctx_req["stream_options"] = Value::Null;
-    // Upstream's workers read `schedule_style` as an integer enum (0 = context first).
-    ctx_req["disaggregated_params"] = json!({"request_type": "context_only", "disagg_request_id": id,
-        "schedule_style": ScheduleStyle::ContextFirst});
+    handoff.context_leg(&mut ctx_req, id);
     let ctx_body = Bytes::from(ctx_req.to_string());
     let ctx_started = Instant::now();
     let (ctx_lease, resp) = match send_leg(
@@ -334,19 +331,15 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
             format!("context server {ctx_addr} returned {choices} choices, expecting 1"),
         );
     }
-    let params = &ctx["choices"][0]["disaggregated_params"];
-    if params["ctx_request_id"].is_null() {
+    if let Some(missing) = handoff.check_context(&ctx) {
         return fail(
             &st,
             StatusCode::BAD_GATEWAY,
             ErrorKind::InvalidContext,
-            format!("context server {ctx_addr} returned no disaggregated_params.ctx_request_id"),
+            format!("context server {ctx_addr} returned {missing}"),
         );
     }
-    let finish = ctx["choices"][0]["finish_reason"]
-        .as_str()
-        .unwrap_or("length");
-    if finish != "length" && finish != "not_finished" {
+    if handoff.finished_at_context(&ctx) {
         st.metrics
             .finished_at_context
             .fetch_add(1, Ordering::Relaxed);
@@ -359,20 +352,8 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
         );
     }
 
-    // Generation leg: the client's body, the context's prompt ids and hand-off.
-    let mut params = params.clone();
-    params["request_type"] = json!("generation_only");
-    params["schedule_style"] = json!(ScheduleStyle::ContextFirst);
-    if !ctx["usage"].is_null() {
-        params["ctx_usage"] = ctx["usage"].clone();
-    }
-    if !ctx["prompt_token_ids"].is_null() {
-        match ep {
-            Endpoint::Completions => req["prompt"] = ctx["prompt_token_ids"].clone(),
-            Endpoint::Chat => req["prompt_token_ids"] = ctx["prompt_token_ids"].clone(),
-        }
-    }
-    req["disaggregated_params"] = params;
+    // Generation leg: the client's body with the context's hand-off.
+    handoff.generation_leg(&mut req, &ctx, ep == Endpoint::Chat);
     // A server in both pools does not take both legs of one request.
     let exclude: Vec<usize> = st
         .generation

@@ -39,6 +39,7 @@
 //! ```
 
 mod flow;
+pub mod handoff;
 pub mod metrics;
 pub mod pool;
 
@@ -55,6 +56,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::handoff::HandOff;
 use crate::metrics::Metrics;
 pub use crate::pool::Policy;
 use crate::pool::Pool;
@@ -80,6 +82,8 @@ pub struct RouterSettings {
     pub health_check_interval: Duration,
     /// Upstream's gen-only benchmark mode: skip the context leg, send a synthetic hand-off.
     pub gen_only: bool,
+    /// The workers' hand-off protocol.
+    pub handoff: HandOff,
 }
 
 impl Default for RouterSettings {
@@ -94,6 +98,7 @@ impl Default for RouterSettings {
             server_start_timeout: Duration::from_secs(180),
             health_check_interval: Duration::from_secs(1),
             gen_only: false,
+            handoff: HandOff::Trtllm,
         }
     }
 }

@@ -238,3 +238,63 @@ async fn workers_serve_the_steady_clock_offset_as_upstream() {
         "{perf}"
     );
 }
+
+#[tokio::test]
+async fn the_router_speaks_vllms_nixl_hand_off() {
+    let vllm = |role| SimConfig {
+        role,
+        protocol: disagg_sim::Protocol::Vllm,
+        cost: CostModel::zero(),
+        ..SimConfig::default()
+    };
+    let prefill = TestSim::start(vllm(Role::Context), Limits::default()).await;
+    let decode = TestSim::start(vllm(Role::Generation), Limits::default()).await;
+    let settings = RouterSettings {
+        context: vec![prefill.addr.to_string()],
+        generation: vec![decode.addr.to_string()],
+        health_check_interval: Duration::from_millis(100),
+        handoff: disagg_router::HandOff::Vllm,
+        ..RouterSettings::default()
+    };
+    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
+    let url = format!("http://{}", router.local_addr());
+    let cancel = CancellationToken::new();
+    tokio::spawn(router.run(cancel.clone()));
+    let http = Http::new();
+    for _ in 0..100 {
+        if http.get(&format!("{url}/health")).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for stream in [false, true] {
+        let body = json!({"model": "sim", "prompt": [1, 2, 3, 4], "max_tokens": 6,
+            "ignore_eos": true, "stream": stream, "stream_options": {"include_usage": true}});
+        let r = http.post(&format!("{url}/v1/completions"), &body).await;
+        assert_eq!(r.status, 200, "stream {stream}: {:?}", r.body);
+        if !stream {
+            assert_eq!(r.json()["usage"]["completion_tokens"], 6, "{:?}", r.body);
+        }
+    }
+    let chat = json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3, "ignore_eos": true});
+    let r = http
+        .post(&format!("{url}/v1/chat/completions"), &chat)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The decode server took the decode legs through the hand-off (the sim verifies the
+    // prefill's digest), the prefill server the one-token prefill legs.
+    let metrics = http
+        .get(&format!("{}/perf_metrics", decode.url()))
+        .await
+        .json();
+    assert!(
+        metrics
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["leg"] == "generation"),
+        "{metrics}"
+    );
+    cancel.cancel();
+}

@@ -226,6 +226,15 @@ pub fn prepare(
             .map_or(EngineKind::Sim, |e| e.kind)
     });
     let config = config.with_overrides(&options.overrides)?;
+    let router = config.extensions().router.clone().unwrap_or_default();
+    if engine == EngineKind::Sglang && router.implementation != Some("trtllm") {
+        return Err(InvalidInput(format!(
+            "{}: engine sglang: the built-in router does not speak SGLang's bootstrap hand-off yet; \
+             use the sim, trtllm or vllm engine",
+            config.path().display()
+        ))
+        .into());
+    }
     let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream)?;
     if dir.join("run.json").exists() {
         return Err(InvalidInput(format!(
@@ -247,7 +256,6 @@ pub fn prepare(
         .with_context(|| format!("cannot read {}", config.path().display()))?;
     write_atomic(&dir.join(&file_name), &text)?;
     let timeout_s = config.slurm().timeout_s.map(|t| t as f64);
-    let router = config.extensions().router.clone().unwrap_or_default();
     let spec = RunSpec {
         spec_version: SPEC_VERSION,
         config_file: file_name,

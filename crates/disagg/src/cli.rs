@@ -406,6 +406,10 @@ pub struct RouterArgs {
     /// Seconds between health checks of a worker
     #[arg(long, default_value_t = 1.0)]
     pub health_check_interval: f64,
+    /// The workers' hand-off protocol: trtllm (`disaggregated_params`) or vllm
+    /// (`kv_transfer_params`, NIXL)
+    #[arg(long, default_value = "trtllm", value_parser = ["trtllm", "vllm"])]
+    pub handoff: String,
     /// Upstream gen-only benchmark mode: skip the context leg
     #[arg(long, env = "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub gen_only: bool,

@@ -95,6 +95,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         server_start_timeout: Duration::from_secs_f64(start_timeout),
         health_check_interval: Duration::from_secs(1),
         gen_only: me.gen_only(),
+        handoff: handoff_of(me.spec.engine),
     };
     let bind = format!("{}:0", me.address.bind);
     let router = disagg_router::Router::bind(&bind, settings)
@@ -162,6 +163,14 @@ async fn reach_workers(
         }
     }
     Ok(())
+}
+
+/// The hand-off the built-in router speaks to the engine's workers.
+pub fn handoff_of(engine: disagg_config::EngineKind) -> disagg_router::HandOff {
+    match engine {
+        disagg_config::EngineKind::Vllm => disagg_router::HandOff::Vllm,
+        _ => disagg_router::HandOff::Trtllm,
+    }
 }
 
 /// The policy of the config's `router.policy` (validated: only names the router runs).

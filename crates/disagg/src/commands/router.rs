@@ -39,6 +39,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         server_start_timeout: seconds("--server-start-timeout", args.server_start_timeout)?,
         health_check_interval: seconds("--health-check-interval", args.health_check_interval)?,
         gen_only: args.gen_only,
+        handoff: args.handoff.parse().map_err(InvalidInput)?,
     };
     if settings.context.is_empty() && !settings.gen_only {
         return Err(InvalidInput(format!(
