@@ -131,6 +131,8 @@ pub struct Engine {
     pub kind: EngineKind,
     /// Template for `command` engines.
     pub command: Option<String>,
+    /// Words appended to the engine's command line (`vllm serve`, `trtllm-serve`, ...).
+    pub args: Vec<String>,
     /// Simulated-engine parameters.
     pub sim: SimParams,
 }
@@ -184,7 +186,7 @@ impl Extensions {
 }
 
 fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
-    reader::check_keys(sink, e, &["type", "command", "sim"], true);
+    reader::check_keys(sink, e, &["type", "command", "args", "sim"], true);
     let kind = reader::choice(
         sink,
         e,
@@ -252,7 +254,45 @@ fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
             }
         }
     }
-    Engine { kind, command, sim }
+    let args = read_args(sink, e);
+    Engine {
+        kind,
+        command,
+        args,
+        sim,
+    }
+}
+
+/// `engine.args`: a list of words appended to the engine's own command line.
+fn read_args(sink: &mut Sink, e: MapRef<'_>) -> Vec<String> {
+    let Some(node) = e.get("args") else {
+        return Vec::new();
+    };
+    let hint = "a list of words, e.g. [\"--dtype\", \"float32\", \"--enforce-eager\"]";
+    let crate::yaml::Value::Seq(items) = &node.value else {
+        sink.error(
+            Some(node.pos),
+            "engine.args",
+            Some(node.display()),
+            "must be a list",
+            hint,
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match &item.value {
+            crate::yaml::Value::Scalar { text, .. } => out.push(text.clone()),
+            _ => sink.error(
+                Some(item.pos),
+                "engine.args",
+                Some(item.display()),
+                "list items must be words",
+                hint,
+            ),
+        }
+    }
+    out
 }
 
 fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {

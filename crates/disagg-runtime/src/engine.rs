@@ -28,6 +28,43 @@ pub struct EngineParams<'a> {
     pub gpus: u32,
     /// The run directory.
     pub run_dir: &'a str,
+    /// The model name requests carry (`--served-model-name`).
+    pub served_name: &'a str,
+    /// Flags mapped from the worker options ([`vllm_flags`]).
+    pub option_flags: &'a [String],
+    /// `engine.args`, appended as they are.
+    pub extra_args: &'a [String],
+}
+
+/// vLLM flags for the upstream worker options that have an equivalent, and the keys that have
+/// none (to be named in a warning, never silently dropped). Parallelism is passed apart.
+pub fn vllm_flags(w: &disagg_config::WorkerOptions) -> (Vec<String>, Vec<String>) {
+    let mut flags = vec![
+        "--max-num-seqs".to_string(),
+        w.max_batch_size().to_string(),
+        "--max-num-batched-tokens".to_string(),
+        w.max_num_tokens().to_string(),
+    ];
+    if let Some(l) = w.max_seq_len() {
+        flags.extend(["--max-model-len".to_string(), l.to_string()]);
+    }
+    let mapped = [
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "max_batch_size",
+        "max_num_tokens",
+        "max_seq_len",
+        // The KV transfer is configured from the role (NIXL producer/consumer).
+        "cache_transceiver_config",
+    ];
+    let unmapped = w
+        .engine_options()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !mapped.contains(k))
+        .map(str::to_string)
+        .collect();
+    (flags, unmapped)
 }
 
 impl EngineParams<'_> {
@@ -98,7 +135,7 @@ pub fn command_line(
     p: &EngineParams<'_>,
 ) -> Result<Vec<String>, String> {
     let s = |v: &str| v.to_string();
-    Ok(match kind {
+    let argv: Vec<String> = match kind {
         EngineKind::Sim => return Err("the sim engine runs inside the role".to_string()),
         EngineKind::Trtllm => {
             // As upstream: several ranks run under the LLM-API MPI launcher.
@@ -126,21 +163,33 @@ pub fn command_line(
             }
             argv
         }
-        EngineKind::Vllm => vec![
-            s("vllm"),
-            s("serve"),
-            s(p.model),
-            s("--host"),
-            s(p.host),
-            s("--port"),
-            p.port.to_string(),
-            s("--tensor-parallel-size"),
-            p.tp.to_string(),
-            s("--pipeline-parallel-size"),
-            p.pp.to_string(),
-            s("--kv-transfer-config"),
-            s(r#"{"kv_connector":"NixlConnector","kv_role":"kv_both"}"#),
-        ],
+        EngineKind::Vllm => {
+            // The prefill server produces KV for NIXL, the decode server consumes it.
+            let role = if p.is_context() {
+                "kv_producer"
+            } else {
+                "kv_consumer"
+            };
+            let mut argv = vec![
+                std::env::var("DISAGG_VLLM_BIN").unwrap_or_else(|_| s("vllm")),
+                s("serve"),
+                s(p.model),
+                s("--served-model-name"),
+                s(p.served_name),
+                s("--host"),
+                s(p.host),
+                s("--port"),
+                p.port.to_string(),
+                s("--tensor-parallel-size"),
+                p.tp.to_string(),
+                s("--pipeline-parallel-size"),
+                p.pp.to_string(),
+                s("--kv-transfer-config"),
+                format!(r#"{{"kv_connector":"NixlConnector","kv_role":"{role}"}}"#),
+            ];
+            argv.extend(p.option_flags.iter().cloned());
+            argv
+        }
         EngineKind::Sglang => vec![
             s("python3"),
             s("-m"),
@@ -158,9 +207,13 @@ pub fn command_line(
         ],
         EngineKind::Command => {
             let t = template.ok_or("engine type `command` needs engine.command")?;
-            vec![s("bash"), s("-c"), render_template(t, p)?]
+            return Ok(vec![s("bash"), s("-c"), render_template(t, p)?]);
         }
-    })
+    };
+    Ok(argv
+        .into_iter()
+        .chain(p.extra_args.iter().cloned())
+        .collect())
 }
 
 #[cfg(test)]
@@ -179,6 +232,9 @@ mod tests {
             pp: 1,
             gpus,
             run_dir: "/runs/x",
+            served_name: "ds-r1",
+            option_flags: &[],
+            extra_args: &[],
         }
     }
 
@@ -201,6 +257,15 @@ mod tests {
             line.ends_with("--port 0 --report_addr /runs/x/engines/CTX_0.addr"),
             "{line}"
         );
+        let mut extra = params(1);
+        let args = ["--dtype".to_string(), "float32".to_string()];
+        extra.extra_args = &args;
+        let vllm = command_line(EngineKind::Vllm, None, &extra)
+            .unwrap()
+            .join(" ");
+        assert!(vllm.contains("--served-model-name ds-r1"), "{vllm}");
+        assert!(vllm.contains(r#""kv_role":"kv_producer""#), "{vllm}");
+        assert!(vllm.ends_with("--dtype float32"), "{vllm}");
         let sg = command_line(EngineKind::Sglang, None, &params(4)).unwrap();
         assert_eq!(sg.last().map(String::as_str), Some("prefill"));
     }

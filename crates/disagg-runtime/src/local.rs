@@ -198,14 +198,20 @@ async fn supervise_roles(
                 // Give it a moment to exit, so the message carries its exit status.
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            // One message whichever the supervisor saw first, the state or the exit: who, how
+            // it ended, the reason it gave, its log.
+            let t = t0.elapsed().as_secs_f64();
             let child = children.iter_mut().find(|c| c.name() == name);
-            let exit = child
-                .and_then(|c| c.poll().map(|s| (supervise::describe(s), log_tail(c))))
-                .unwrap_or_else(|| ("no exit yet".to_string(), String::new()));
-            return Some(failed(format!(
-                "{role} failed ({}): {why}\n{}",
-                exit.0, exit.1
-            )));
+            let why = match child {
+                Some(c) => match c.poll() {
+                    Some(status) => {
+                        format!("{}\n{}", role_failure(&p.run, c, status, t), log_tail(c))
+                    }
+                    None => format!("{role} failed (no exit yet): {why}\n{}", log_tail(c)),
+                },
+                None => format!("{role} failed: {why}"),
+            };
+            return Some(failed(why));
         }
         if let Some((since, why)) = &secondhand {
             if since.elapsed() > Duration::from_secs(2) {

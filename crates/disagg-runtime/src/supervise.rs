@@ -94,6 +94,88 @@ impl Child {
     }
 }
 
+/// Whether `pid` or one of its descendants holds a listening TCP socket on `port` (from
+/// `/proc`). A port picked free and handed to an engine can be taken by another process before
+/// the engine binds it; this tells the engine's own server from a stranger answering there.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    let family = descendants(pid);
+    family.iter().any(|p| {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|l| {
+                let l = l.to_string_lossy().into_owned();
+                l.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .any(|inode| inodes.contains(&inode))
+    })
+}
+
+/// Inodes of the sockets listening on `port` (IPv4 and IPv6).
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    // local_address, rem_address, st (0A = LISTEN), ..., inode (column 9).
+                    let listening = cols.get(3) == Some(&"0A");
+                    (listening && cols.get(1)?.ends_with(&suffix))
+                        .then(|| cols.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// `pid` and every process below it.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut family = vec![pid];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        family.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    family
+}
+
 /// `exited with status 3`, `was killed by signal 9 (SIGKILL)`.
 pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -240,6 +322,20 @@ mod tests {
             describe(children[0].poll().unwrap()),
             "was killed by signal 9 (SIGKILL)"
         );
+    }
+
+    #[test]
+    fn a_listening_port_is_told_apart_from_a_strangers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port), "our own socket");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("5");
+        let mut children = vec![spawn_attached("other", cmd).unwrap()];
+        assert!(!listens_on(children[0].pid(), port), "not the child's");
+        stop_all(&mut children, Duration::from_secs(1));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port), "closed");
     }
 
     #[test]

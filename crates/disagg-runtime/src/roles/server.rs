@@ -79,8 +79,15 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
             secs(request_timeout),
         ];
         let port = super::worker::Port::Fixed(port);
-        return super::worker::serve_child(me, &argv, port, "trtllm-serve disaggregated", signal)
-            .await;
+        return super::worker::serve_child(
+            me,
+            &argv,
+            &[],
+            port,
+            "trtllm-serve disaggregated",
+            signal,
+        )
+        .await;
     }
     me.run
         .write_server_config(&me.address.advertised, 0, &ctx, &gen_)?;

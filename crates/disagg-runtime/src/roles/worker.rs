@@ -26,6 +26,12 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         }
         return sim(me, kind, signal).await;
     }
+    if me.rank > 0 && matches!(me.spec.engine, EngineKind::Vllm | EngineKind::Sglang) {
+        // vLLM and SGLang run one server process per server; the step's other ranks only
+        // follow the run (TensorRT-LLM's ranks each run the MPI launcher).
+        let ending = me.watch(signal).await;
+        return Ok(me.finish(&ending));
+    }
     external(me, kind, signal).await
 }
 
@@ -117,6 +123,32 @@ async fn external(
         .unwrap_or_else(|| me.model());
     let run_dir = me.run.root().display().to_string();
     let options_path = options_file.display().to_string();
+    let engine = me.config.extensions().engine.clone();
+    let extra_args = engine.as_ref().map(|e| e.args.clone()).unwrap_or_default();
+    let mut env = Vec::new();
+    let option_flags = if me.spec.engine == EngineKind::Vllm {
+        let (flags, unmapped) = crate::engine::vllm_flags(w);
+        if !unmapped.is_empty() {
+            eprintln!(
+                "{}: warning: worker_config keys with no vLLM flag, not passed: {} (engine.args passes vLLM flags as they are)",
+                me.role,
+                unmapped.join(", ")
+            );
+        }
+        // NIXL's side channel: where the decode server fetches this server's KV; each server
+        // of a node needs a port of its own.
+        env.push((
+            "VLLM_NIXL_SIDE_CHANNEL_PORT".to_string(),
+            super::free_port(&me.address.bind)?.to_string(),
+        ));
+        env.push((
+            "VLLM_NIXL_SIDE_CHANNEL_HOST".to_string(),
+            side_channel_host(&me.address.advertised),
+        ));
+        flags
+    } else {
+        Vec::new()
+    };
     let params = EngineParams {
         role: me.role,
         model: &model,
@@ -131,17 +163,26 @@ async fn external(
         pp: w.pp(),
         gpus: w.gpus(),
         run_dir: &run_dir,
+        served_name: &me.model(),
+        option_flags: &option_flags,
+        extra_args: &extra_args,
     };
-    let template = me
-        .config
-        .extensions()
-        .engine
-        .as_ref()
-        .and_then(|e| e.command.clone());
+    let template = engine.as_ref().and_then(|e| e.command.clone());
     let argv = command_line(me.spec.engine, template.as_deref(), &params)
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
     let what = format!("the {} engine", me.spec.engine);
-    serve_child(me, &argv, port, &what, signal).await
+    serve_child(me, &argv, &env, port, &what, signal).await
+}
+
+/// The address NIXL's side channel binds and hands on: the advertised host as an IP address
+/// (it is used for a ZeroMQ bind, which takes no host names).
+fn side_channel_host(advertised: &str) -> String {
+    use std::net::ToSocketAddrs as _;
+    (advertised, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map_or_else(|| advertised.to_string(), |a| a.ip().to_string())
 }
 
 /// Where a child serves.
@@ -174,12 +215,13 @@ impl Port {
 pub(super) async fn serve_child(
     me: &RoleRun,
     argv: &[String],
+    env: &[(String, String)],
     port: Port,
     what: &str,
     signal: &CancellationToken,
 ) -> anyhow::Result<ExitStatus> {
     let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
+    cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
     let child = supervise::spawn_attached(what, cmd)
         .with_context(|| format!("cannot start `{}`", argv[0]))?;
     eprintln!(
@@ -208,8 +250,10 @@ async fn serve_started(
                 let exited = child.poll();
                 // Probed where the other roles will look (the advertised address), not only on
                 // loopback: a server bound to 127.0.0.1 on a cluster node answers nobody else.
+                let pid = child.pid();
                 let addrs = port.get().map(|p| {
                     (
+                        p,
                         format!("{}:{p}", me.address.advertised),
                         format!("{}:{p}", me.address.probe_host()),
                     )
@@ -222,7 +266,12 @@ async fn serve_started(
                         );
                     }
                     match addrs {
-                        Some((public, local)) => reachable(&public, &local).await,
+                        // Healthy, and the server is the child's: a port picked free here can be
+                        // taken by another process before the engine binds it.
+                        Some((port, public, local)) => {
+                            Ok(reachable(&public, &local).await?
+                                && supervise::listens_on(pid, port))
+                        }
                         None => Ok(false),
                     }
                 }
