@@ -18,19 +18,18 @@ use crate::supervise;
 /// The worker's body.
 pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Result<ExitStatus> {
     let kind = me.role.server_kind().unwrap_or(ServerKind::Gen);
-    if me.spec.engine == EngineKind::Sim {
-        if me.rank > 0 {
-            // The simulated engine is one process per server: other ranks only follow the run.
-            let ending = me.watch(signal).await;
-            return Ok(me.finish(&ending));
-        }
-        return sim(me, kind, signal).await;
-    }
-    if me.rank > 0 && matches!(me.spec.engine, EngineKind::Vllm | EngineKind::Sglang) {
-        // vLLM and SGLang run one server process per server; the step's other ranks only
-        // follow the run (TensorRT-LLM's ranks each run the MPI launcher).
+    let one_process = matches!(
+        me.spec.engine,
+        EngineKind::Sim | EngineKind::Vllm | EngineKind::Sglang
+    );
+    if me.rank > 0 && one_process {
+        // The sim, vLLM and SGLang run one server process per server: the step's other ranks
+        // only follow the run (TensorRT-LLM's ranks each run the MPI launcher).
         let ending = me.watch(signal).await;
         return Ok(me.finish(&ending));
+    }
+    if me.spec.engine == EngineKind::Sim {
+        return sim(me, kind, signal).await;
     }
     external(me, kind, signal).await
 }
