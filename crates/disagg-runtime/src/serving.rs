@@ -40,16 +40,18 @@ pub fn cancel_on_signal() -> CancellationToken {
     cancel
 }
 
-/// A tokio runtime with timers and I/O: on the current thread when `threads <= 1` (the default of
-/// the serving commands: one core relays thousands of requests per second), else `threads`
-/// workers.
+/// A tokio runtime with timers and I/O: `threads` 1 runs on the current thread (the default of
+/// the serving commands: one core relays thousands of requests per second), 0 one worker per
+/// core (the load generator), else that many workers.
 pub fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
     };
     builder
         .enable_all()

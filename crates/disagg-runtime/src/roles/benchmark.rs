@@ -17,12 +17,9 @@ use crate::rundir::{State, Status};
 
 /// The benchmark's body (it runs its own multi-thread runtime: the load needs every core).
 pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::serving::runtime(0) {
         Ok(rt) => rt,
-        Err(e) => return me.fail(&anyhow!(e).context("cannot start the async runtime")),
+        Err(e) => return me.fail(&e),
     };
     let signal = {
         let _g = rt.enter();

@@ -50,9 +50,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitStatus> {
     let plan = plan(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = disagg_runtime::serving::runtime(0)?;
     // Ctrl-C (or SIGTERM) ends the current run; what finished is kept and marked interrupted.
     let stop = {
         let _runtime = runtime.enter();

@@ -48,7 +48,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         ))
         .into());
     }
-    let runtime = disagg_runtime::serving::runtime(args.threads)?;
+    let runtime = disagg_runtime::serving::runtime(args.threads.max(1))?;
     runtime.block_on(async {
         let host = args.host.clone().unwrap_or(config.hostname.clone());
         let port = args.port.unwrap_or(config.port);

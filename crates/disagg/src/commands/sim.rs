@@ -67,7 +67,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitStatus> {
         WorkerSide::Gen
     };
     let (cfg, limits) = options(args)?.resolve(config.as_ref().map(|c| (c, side)))?;
-    let runtime = disagg_runtime::serving::runtime(args.threads)?;
+    let runtime = disagg_runtime::serving::runtime(args.threads.max(1))?;
     runtime.block_on(async {
         let bind = format!("{}:{}", args.host, args.port);
         let sim = Sim::bind(&bind, cfg.clone(), limits)

@@ -232,8 +232,9 @@ impl Drop for Tree {
     }
 }
 
-/// Wait up to `limit` for `tree`'s processes to end (what its killed parents leave is reaped
-/// by init), then fail naming every one still running.
+/// Wait up to `limit` for `tree`'s processes to end (a killed vLLM Worker with GBs mapped can
+/// take seconds to exit on a busy machine; what its killed parents leave is reaped by init),
+/// then fail naming every one still running.
 fn assert_all_ended(tree: &Tree, limit: Duration) {
     let t0 = Instant::now();
     while !tree.left().is_empty() && t0.elapsed() < limit {
@@ -292,7 +293,7 @@ fn assert_nothing_left(run: &Path, tree: &Tree) {
             tree.seen
         );
     }
-    assert_all_ended(tree, Duration::from_secs(10));
+    assert_all_ended(tree, Duration::from_secs(30));
     let run_dir = run.display().to_string();
     let strays: Vec<String> = processes()
         .into_iter()
@@ -383,19 +384,20 @@ fn killing_the_decode_servers_vllm_mid_benchmark_fails_the_run_and_ends_every_vl
     );
     let t0 = Instant::now();
     loop {
+        let stderr = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
         assert!(
             child.try_wait().is_none(),
-            "the run ended before its benchmark sent a request:\n{}",
-            std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+            "the run ended before its benchmark was under way:\n{}",
+            stderr()
         );
+        let bench = std::fs::read_to_string(run.join("rendezvous/BENCHMARK.json")).ok();
         assert!(
             t0.elapsed() < Duration::from_secs(600),
-            "the benchmark was not under way after 10 minutes"
+            "the benchmark was not under way after 10 minutes: {bench:?}\n{}",
+            stderr()
         );
         child.look();
-        let bench = std::fs::read_to_string(run.join("rendezvous/BENCHMARK.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let bench = bench.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         if bench.is_some_and(|b| b["state"] == "ready" && b["progress"]["done"].as_u64() >= Some(2))
         {
             break;
@@ -768,6 +770,6 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     for t in [&mut ctx, &mut gen_, &mut theirs] {
         t.look();
         t.kill();
-        assert_all_ended(t, Duration::from_secs(10));
+        assert_all_ended(t, Duration::from_secs(30));
     }
 }
