@@ -174,6 +174,27 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Switch a store to write-ahead logging. Changing the journal mode does not wait on the busy
+/// timeout: when another process holds the file (two commands opening a new store at once), try
+/// again for up to 10 s.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut tries = 0;
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+        match mode {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Store {
     /// Open (creating it and its directory if needed) and migrate to [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -191,13 +212,19 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(err)?;
+        // The busy timeout first: two processes opening a new store at once (a run's roles, two
+        // commands) wait for each other instead of failing with "database is locked".
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
-        let found: usize = conn
+        set_wal(&conn).map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(err)?;
+        // Migrate under a write lock taken up front, reading the version inside it: whoever
+        // migrates first does it, the other sees the new version.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let found: usize = tx
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
             .map_err(err)? as usize;
         if found > SCHEMA_VERSION {
@@ -207,12 +234,11 @@ impl Store {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().take(version).skip(found) {
-            let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(err)?;
-            tx.commit().map_err(err)?;
         }
+        tx.commit().map_err(err)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),

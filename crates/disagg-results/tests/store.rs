@@ -261,3 +261,23 @@ fn a_pre_merge_regression_is_exempt_when_main_already_regressed() {
     let post = check_run(&run, &history, None, &Gate::default());
     assert_eq!(post[0].verdict, "regression");
 }
+
+/// Two processes (a run's ending and a `disagg results` command, two runs) opening a new store at
+/// once both get it, migrated once: neither fails with "database is locked".
+#[test]
+fn a_new_store_opened_twice_at_once_is_created_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        let path = dir.path().join(format!("s{i}.sqlite"));
+        let opened: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(|s| s.version().unwrap()))
+            })
+            .collect();
+        for o in opened {
+            let version = o.join().unwrap().map_err(|e| e.to_string());
+            assert_eq!(version, Ok(SCHEMA_VERSION), "store {i}");
+        }
+    }
+}

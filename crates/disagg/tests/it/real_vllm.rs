@@ -20,6 +20,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::{repo_root, spawn_disagg};
 
+/// One of these tests at a time: two vLLM servers already share the machine's two cores, and
+/// the test threads would otherwise start a pair per test at once.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Whether the real engine is set up.
 fn vllm() -> bool {
     let ok = std::env::var("DISAGG_VLLM_BIN").is_ok_and(|b| Path::new(&b).exists())
@@ -314,6 +322,7 @@ fn a_disaggregated_run_on_real_vllm_moves_the_kv_over_nixl() {
     if !vllm() {
         return;
     }
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let mut child = start_run(
@@ -375,6 +384,7 @@ fn killing_the_decode_servers_vllm_mid_benchmark_fails_the_run_and_ends_every_vl
     if !vllm() {
         return;
     }
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     // ~1 s a request at concurrency 1: the benchmark runs for a minute or so.
@@ -447,7 +457,10 @@ fn killing_the_decode_servers_vllm_mid_benchmark_fails_the_run_and_ends_every_vl
     assert!(!engine.running(), "the killed engine {pid} still runs");
     // The role is named, with how its engine ended and the tail of its log, vLLM's last lines.
     assert!(stderr.contains("GEN_0 (pid "), "{stderr}");
-    assert!(stderr.contains("SIGKILL"), "{stderr}");
+    assert!(
+        stderr.contains("the vllm engine exited (was killed by signal 9 (SIGKILL))"),
+        "{stderr}"
+    );
     let heading = format!("last lines of {}:", log.display());
     let tail: Vec<&str> = stderr
         .split(&heading)
@@ -670,6 +683,7 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     if !vllm() {
         return;
     }
+    let _one = one_at_a_time();
     let Some(vllm_router) = vllm_router_bin() else {
         assert!(
             std::env::var_os("DISAGG_REQUIRE_VLLM").is_none(),
@@ -745,6 +759,10 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     let middle = prompt_sources(&gen_addr).unwrap();
     let theirs_answers = ask(&format!("http://{theirs_addr}"));
     let after = prompt_sources(&gen_addr).unwrap();
+    eprintln!("disagg router: {ours:?}\nvllm-router:   {theirs_answers:?}");
+    eprintln!(
+        "decode server's prompt tokens (over NIXL, computed): {before:?} {middle:?} {after:?}"
+    );
     for (name, answers) in [("disagg router", &ours), ("vllm-router", &theirs_answers)] {
         for a in answers {
             assert_eq!(a.tokens, MAX_TOKENS, "{name}: {answers:?}");
