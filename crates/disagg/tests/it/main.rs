@@ -10,7 +10,6 @@ mod support;
 mod bench_cli;
 mod cli;
 mod plan_fixtures;
-mod real_vllm;
 mod results_cli;
 mod router_cli;
 mod run_cli;

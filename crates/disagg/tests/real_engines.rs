@@ -4,13 +4,19 @@
 //! benchmark; the decode server's vLLM killed mid-benchmark ends the run with every vLLM process
 //! gone; and the same pair, started here, answers the same through `disagg router` as through
 //! vLLM's own router (`vllm-router`, PyPI). Needs `source ~/.cache/disagg/engines/env.sh`
-//! (DISAGG_VLLM_BIN, DISAGG_MODEL_PATH, DISAGG_VLLM_ROUTER_BIN); without it the tests say
+//! (DISAGG_VLLM_BIN, DISAGG_VLLM_MODEL, DISAGG_VLLM_ROUTER_BIN); without it the tests say
 //! SKIPPED, and `DISAGG_REQUIRE_VLLM=1` (set by CI) makes that a failure.
+//!
+//! Its own test binary: each of these tests keeps both cores busy for a minute, so they must not
+//! run beside the timing-sensitive tests of `it/` (test binaries run one after the other).
 
 #![expect(
     clippy::unwrap_used,
     reason = "helpers outside #[test] functions fail the test by panicking"
 )]
+
+#[path = "it/support.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt as _;
@@ -18,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{repo_root, spawn_disagg};
+use support::{repo_root, spawn_disagg};
 
 /// One of these tests at a time: two vLLM servers already share the machine's two cores, and
 /// the test threads would otherwise start a pair per test at once.
@@ -31,11 +37,11 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// Whether the real engine is set up.
 fn vllm() -> bool {
     let ok = std::env::var("DISAGG_VLLM_BIN").is_ok_and(|b| Path::new(&b).exists())
-        && std::env::var("DISAGG_MODEL_PATH").is_ok_and(|m| Path::new(&m).exists());
+        && std::env::var("DISAGG_VLLM_MODEL").is_ok_and(|m| Path::new(&m).exists());
     if !ok {
         assert!(
             std::env::var_os("DISAGG_REQUIRE_VLLM").is_none(),
-            "DISAGG_REQUIRE_VLLM is set but DISAGG_VLLM_BIN / DISAGG_MODEL_PATH name no engine: \
+            "DISAGG_REQUIRE_VLLM is set but DISAGG_VLLM_BIN / DISAGG_VLLM_MODEL name no engine: \
              run scripts/real-engines.sh setup and source its env.sh"
         );
         eprintln!("SKIPPED: no real vLLM (scripts/real-engines.sh setup; source its env.sh)");
@@ -259,6 +265,11 @@ fn start_run(dir: &Path, args: &[&str]) -> Tree {
         Command::new(env!("CARGO_BIN_EXE_disagg"))
             .current_dir(repo_root())
             .env("XDG_DATA_HOME", dir)
+            // The model the workers' engines load (the setup's tiny model).
+            .env(
+                "DISAGG_MODEL_PATH",
+                std::env::var("DISAGG_VLLM_MODEL").unwrap(),
+            )
             .args(["run", "examples/local-vllm.yaml", "--no-store"])
             .args(args)
             .arg("--out")
@@ -309,7 +320,8 @@ fn assert_nothing_left(run: &Path, tree: &Tree) {
         .filter(|p| p.pid != std::process::id())
         .filter(|p| {
             let c = cmdline(p.pid);
-            c.contains(&run_dir) || engines.iter().any(|(_, _, command)| c == *command)
+            // `python3 .../bin/vllm serve ...`: the interpreter comes first.
+            c.contains(&run_dir) || engines.iter().any(|(_, _, command)| c.ends_with(command))
         })
         .filter(|p| p.running())
         .map(Proc::describe)
@@ -539,7 +551,7 @@ fn vllm_server(role: &str, port: u16, core: &str, log: &Path) -> Tree {
     Tree::spawn(
         Command::new(std::env::var("DISAGG_VLLM_BIN").unwrap())
             .arg("serve")
-            .arg(std::env::var("DISAGG_MODEL_PATH").unwrap())
+            .arg(std::env::var("DISAGG_VLLM_MODEL").unwrap())
             .args(["--served-model-name", "tiny-qwen3", "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "--kv-transfer-config", &kv])
             .args(["--max-num-seqs", "4", "--max-model-len", "2048"])
