@@ -52,6 +52,34 @@ fn request(era: char, stream: bool) -> Value {
     r
 }
 
+/// Our router in front of one context and one generation server, healthy: its URL and the token
+/// that stops it.
+async fn router(
+    ctx: &TestSim,
+    gen_: &TestSim,
+    handoff: disagg_router::HandOff,
+) -> (String, CancellationToken) {
+    let settings = RouterSettings {
+        context: vec![ctx.addr.to_string()],
+        generation: vec![gen_.addr.to_string()],
+        health_check_interval: Duration::from_millis(100),
+        handoff,
+        ..RouterSettings::default()
+    };
+    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
+    let url = format!("http://{}", router.local_addr());
+    let cancel = CancellationToken::new();
+    tokio::spawn(router.run(cancel.clone()));
+    let http = Http::new();
+    for _ in 0..100 {
+        if http.get(&format!("{url}/health")).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (url, cancel)
+}
+
 async fn post(http: &Http, url: &str, body: &Value, msgpack: bool) -> Reply {
     if msgpack {
         http.post_msgpack(url, body).await
@@ -159,23 +187,8 @@ async fn a_bad_schedule_style_or_body_is_a_400_never_a_500() {
 #[tokio::test]
 async fn the_router_serves_era_e_clients_in_json_and_msgpack() {
     let (ctx, gen_) = (sim(Role::Context).await, sim(Role::Generation).await);
-    let settings = RouterSettings {
-        context: vec![ctx.addr.to_string()],
-        generation: vec![gen_.addr.to_string()],
-        health_check_interval: Duration::from_millis(100),
-        ..RouterSettings::default()
-    };
-    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
-    let url = format!("http://{}", router.local_addr());
-    let cancel = CancellationToken::new();
-    tokio::spawn(router.run(cancel.clone()));
+    let (url, cancel) = router(&ctx, &gen_, disagg_router::HandOff::Trtllm).await;
     let http = Http::new();
-    for _ in 0..100 {
-        if http.get(&format!("{url}/health")).await.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     for msgpack in [false, true] {
         for stream in [false, true] {
             let r = post(
@@ -249,24 +262,8 @@ async fn the_router_speaks_vllms_nixl_hand_off() {
     };
     let prefill = TestSim::start(vllm(Role::Context), Limits::default()).await;
     let decode = TestSim::start(vllm(Role::Generation), Limits::default()).await;
-    let settings = RouterSettings {
-        context: vec![prefill.addr.to_string()],
-        generation: vec![decode.addr.to_string()],
-        health_check_interval: Duration::from_millis(100),
-        handoff: disagg_router::HandOff::Vllm,
-        ..RouterSettings::default()
-    };
-    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
-    let url = format!("http://{}", router.local_addr());
-    let cancel = CancellationToken::new();
-    tokio::spawn(router.run(cancel.clone()));
+    let (url, cancel) = router(&prefill, &decode, disagg_router::HandOff::Vllm).await;
     let http = Http::new();
-    for _ in 0..100 {
-        if http.get(&format!("{url}/health")).await.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     for stream in [false, true] {
         let body = json!({"model": "sim", "prompt": [1, 2, 3, 4], "max_tokens": 6,
             "ignore_eos": true, "stream": stream, "stream_options": {"include_usage": true}});
