@@ -3,6 +3,11 @@
 //! directly (we play the coordinator) and against our router (we play the client): every one is
 //! served, none is refused for a field upstream's workers know, JSON and MessagePack alike.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions fail the test by panicking"
+)]
+
 use std::time::Duration;
 
 use disagg_router::{Router, RouterSettings};
