@@ -19,6 +19,8 @@ pub struct Events {
     terminal: bool,
     seen: Vec<(Role, State)>,
     last_label: String,
+    /// Workers still starting, and how many 10 s steps of it were shown.
+    loading: Vec<(Role, u64)>,
 }
 
 impl Events {
@@ -29,6 +31,7 @@ impl Events {
             terminal,
             seen: Vec::new(),
             last_label: String::new(),
+            loading: Vec::new(),
         }
     }
 
@@ -39,10 +42,18 @@ impl Events {
         }
     }
 
-    /// Print what changed since the last call.
+    /// Print what changed since the last call, and every 10 s a line for each worker whose
+    /// engine is still loading (real engines take minutes).
     pub fn show(&mut self, roles: &[RoleState]) {
         let (t0, terminal) = (self.t0, self.terminal);
+        let now = crate::now_ms();
         for r in roles {
+            if let Some(line) = loading_line(&mut self.loading, r, now) {
+                if terminal {
+                    eprint!("\r\x1b[2K");
+                }
+                eprintln!("{} {:<13} {line}", at(t0), r.role.to_string());
+            }
             let known = self.seen.iter_mut().find(|(n, _)| *n == r.role);
             let changed = match known {
                 Some((_, s)) if *s == r.state => false,
@@ -95,5 +106,58 @@ impl Events {
                 );
             }
         }
+    }
+}
+
+/// `loading, 40 s` when worker `r` has been starting for another 10 s since the last line.
+fn loading_line(shown: &mut Vec<(Role, u64)>, r: &RoleState, now_ms: u64) -> Option<String> {
+    if !r.role.is_worker() || r.state != State::Starting {
+        return None;
+    }
+    let steps = now_ms.saturating_sub(r.since_ms) / 10_000;
+    let last = match shown.iter_mut().find(|(role, _)| *role == r.role) {
+        Some((_, last)) => last,
+        None => {
+            shown.push((r.role, 0));
+            &mut shown.last_mut()?.1
+        }
+    };
+    if steps <= *last {
+        return None;
+    }
+    *last = steps;
+    Some(format!("loading, {} s", steps * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_worker_is_shown_loading_every_ten_seconds() {
+        let mut shown = Vec::new();
+        let gen_ = RoleState::new(Role::Gen(0), 1, 1_000);
+        assert_eq!(loading_line(&mut shown, &gen_, 9_000), None);
+        assert_eq!(
+            loading_line(&mut shown, &gen_, 11_500).as_deref(),
+            Some("loading, 10 s")
+        );
+        assert_eq!(
+            loading_line(&mut shown, &gen_, 15_000),
+            None,
+            "once per step"
+        );
+        assert_eq!(
+            loading_line(&mut shown, &gen_, 41_000).as_deref(),
+            Some("loading, 40 s")
+        );
+        let server = RoleState::new(Role::DisaggServer, 2, 1_000);
+        assert_eq!(
+            loading_line(&mut shown, &server, 60_000),
+            None,
+            "only workers load"
+        );
+        let ready = gen_.ready("h", 1, 50_000);
+        assert_eq!(loading_line(&mut shown, &ready, 90_000), None);
     }
 }
