@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use support::{Http, Proc, client, env};
+use support::{Http, Proc, client, cpu_seconds, env};
 
 struct Work {
     dir: std::path::PathBuf,
@@ -66,13 +66,13 @@ impl Work {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let pid = child.id();
-        self.procs.push(Proc(child));
+        self.procs.push(Proc::new(child));
         pid
     }
 
     /// CPU seconds the last-started process (the router) has used so far.
     fn router_cpu(&self) -> f64 {
-        self.procs.last().map_or(0.0, Proc::cpu_seconds)
+        self.procs.last().map_or(0.0, |p| cpu_seconds(p))
     }
 
     /// Start a `disagg sim` and return its address.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use support::{Http, Proc, client, env};
+use support::{Http, Proc, client, cpu_seconds, env};
 
 struct SimProc {
     proc_: Proc,
@@ -31,7 +31,7 @@ struct SimProc {
 impl SimProc {
     /// CPU seconds the simulator has used (taskset execs it, so the child is the simulator).
     fn cpu_seconds(&self) -> f64 {
-        self.proc_.cpu_seconds()
+        cpu_seconds(&self.proc_)
     }
 }
 
@@ -65,7 +65,7 @@ fn start_sim(args: &[&str]) -> SimProc {
     loop {
         if let Ok(addr) = std::fs::read_to_string(&addr_file) {
             return SimProc {
-                proc_: Proc(child),
+                proc_: Proc::new(child),
                 addr,
             };
         }

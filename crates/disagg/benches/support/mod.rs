@@ -17,32 +17,22 @@ pub fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A child process killed and reaped when dropped.
-pub struct Proc(pub Child);
+/// A child process killed and reaped when dropped (the tests' one).
+pub use disagg_test_support::ChildGuard as Proc;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// CPU seconds (user + system) the process has used, from /proc.
-    pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of /proc/PID/stat.
-        fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        }) / 100.0
-    }
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_seconds(child: &Child) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of /proc/PID/stat.
+    fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    }) / 100.0
 }
 
 /// The benchmarks' HTTP client: hyper 1, keep-alive, `TCP_NODELAY`, ordinary delayed ACKs.
