@@ -17,7 +17,7 @@ use crate::rundir::write_atomic;
 
 /// Where a run's results are stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Store {
+pub enum StoreTo {
     /// Not stored nor checked (`--no-store`).
     Off,
     /// `$DISAGG_DB`, else the config's `results.db`, else the default database.
@@ -53,7 +53,7 @@ pub fn conclude(
     started_ms: u64,
     t0: Instant,
     failure: Option<Failure>,
-    store: &Store,
+    store: &StoreTo,
 ) -> anyhow::Result<Concluded> {
     let first_request_s = p
         .run
@@ -82,8 +82,8 @@ pub fn conclude(
     drop(out);
     // Store every record (also of a failed run: nothing is lost); check only a passed test.
     let passed = failure.is_none() && summary.outcome == Outcome::Passed;
-    let regressed =
-        *store != Store::Off && crate::store::after_run(&p.run, &p.spec, store, &p.config, passed);
+    let regressed = *store != StoreTo::Off
+        && crate::store::after_run(&p.run, &p.spec, store, &p.config, passed);
     let status = match (failure, summary.outcome) {
         (Some(f), _) => {
             eprintln!("error: the run failed: {}", f.why);

@@ -34,6 +34,8 @@ pub struct EngineParams<'a> {
     pub option_flags: &'a [String],
     /// `engine.args`, appended as they are.
     pub extra_args: &'a [String],
+    /// The `vllm` program (`$DISAGG_VLLM_BIN`, else `vllm` on `PATH`).
+    pub vllm_program: &'a str,
 }
 
 /// vLLM flags for the upstream worker options that have an equivalent, and the keys that have
@@ -171,7 +173,7 @@ pub fn command_line(
                 "kv_consumer"
             };
             let mut argv = vec![
-                std::env::var("DISAGG_VLLM_BIN").unwrap_or_else(|_| s("vllm")),
+                s(p.vllm_program),
                 s("serve"),
                 s(p.model),
                 s("--served-model-name"),
@@ -235,6 +237,7 @@ mod tests {
             served_name: "ds-r1",
             option_flags: &[],
             extra_args: &[],
+            vllm_program: "vllm",
         }
     }
 

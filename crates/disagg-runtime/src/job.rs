@@ -15,7 +15,7 @@ use disagg_plan::Plan;
 use disagg_results::junit;
 use serde::{Deserialize, Serialize};
 
-use crate::conclude::{Concluded, Failure, Store, collect, conclude};
+use crate::conclude::{Concluded, Failure, StoreTo, collect, conclude};
 use crate::error::InvalidInput;
 use crate::events::{Events, at};
 use crate::exit::ExitStatus;
@@ -225,7 +225,7 @@ pub fn submit_and_follow(
     p: &Prepared,
     bin: Option<&Path>,
     no_wait: bool,
-    store: &Store,
+    store: &StoreTo,
 ) -> anyhow::Result<Option<Concluded>> {
     let script = write_script(p, bin)?;
     let slurm = Slurm::new(p.cluster.as_ref().and_then(|c| c.slurm_conf.clone()));
@@ -523,7 +523,7 @@ pub struct CiRequest {
 
 /// Every test of the list through submit, one JUnit file (one suite per test); the exit status
 /// is the first failing test's.
-pub fn ci(request: &CiRequest, store: &Store) -> anyhow::Result<ExitStatus> {
+pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
     let tests = read_test_list(&request.test_list)?;
     let cluster = load_cluster(request.clusters_file.as_deref(), &request.cluster)?;
     let mut summaries = Vec::new();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use disagg_plan::Role;
 
-use crate::conclude::{Failure, Store, conclude};
+use crate::conclude::{Failure, StoreTo, conclude};
 use crate::events::{Events, at};
 use crate::exit::ExitStatus;
 use crate::now_ms;
@@ -20,7 +20,7 @@ use crate::supervise::{self, Child};
 
 /// Run `request` on this machine (every role binds 127.0.0.1); `grace`: between SIGTERM and
 /// SIGKILL at the end.
-pub fn run(request: &RunRequest, grace: Duration, store: &Store) -> anyhow::Result<ExitStatus> {
+pub fn run(request: &RunRequest, grace: Duration, store: &StoreTo) -> anyhow::Result<ExitStatus> {
     let t0 = Instant::now();
     let started_ms = now_ms();
     let p = request.prepare(Some("127.0.0.1".to_string()))?;

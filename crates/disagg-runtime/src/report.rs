@@ -10,7 +10,7 @@ use disagg_results::record::maximize;
 use disagg_results::report::{self, History, RunData};
 use disagg_results::summary::Summary;
 
-use crate::conclude::Store;
+use crate::conclude::StoreTo;
 use crate::error::Hint;
 use crate::rundir::{RunDir, write_atomic};
 use crate::spec::RunSpec;
@@ -194,7 +194,7 @@ pub struct ReportRequest {
     /// Where to write it [default: RUN/results/report.html].
     pub out: Option<PathBuf>,
     /// The store the check table and history come from (`Off`: none).
-    pub store: Store,
+    pub store: StoreTo,
 }
 
 /// Write the report's HTML file; returns its path.
@@ -203,9 +203,9 @@ pub fn write(req: &ReportRequest) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no run directory {}", req.run.display()))?;
     let main = run_data(&dir, None)?;
     let (checks, history) = match &req.store {
-        Store::Off => (Vec::new(), Vec::new()),
-        Store::Default => checks_and_history(&dir, None, req.history)?,
-        Store::At(db) => checks_and_history(&dir, Some(db), req.history)?,
+        StoreTo::Off => (Vec::new(), Vec::new()),
+        StoreTo::Default => checks_and_history(&dir, None, req.history)?,
+        StoreTo::At(db) => checks_and_history(&dir, Some(db), req.history)?,
     };
     let mut compare = Vec::new();
     if !req.compare.is_empty() {

@@ -14,7 +14,7 @@ use disagg_results::opensearch::{self, Target};
 use disagg_results::store::{self, NewRun, Store, StoredRun};
 use serde_json::Value;
 
-use crate::conclude::Store as StoreTo;
+use crate::conclude::StoreTo;
 use crate::rundir::{RunDir, write_atomic};
 use crate::spec::RunSpec;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use disagg_config::{EngineKind, Overrides};
 use disagg_runtime::InvalidInput;
-use disagg_runtime::conclude::Store;
+use disagg_runtime::conclude::StoreTo;
 use disagg_runtime::prepare::{RunOptions, RunRequest};
 
 /// Run disaggregated LLM-serving performance tests end to end: validate a test config, plan
@@ -564,11 +564,11 @@ pub struct PlanArgs {
 }
 
 /// Where results go: `--no-store`, else `--db`, else the default store.
-fn store(no_store: bool, db: Option<&std::path::Path>) -> Store {
+fn store(no_store: bool, db: Option<&std::path::Path>) -> StoreTo {
     match (no_store, db) {
-        (true, _) => Store::Off,
-        (false, Some(db)) => Store::At(db.to_path_buf()),
-        (false, None) => Store::Default,
+        (true, _) => StoreTo::Off,
+        (false, Some(db)) => StoreTo::At(db.to_path_buf()),
+        (false, None) => StoreTo::Default,
     }
 }
 
@@ -614,21 +614,21 @@ impl RunArgs {
     }
 
     /// Where its results go.
-    pub fn store(&self) -> Store {
+    pub fn store(&self) -> StoreTo {
         store(self.no_store, self.db.as_deref())
     }
 }
 
 impl CiArgs {
     /// Where the results go.
-    pub fn store(&self) -> Store {
+    pub fn store(&self) -> StoreTo {
         store(self.no_store, self.db.as_deref())
     }
 }
 
 impl ReportArgs {
     /// Where the check table and history come from.
-    pub fn store(&self) -> Store {
+    pub fn store(&self) -> StoreTo {
         store(self.no_store, self.db.as_deref())
     }
 }

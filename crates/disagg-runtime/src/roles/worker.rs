@@ -165,6 +165,7 @@ async fn external(
         served_name: &me.model(),
         option_flags: &option_flags,
         extra_args: &extra_args,
+        vllm_program: &std::env::var("DISAGG_VLLM_BIN").unwrap_or_else(|_| "vllm".to_string()),
     };
     let template = engine.as_ref().and_then(|e| e.command.clone());
     let argv = command_line(me.spec.engine, template.as_deref(), &params)
