@@ -98,6 +98,63 @@ enum LegError {
     Timeout,
 }
 
+/// One try of a leg on one worker.
+enum Attempt {
+    /// A 2xx.
+    Ok(hyper::Response<hyper::body::Incoming>),
+    /// A 4xx, with its body.
+    Rejected(StatusCode, Bytes),
+    /// A connection failure or a 5xx: worth another worker.
+    Failed(String),
+    /// The request's deadline passed.
+    Timeout,
+}
+
+/// Send `body` to the leased worker once; a failure is counted against the worker.
+async fn attempt(
+    st: &State,
+    pool: &str,
+    lease: &Lease,
+    path: &str,
+    body: Bytes,
+    deadline: Instant,
+) -> Attempt {
+    let req = match hyper::Request::post(format!("{}{path}", lease.worker.base))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+    {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    match tokio::time::timeout_at(deadline, st.client.request(req)).await {
+        Err(_) => Attempt::Timeout,
+        Ok(Err(e)) => {
+            lease.worker.failures.fetch_add(1, Ordering::Relaxed);
+            if e.is_connect() {
+                // Out of the rotation until its health check passes again.
+                lease.worker.set_healthy(false);
+            }
+            Attempt::Failed(format!("{pool} {}: {e}", lease.worker.addr))
+        }
+        Ok(Ok(resp)) if resp.status().is_server_error() => {
+            lease.worker.failures.fetch_add(1, Ordering::Relaxed);
+            let status = resp.status();
+            let text = read_body(resp, deadline).await.unwrap_or_default();
+            Attempt::Failed(format!(
+                "{pool} {} answered {status}: {}",
+                lease.worker.addr,
+                String::from_utf8_lossy(&text[..text.len().min(300)])
+            ))
+        }
+        Ok(Ok(resp)) if resp.status().is_client_error() => {
+            let status = resp.status();
+            let text = read_body(resp, deadline).await.unwrap_or_default();
+            Attempt::Rejected(status, text)
+        }
+        Ok(Ok(resp)) => Attempt::Ok(resp),
+    }
+}
+
 /// Send a leg to a worker of `pool`, retrying on another worker after a connection failure or a
 /// 5xx, never after a 4xx.
 async fn send_leg(
@@ -110,54 +167,159 @@ async fn send_leg(
     mut tried: Vec<usize>,
 ) -> Result<Leg, LegError> {
     let mut last = None;
-    for attempt in 0..=st.settings.max_retries {
+    for n in 0..=st.settings.max_retries {
         let Some(lease) = pool.lease(&tried, tokens) else {
             break;
         };
-        if attempt > 0 {
+        if n > 0 {
             st.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
         tried.push(lease.index);
-        let req = match hyper::Request::post(format!("{}{path}", lease.worker.base))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))
-        {
-            Ok(r) => r,
-            Err(e) => return Err(LegError::Upstream(e.to_string())),
-        };
-        match tokio::time::timeout_at(deadline, st.client.request(req)).await {
-            Err(_) => return Err(LegError::Timeout),
-            Ok(Err(e)) => {
-                lease.worker.failures.fetch_add(1, Ordering::Relaxed);
-                if e.is_connect() {
-                    // Out of the rotation until its health check passes again.
-                    lease.worker.set_healthy(false);
-                }
-                last = Some(format!("{} {}: {e}", pool.role, lease.worker.addr));
-            }
-            Ok(Ok(resp)) if resp.status().is_server_error() => {
-                lease.worker.failures.fetch_add(1, Ordering::Relaxed);
-                let status = resp.status();
-                let text = read_body(resp, deadline).await.unwrap_or_default();
-                last = Some(format!(
-                    "{} {} answered {status}: {}",
-                    pool.role,
-                    lease.worker.addr,
-                    String::from_utf8_lossy(&text[..text.len().min(300)])
-                ));
-            }
-            Ok(Ok(resp)) if resp.status().is_client_error() => {
-                let status = resp.status();
-                let text = read_body(resp, deadline).await.unwrap_or_default();
-                return Ok(Leg::Rejected(status, text));
-            }
-            Ok(Ok(resp)) => return Ok(Leg::Ok(lease, resp)),
+        match attempt(st, pool.role, &lease, path, body.clone(), deadline).await {
+            Attempt::Ok(resp) => return Ok(Leg::Ok(lease, resp)),
+            Attempt::Rejected(status, text) => return Ok(Leg::Rejected(status, text)),
+            Attempt::Failed(e) => last = Some(e),
+            Attempt::Timeout => return Err(LegError::Timeout),
         }
     }
     Err(match last {
         None => LegError::NoWorker,
         Some(e) => LegError::Upstream(e),
     })
+}
+
+/// SGLang: send the request to a prefill and a decode server at once, tied by a bootstrap room,
+/// and answer with the decode server's response. A prefill that fails before the decode
+/// answered is retried with a new room on another prefill server, and the decode request of
+/// the failed try is dropped (its connection closed, so the engine frees it) — no orphan decode
+/// requests left waiting for KV that will never come.
+async fn concurrent_legs(
+    st: Arc<State>,
+    ep: Endpoint,
+    req: Value,
+    tokens: u64,
+    stream: bool,
+    deadline: Instant,
+    started: Instant,
+) -> Response {
+    let mut tried = Vec::new();
+    let mut last = None;
+    for n in 0..=st.settings.max_retries {
+        let Some(ctx_lease) = st.context.lease(&tried, tokens) else {
+            break;
+        };
+        if n > 0 {
+            st.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        tried.push(ctx_lease.index);
+        let host = ctx_lease
+            .worker
+            .addr
+            .rsplit_once(':')
+            .map_or(ctx_lease.worker.addr.as_str(), |(h, _)| h)
+            .to_string();
+        let mut body = req.clone();
+        crate::HandOff::bootstrap(
+            &mut body,
+            &host,
+            st.settings.bootstrap_port(ctx_lease.index),
+            room(),
+        );
+        let body = Bytes::from(body.to_string());
+        let exclude = same_server(&st, &ctx_lease.worker.addr);
+        // The prefill leg runs on its own: once the decode server answers, it is only drained.
+        let mut ctx_task = tokio::spawn({
+            let st = st.clone();
+            let body = body.clone();
+            async move {
+                let sent = Instant::now();
+                let outcome = attempt(&st, "context", &ctx_lease, ep.path(), body, deadline).await;
+                let outcome = match outcome {
+                    Attempt::Ok(resp) => match read_body(resp, deadline).await {
+                        Some(_) => Ok(()),
+                        None => Err(Attempt::Failed(format!(
+                            "context {}: the response did not complete",
+                            ctx_lease.worker.addr
+                        ))),
+                    },
+                    other => Err(other),
+                };
+                st.metrics.context_time.observe(sent.elapsed());
+                outcome
+            }
+        });
+        let sent = Instant::now();
+        let gen_leg = send_leg(
+            &st,
+            &st.generation,
+            ep.path(),
+            body,
+            tokens,
+            deadline,
+            exclude,
+        );
+        tokio::pin!(gen_leg);
+        let leg = tokio::select! {
+            ctx = &mut ctx_task => {
+                let ctx = ctx.unwrap_or_else(|e| Err(Attempt::Failed(format!("the context leg panicked: {e}"))));
+                match ctx {
+                    Ok(()) | Err(Attempt::Ok(_)) => gen_leg.await,
+                    Err(Attempt::Rejected(status, body)) => {
+                        st.metrics.error(ErrorKind::WorkerRejected);
+                        return passthrough(status, body);
+                    }
+                    Err(Attempt::Failed(e)) => {
+                        last = Some(e);
+                        continue;
+                    }
+                    Err(Attempt::Timeout) => return leg_error(&st, "context", LegError::Timeout),
+                }
+            }
+            leg = &mut gen_leg => leg,
+        };
+        return match leg {
+            Ok(Leg::Ok(lease, resp)) => {
+                answer(st.clone(), lease, resp, stream, deadline, started, sent).await
+            }
+            Ok(Leg::Rejected(status, body)) => {
+                ctx_task.abort();
+                st.metrics.error(ErrorKind::WorkerRejected);
+                passthrough(status, body)
+            }
+            Err(e) => {
+                ctx_task.abort();
+                leg_error(&st, "generation", e)
+            }
+        };
+    }
+    leg_error(
+        &st,
+        "context",
+        match last {
+            None => LegError::NoWorker,
+            Some(e) => LegError::Upstream(e),
+        },
+    )
+}
+
+/// A fresh SGLang bootstrap room: a random 63-bit integer, as sglang-router makes them.
+fn room() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.finish() >> 1
+}
+
+/// The generation pool's index of the server at `addr` (a server in both pools does not take
+/// both legs of one request), unless it is the only generation server.
+fn same_server(st: &State, addr: &str) -> Vec<usize> {
+    st.generation
+        .workers
+        .iter()
+        .position(|w| w.addr == addr && st.generation.workers.len() > 1)
+        .into_iter()
+        .collect()
 }
 
 async fn read_body(
@@ -275,9 +437,16 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
         return generation(st, ep, req, tokens, stream, deadline, started, Vec::new()).await;
     }
 
+    let handoff = st.settings.handoff;
+    if handoff.is_aggregated() {
+        return generation(st, ep, req, tokens, stream, deadline, started, Vec::new()).await;
+    }
+    if handoff.concurrent() {
+        return concurrent_legs(st, ep, req, tokens, stream, deadline, started).await;
+    }
+
     // Context leg.
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
-    let handoff = st.settings.handoff;
     let mut ctx_req = req.clone();
     handoff.context_leg(&mut ctx_req, id);
     let ctx_body = Bytes::from(ctx_req.to_string());
@@ -354,14 +523,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
 
     // Generation leg: the client's body with the context's hand-off.
     handoff.generation_leg(&mut req, &ctx, ep == Endpoint::Chat);
-    // A server in both pools does not take both legs of one request.
-    let exclude: Vec<usize> = st
-        .generation
-        .workers
-        .iter()
-        .position(|w| w.addr == ctx_addr && st.generation.workers.len() > 1)
-        .into_iter()
-        .collect();
+    let exclude = same_server(&st, &ctx_addr);
     generation(st, ep, req, tokens, stream, deadline, started, exclude).await
 }
 
@@ -381,7 +543,7 @@ async fn generation(
 ) -> Response {
     let body = Bytes::from(req.to_string());
     let sent = Instant::now();
-    let (lease, resp) = match send_leg(
+    match send_leg(
         &st,
         &st.generation,
         ep.path(),
@@ -392,13 +554,25 @@ async fn generation(
     )
     .await
     {
-        Ok(Leg::Ok(lease, resp)) => (lease, resp),
+        Ok(Leg::Ok(lease, resp)) => answer(st, lease, resp, stream, deadline, started, sent).await,
         Ok(Leg::Rejected(status, body)) => {
             st.metrics.error(ErrorKind::WorkerRejected);
-            return passthrough(status, body);
+            passthrough(status, body)
         }
-        Err(e) => return leg_error(&st, "generation", e),
-    };
+        Err(e) => leg_error(&st, "generation", e),
+    }
+}
+
+/// The client's answer from the generation server's: the whole body, or its stream relayed.
+async fn answer(
+    st: Arc<State>,
+    lease: Lease,
+    resp: hyper::Response<hyper::body::Incoming>,
+    stream: bool,
+    deadline: Instant,
+    started: Instant,
+    sent: Instant,
+) -> Response {
     let status = resp.status();
     let content_type = resp
         .headers()

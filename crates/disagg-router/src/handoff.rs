@@ -9,6 +9,10 @@
 //! - vLLM (NIXL connector; vLLM's `toy_proxy_server.py` and `vllm-router`): the prefill leg asks
 //!   for one token with `kv_transfer_params {do_remote_decode: true, ...}`; the decode leg is the
 //!   client's request with the `kv_transfer_params` the prefill answered.
+//! - SGLang (`sglang-router`/`smg` in PD mode): both legs get the client's request plus
+//!   `bootstrap_host` (the prefill server's host), `bootstrap_port` (its KV bootstrap port) and
+//!   `bootstrap_room` (a random 63-bit id), sent at once; the decode answer is the client's.
+//! - Aggregated: no hand-off; every request goes whole to one server of the generation pool.
 
 use serde_json::{Value, json};
 
@@ -22,7 +26,17 @@ pub enum HandOff {
     Trtllm,
     /// vLLM `kv_transfer_params` (NIXL).
     Vllm,
+    /// SGLang `bootstrap_host/port/room`, both legs at once.
+    Sglang,
+    /// No hand-off: aggregated servers, each request whole to one generation-pool server.
+    Aggregated,
 }
+
+/// SGLang's default `--disaggregation-bootstrap-port`, used when no port is given.
+pub const SGLANG_DEFAULT_BOOTSTRAP_PORT: u16 = 8998;
+
+/// The names `HandOff` parses, for messages.
+pub const HANDOFF_NAMES: &str = "trtllm, vllm, sglang or aggregated";
 
 impl HandOff {
     /// `trtllm` or `vllm`.
@@ -30,7 +44,26 @@ impl HandOff {
         match self {
             HandOff::Trtllm => "trtllm",
             HandOff::Vllm => "vllm",
+            HandOff::Sglang => "sglang",
+            HandOff::Aggregated => "aggregated",
         }
+    }
+
+    /// Whether the two legs go out at once (SGLang) rather than context first.
+    pub(crate) fn concurrent(self) -> bool {
+        self == HandOff::Sglang
+    }
+
+    /// Whether requests go whole to one server (no context leg at all).
+    pub fn is_aggregated(self) -> bool {
+        self == HandOff::Aggregated
+    }
+
+    /// SGLang: the client's request plus the bootstrap fields of the chosen prefill server.
+    pub(crate) fn bootstrap(req: &mut Value, host: &str, port: u16, room: u64) {
+        req["bootstrap_host"] = json!(host);
+        req["bootstrap_port"] = json!(port);
+        req["bootstrap_room"] = json!(room);
     }
 
     /// Turn a copy of the client's request into the context leg (`id`: this request's id).
@@ -55,6 +88,8 @@ impl HandOff {
                     "do_remote_prefill": false, "remote_engine_id": null,
                     "remote_block_ids": null, "remote_host": null, "remote_port": null});
             }
+            // Both legs carry the client's request (see `bootstrap`); none goes out alone.
+            HandOff::Sglang | HandOff::Aggregated => {}
         }
     }
 
@@ -67,6 +102,7 @@ impl HandOff {
             HandOff::Vllm => (!ctx["kv_transfer_params"].is_object()).then_some(
                 "no kv_transfer_params (is the NIXL connector configured as kv_producer?)",
             ),
+            HandOff::Sglang | HandOff::Aggregated => None,
         }
     }
 
@@ -80,7 +116,7 @@ impl HandOff {
                 finish != "length" && finish != "not_finished"
             }
             // The prefill leg asked for one token: its finish says nothing about the request.
-            HandOff::Vllm => false,
+            HandOff::Vllm | HandOff::Sglang | HandOff::Aggregated => false,
         }
     }
 
@@ -101,6 +137,7 @@ impl HandOff {
                 req["disaggregated_params"] = params;
             }
             HandOff::Vllm => req["kv_transfer_params"] = ctx["kv_transfer_params"].clone(),
+            HandOff::Sglang | HandOff::Aggregated => {}
         }
     }
 }
@@ -112,7 +149,9 @@ impl std::str::FromStr for HandOff {
         match s {
             "trtllm" => Ok(HandOff::Trtllm),
             "vllm" => Ok(HandOff::Vllm),
-            _ => Err(format!("hand-off `{s}`: use trtllm or vllm")),
+            "sglang" => Ok(HandOff::Sglang),
+            "aggregated" => Ok(HandOff::Aggregated),
+            _ => Err(format!("hand-off `{s}`: use {HANDOFF_NAMES}")),
         }
     }
 }
@@ -166,6 +205,19 @@ mod tests {
             "generation_only"
         );
         assert_eq!("vllm".parse::<HandOff>(), Ok(HandOff::Vllm));
-        assert!("sglang".parse::<HandOff>().is_err());
+        assert_eq!("sglang".parse::<HandOff>(), Ok(HandOff::Sglang));
+        assert!("nixl".parse::<HandOff>().is_err());
+    }
+
+    #[test]
+    fn sglang_legs_carry_the_same_bootstrap() {
+        let mut req = json!({"model": "m", "prompt": "hi", "stream": true, "max_tokens": 4});
+        HandOff::bootstrap(&mut req, "10.0.0.2", 8998, 42);
+        assert_eq!(req["bootstrap_host"], "10.0.0.2");
+        assert_eq!(req["bootstrap_port"], 8998);
+        assert_eq!(req["bootstrap_room"], 42);
+        assert_eq!(req["stream"], true, "the client's request otherwise");
+        assert!(HandOff::Sglang.concurrent() && !HandOff::Vllm.concurrent());
+        assert!(HandOff::Aggregated.is_aggregated());
     }
 }

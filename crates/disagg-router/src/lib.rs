@@ -84,6 +84,56 @@ pub struct RouterSettings {
     pub gen_only: bool,
     /// The workers' hand-off protocol.
     pub handoff: HandOff,
+    /// SGLang: each context server's KV bootstrap port, in `context` order (one port: the same
+    /// for all; none: SGLang's default, [`handoff::SGLANG_DEFAULT_BOOTSTRAP_PORT`]).
+    pub bootstrap_ports: Vec<u16>,
+}
+
+impl RouterSettings {
+    /// What in these settings cannot be served, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        let ctx = self.context.len();
+        if self.generation.is_empty() {
+            return Err("no generation servers: list at least one".into());
+        }
+        if self.handoff.is_aggregated() {
+            if ctx > 0 || self.gen_only {
+                return Err(format!(
+                    "aggregated serving takes whole requests on the generation servers; \
+                     it has no context servers (got {ctx}) and no gen-only mode"
+                ));
+            }
+        } else if ctx == 0 && !self.gen_only {
+            return Err(
+                "no context servers: list them, run in gen-only benchmark mode, or serve \
+                 aggregated servers (hand-off `aggregated`)"
+                    .into(),
+            );
+        }
+        let ports = self.bootstrap_ports.len();
+        if !self.bootstrap_ports.is_empty() && self.handoff != HandOff::Sglang {
+            return Err(format!(
+                "bootstrap ports are SGLang's; the hand-off is {}",
+                self.handoff.name()
+            ));
+        }
+        if ports > 1 && ports != ctx {
+            return Err(format!(
+                "{ports} bootstrap ports for {ctx} context servers: give one per context server, \
+                 or one for all"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SGLang bootstrap port of context server `index`.
+    pub(crate) fn bootstrap_port(&self, index: usize) -> u16 {
+        match self.bootstrap_ports.as_slice() {
+            [] => handoff::SGLANG_DEFAULT_BOOTSTRAP_PORT,
+            [one] => *one,
+            many => many[index],
+        }
+    }
 }
 
 impl Default for RouterSettings {
@@ -99,6 +149,7 @@ impl Default for RouterSettings {
             health_check_interval: Duration::from_secs(1),
             gen_only: false,
             handoff: HandOff::Trtllm,
+            bootstrap_ports: Vec::new(),
         }
     }
 }
@@ -184,8 +235,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// Bind `addr` (port 0 picks a free one).
+    /// Bind `addr` (port 0 picks a free one). Settings that cannot be served
+    /// ([`RouterSettings::check`]) are an `InvalidInput` error.
     pub async fn bind(addr: &str, settings: RouterSettings) -> std::io::Result<Router> {
+        settings
+            .check()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         Ok(Router {

@@ -64,25 +64,14 @@ async fn router(
     gen_: &TestSim,
     handoff: disagg_router::HandOff,
 ) -> (String, CancellationToken) {
-    let settings = RouterSettings {
+    router_with(RouterSettings {
         context: vec![ctx.addr.to_string()],
         generation: vec![gen_.addr.to_string()],
         health_check_interval: Duration::from_millis(100),
         handoff,
         ..RouterSettings::default()
-    };
-    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
-    let url = format!("http://{}", router.local_addr());
-    let cancel = CancellationToken::new();
-    tokio::spawn(router.run(cancel.clone()));
-    let http = Http::new();
-    for _ in 0..100 {
-        if http.get(&format!("{url}/health")).await.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (url, cancel)
+    })
+    .await
 }
 
 async fn post(http: &Http, url: &str, body: &Value, msgpack: bool) -> Reply {
@@ -299,4 +288,166 @@ async fn the_router_speaks_vllms_nixl_hand_off() {
         "{metrics}"
     );
     cancel.cancel();
+}
+
+/// Our router with these settings, healthy: its URL and the token that stops it.
+async fn router_with(settings: RouterSettings) -> (String, CancellationToken) {
+    let router = Router::bind("127.0.0.1:0", settings).await.unwrap();
+    let url = format!("http://{}", router.local_addr());
+    let cancel = CancellationToken::new();
+    tokio::spawn(router.run(cancel.clone()));
+    let http = Http::new();
+    for _ in 0..100 {
+        if http.get(&format!("{url}/health")).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (url, cancel)
+}
+
+fn sglang(role: Role) -> SimConfig {
+    SimConfig {
+        role,
+        protocol: disagg_sim::Protocol::Sglang,
+        cost: CostModel::zero(),
+        ..SimConfig::default()
+    }
+}
+
+async fn legs(http: &Http, sim: &TestSim) -> Vec<Value> {
+    http.get(&format!("{}/perf_metrics", sim.url()))
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn the_router_speaks_sglangs_bootstrap_hand_off() {
+    let prefill = TestSim::start(sglang(Role::Context), Limits::default()).await;
+    let decode = TestSim::start(sglang(Role::Generation), Limits::default()).await;
+    // The sim serves its bootstrap on its HTTP port.
+    let (url, cancel) = router_with(RouterSettings {
+        context: vec![prefill.addr.to_string()],
+        generation: vec![decode.addr.to_string()],
+        health_check_interval: Duration::from_millis(100),
+        handoff: disagg_router::HandOff::Sglang,
+        bootstrap_ports: vec![prefill.addr.port()],
+        ..RouterSettings::default()
+    })
+    .await;
+    let http = Http::new();
+    for stream in [false, true] {
+        let body = json!({"model": "sim", "prompt": "one two three four", "max_tokens": 6,
+            "ignore_eos": true, "stream": stream, "stream_options": {"include_usage": true}});
+        let r = http.post(&format!("{url}/v1/completions"), &body).await;
+        assert_eq!(r.status, 200, "stream {stream}: {:?}", r.body);
+        if stream {
+            let usage = r
+                .events()
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+                .find(|v| !v["usage"].is_null())
+                .unwrap();
+            assert_eq!(usage["usage"]["completion_tokens"], 6);
+        } else {
+            assert_eq!(r.json()["usage"]["completion_tokens"], 6, "{:?}", r.body);
+        }
+    }
+    let chat = json!({"model": "sim", "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3, "ignore_eos": true});
+    let r = http
+        .post(&format!("{url}/v1/chat/completions"), &chat)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Every request went to both servers: the prefill took the context legs, the decode server
+    // waited on each request's room and took the generation legs.
+    let (p, d) = (legs(&http, &prefill).await, legs(&http, &decode).await);
+    assert_eq!((p.len(), d.len()), (3, 3), "{p:?} {d:?}");
+    assert!(p.iter().all(|m| m["leg"] == "context"), "{p:?}");
+    assert!(d.iter().all(|m| m["leg"] == "generation"), "{d:?}");
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn an_sglang_prefill_that_fails_is_retried_with_a_new_room_elsewhere() {
+    let dead = TestSim::start(sglang(Role::Context), Limits::default()).await;
+    let alive = TestSim::start(sglang(Role::Context), Limits::default()).await;
+    let decode = TestSim::start(sglang(Role::Generation), Limits::default()).await;
+    let (url, cancel) = router_with(RouterSettings {
+        context: vec![dead.addr.to_string(), alive.addr.to_string()],
+        generation: vec![decode.addr.to_string()],
+        // Health checks rarely: the router learns of the dead server from a request.
+        health_check_interval: Duration::from_secs(60),
+        handoff: disagg_router::HandOff::Sglang,
+        bootstrap_ports: vec![dead.addr.port(), alive.addr.port()],
+        ..RouterSettings::default()
+    })
+    .await;
+    dead.stop().await;
+    let http = Http::new();
+    for _ in 0..4 {
+        let body = json!({"model": "sim", "prompt": "a b c", "max_tokens": 2, "ignore_eos": true});
+        let r = http.post(&format!("{url}/v1/completions"), &body).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let metrics = http.get(&format!("{url}/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("disagg_router_retries_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    // Only the rooms of the tries that reached a live prefill were decoded.
+    assert_eq!(legs(&http, &decode).await.len(), 4);
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn aggregated_servers_take_whole_requests() {
+    let both = TestSim::start(
+        SimConfig {
+            role: Role::Both,
+            cost: CostModel::zero(),
+            ..SimConfig::default()
+        },
+        Limits::default(),
+    )
+    .await;
+    let (url, cancel) = router_with(RouterSettings {
+        generation: vec![both.addr.to_string()],
+        health_check_interval: Duration::from_millis(100),
+        handoff: disagg_router::HandOff::Aggregated,
+        ..RouterSettings::default()
+    })
+    .await;
+    let http = Http::new();
+    let body = json!({"model": "sim", "prompt": "a b c", "max_tokens": 5, "ignore_eos": true});
+    let r = http.post(&format!("{url}/v1/completions"), &body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 5);
+    cancel.cancel();
+    // Context servers make no sense for aggregated serving; bootstrap ports only for SGLang.
+    let with_ctx = RouterSettings {
+        context: vec!["127.0.0.1:1".into()],
+        generation: vec!["127.0.0.1:2".into()],
+        handoff: disagg_router::HandOff::Aggregated,
+        ..RouterSettings::default()
+    };
+    assert!(with_ctx.check().unwrap_err().contains("no context servers"));
+    let ports = RouterSettings {
+        context: vec!["127.0.0.1:1".into(), "127.0.0.1:3".into()],
+        generation: vec!["127.0.0.1:2".into()],
+        handoff: disagg_router::HandOff::Sglang,
+        bootstrap_ports: vec![1, 2, 3],
+        ..RouterSettings::default()
+    };
+    assert!(
+        ports
+            .check()
+            .unwrap_err()
+            .contains("3 bootstrap ports for 2 context servers")
+    );
 }

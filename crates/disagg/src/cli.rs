@@ -406,10 +406,15 @@ pub struct RouterArgs {
     /// Seconds between health checks of a worker
     #[arg(long, default_value_t = 1.0)]
     pub health_check_interval: f64,
-    /// The workers' hand-off protocol: trtllm (`disaggregated_params`) or vllm
-    /// (`kv_transfer_params`, NIXL)
-    #[arg(long, default_value = "trtllm", value_parser = ["trtllm", "vllm"])]
+    /// The workers' hand-off protocol: trtllm (`disaggregated_params`), vllm
+    /// (`kv_transfer_params`, NIXL), sglang (bootstrap room, both legs at once) or aggregated
+    /// (no context servers; each request whole to one generation server)
+    #[arg(long, default_value = "trtllm", value_parser = ["trtllm", "vllm", "sglang", "aggregated"])]
     pub handoff: String,
+    /// SGLang: the context servers' KV bootstrap ports, in `context_servers` order (one port:
+    /// the same for all) [default: SGLang's 8998]
+    #[arg(long = "bootstrap-port", value_delimiter = ',')]
+    pub bootstrap_ports: Vec<u16>,
     /// Upstream gen-only benchmark mode: skip the context leg
     #[arg(long, env = "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub gen_only: bool,

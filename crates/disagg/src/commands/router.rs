@@ -40,13 +40,10 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         health_check_interval: seconds("--health-check-interval", args.health_check_interval)?,
         gen_only: args.gen_only,
         handoff: args.handoff.parse().map_err(InvalidInput)?,
+        bootstrap_ports: args.bootstrap_ports.clone(),
     };
-    if settings.context.is_empty() && !settings.gen_only {
-        return Err(InvalidInput(format!(
-            "{}: context_servers lists no workers; add them, or run in gen-only benchmark mode (--gen-only)",
-            args.config.display()
-        ))
-        .into());
+    if let Err(e) = settings.check() {
+        return Err(InvalidInput(format!("{}: {e}", args.config.display())).into());
     }
     let runtime = disagg_runtime::serving::runtime(args.threads.max(1))?;
     runtime.block_on(async {
