@@ -135,6 +135,9 @@ pub struct Engine {
     pub args: Vec<String>,
     /// Simulated-engine parameters.
     pub sim: SimParams,
+    /// First of the ports the plan hands to servers (KV transfer, multi-node rendezvous; two
+    /// each) [default: the engine's own default port: vLLM NIXL 5600, SGLang bootstrap 8998].
+    pub ports_from: Option<u16>,
 }
 
 /// `router:`.
@@ -186,7 +189,12 @@ impl Extensions {
 }
 
 fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
-    reader::check_keys(sink, e, &["type", "command", "args", "sim"], true);
+    reader::check_keys(
+        sink,
+        e,
+        &["type", "command", "args", "sim", "ports_from"],
+        true,
+    );
     let kind = reader::choice(
         sink,
         e,
@@ -255,11 +263,22 @@ fn read_engine(sink: &mut Sink, e: MapRef<'_>) -> Engine {
         }
     }
     let args = read_args(sink, e);
+    let ports_from = reader::int(
+        sink,
+        e,
+        "ports_from",
+        Need::Optional,
+        1024,
+        65000,
+        "a port from 1024 to 65000; each server takes two from it, in plan order",
+    )
+    .and_then(|p| u16::try_from(p).ok());
     Engine {
         kind,
         command,
         args,
         sim,
+        ports_from,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Overrides {
     /// Sim cost-model parameters over the config's `engine.sim`.
     #[serde(default)]
     pub sim: Vec<(String, f64)>,
+    /// Serve aggregated: no context servers; the generation servers take whole requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregated: bool,
 }
 
 impl Overrides {
@@ -146,6 +149,18 @@ impl TestConfig {
         }
         if let Some(v) = overrides.multi_round {
             b.multi_round = v;
+        }
+        if overrides.aggregated {
+            if b.mode != crate::Mode::E2e {
+                return Err(ConfigError::Override {
+                    flag: "--aggregated".to_string(),
+                    key: "benchmark.mode".to_string(),
+                    value: b.mode.as_str().to_string(),
+                    rule: "aggregated servers take whole requests: it needs benchmark.mode e2e"
+                        .to_string(),
+                });
+            }
+            self.aggregated = true;
         }
         if b.concurrency.is_empty() {
             return Err(ConfigError::Override {

@@ -138,6 +138,9 @@ pub struct TestConfig {
     gen_: WorkerOptions,
     extensions: Extensions,
     warnings: Diagnostics,
+    /// Served aggregated (`--aggregated`): no context servers, the generation servers take
+    /// whole requests.
+    pub(crate) aggregated: bool,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -300,8 +303,16 @@ impl TestConfig {
     pub fn warnings(&self) -> &Diagnostics {
         &self.warnings
     }
-    /// Context servers actually launched: none for `gen_only_no_context`.
+    /// Whether the servers run aggregated (each request whole on one server, no hand-off).
+    pub fn aggregated(&self) -> bool {
+        self.aggregated
+    }
+
+    /// Context servers actually launched: none for `gen_only_no_context` or aggregated serving.
     pub fn ctx_servers(&self) -> u32 {
+        if self.aggregated {
+            return 0;
+        }
         match self.benchmark.mode {
             Mode::GenOnlyNoContext => 0,
             Mode::E2e | Mode::GenOnly => self.hardware.num_ctx_servers,
@@ -358,6 +369,7 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
         gen_,
         extensions,
         warnings: Diagnostics::default(),
+        aggregated: false,
     })
 }
 

@@ -15,6 +15,8 @@
 //!     ctx: ServerGroup { count: 1, gpus: 4 },
 //!     gen_: ServerGroup { count: 1, gpus: 8 },
 //!     placement: Placement::Upstream,
+//!     ranks: Default::default(),
+//!     ports_from: None,
 //! }).unwrap();
 //! let script = render(&JobSpec {
 //!     test_name: "example".into(), job_name: "disagg-example".into(),

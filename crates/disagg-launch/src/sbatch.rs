@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use disagg_plan::{Plan, Role, ServerKind, ServerPlan};
+use disagg_plan::{Plan, Ranks, Role, ServerKind, ServerPlan};
 
 use crate::shell::{is_sbatch_safe, quote};
 
@@ -189,8 +189,13 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     );
     sbatch_line(&mut s, "--job-name", "job name", &spec.job_name)?;
     let _ = writeln!(s, "#SBATCH --nodes={}", plan.total_nodes);
-    let _ = writeln!(s, "#SBATCH --ntasks={}", plan.total_gpus);
-    let _ = writeln!(s, "#SBATCH --ntasks-per-node={}", plan.gpus_per_node);
+    // One task per GPU (TensorRT-LLM's MPI ranks) or one per node (vLLM, SGLang).
+    let tasks_per_node = match plan.ranks {
+        Ranks::PerGpu => plan.gpus_per_node,
+        Ranks::PerNode => 1,
+    };
+    let _ = writeln!(s, "#SBATCH --ntasks={}", plan.total_nodes * tasks_per_node);
+    let _ = writeln!(s, "#SBATCH --ntasks-per-node={tasks_per_node}");
     if spec.gres_gpus {
         let _ = writeln!(s, "#SBATCH --gpus-per-node={}", plan.gpus_per_node);
     }
@@ -404,6 +409,12 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
     }
     let _ = writeln!(s, "  export DISAGG_SERVING_TYPE={role}");
     let mut forwarded = Vec::new();
+    let per_node = spec.plan.ranks == Ranks::PerNode;
+    if let (true, true, Some(first)) = (per_node, server.nodes > 1, server.node_indices.first()) {
+        // A multi-node vLLM/SGLang server meets on its first node.
+        let _ = writeln!(s, "  export DISAGG_HEAD_NODE=\"${{NODES[{first}]}}\"");
+        forwarded.push("DISAGG_HEAD_NODE");
+    }
     if server.shares_node {
         let _ = writeln!(
             s,
@@ -412,9 +423,10 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
         );
         forwarded.push("CUDA_VISIBLE_DEVICES");
     }
-    let mpi = match &spec.mpi {
-        Some(m) => format!(" --mpi={}", quote(m)),
-        None => String::new(),
+    // The MPI plugin is for TensorRT-LLM's ranks; vLLM and SGLang start their own workers.
+    let mpi = match (&spec.mpi, per_node) {
+        (Some(m), false) => format!(" --mpi={}", quote(m)),
+        _ => String::new(),
     };
     let _ = writeln!(
         s,

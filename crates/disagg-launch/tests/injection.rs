@@ -133,6 +133,8 @@ proptest! {
             ctx: ServerGroup { count: 1, gpus: 4 },
             gen_: ServerGroup { count: 1, gpus: 8 },
             placement: Placement::Upstream,
+            ranks: Default::default(),
+            ports_from: None,
         }).unwrap();
         let value = |ix: &[usize]| build(ix, &canary);
         // A run directory with hostile characters, but inside the temp dir.

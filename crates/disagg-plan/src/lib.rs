@@ -22,6 +22,8 @@
 //!     ctx: ServerGroup { count: 1, gpus: 4 },
 //!     gen_: ServerGroup { count: 1, gpus: 8 },
 //!     placement: Placement::Upstream,
+//!     ranks: Default::default(),
+//!     ports_from: None,
 //! }).unwrap();
 //! assert_eq!((p.total_nodes, p.total_gpus), (3, 12));
 //! let g = p.servers.iter().find(|s| s.role == disagg_plan::ServerKind::Gen).unwrap();
@@ -76,6 +78,17 @@ pub struct ServerGroup {
     pub gpus: u32,
 }
 
+/// How many processes a server's Slurm step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranks {
+    /// One per GPU (TensorRT-LLM: every rank runs the launcher, MPI-style).
+    #[default]
+    PerGpu,
+    /// One per node (vLLM, SGLang: one server process drives the node's GPUs).
+    PerNode,
+}
+
 /// What planning needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanInput {
@@ -87,6 +100,12 @@ pub struct PlanInput {
     pub gen_: ServerGroup,
     /// Placement rule.
     pub placement: Placement,
+    /// Processes per server step.
+    pub ranks: Ranks,
+    /// First of the ports handed to servers (two each, in server order: the KV-transfer port —
+    /// vLLM's NIXL side channel, SGLang's bootstrap — then the multi-node rendezvous port);
+    /// `None`: the engine needs none.
+    pub ports_from: Option<u16>,
 }
 
 /// One server's place in the job.
@@ -110,6 +129,13 @@ pub struct ServerPlan {
     pub gpu_indices: Vec<u32>,
     /// Whether other servers run on the same node (packed placement only).
     pub shares_node: bool,
+    /// Its KV-transfer port (vLLM's NIXL side channel, SGLang's bootstrap), when the engine
+    /// needs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_port: Option<u16>,
+    /// Its multi-node rendezvous port (vLLM's `--master-port`, SGLang's `--dist-init-addr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dist_port: Option<u16>,
 }
 
 impl ServerPlan {
@@ -164,6 +190,8 @@ pub struct Plan {
     pub idle_gpus: u32,
     /// Placement rule used.
     pub placement: Placement,
+    /// Processes per server step.
+    pub ranks: Ranks,
     /// Context servers launched.
     pub num_ctx_servers: u32,
     /// Generation servers launched.
@@ -207,6 +235,14 @@ pub enum PlanError {
     EmptyServer {
         /// Which kind.
         role: ServerKind,
+    },
+    /// The servers' ports do not fit below 65536.
+    #[error("{servers} servers need 2 ports each from {from}: past 65535; pick a lower first port")]
+    Ports {
+        /// The first port.
+        from: u16,
+        /// Servers.
+        servers: usize,
     },
     /// A multi-node server that leaves part of a node unused.
     #[error(
@@ -253,16 +289,22 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         for index in 0..group.count {
             let per_node = group.gpus.min(gpn);
             let nodes = group.gpus.div_ceil(gpn);
+            let tasks_per_node = match input.ranks {
+                Ranks::PerGpu => per_node,
+                Ranks::PerNode => 1,
+            };
             let mut server = ServerPlan {
                 role,
                 index,
                 gpus: group.gpus,
                 nodes,
-                ntasks: nodes * per_node,
-                ntasks_per_node: per_node,
+                ntasks: nodes * tasks_per_node,
+                ntasks_per_node: tasks_per_node,
                 node_indices: Vec::new(),
                 gpu_indices: (0..per_node).collect(),
                 shares_node: false,
+                kv_port: None,
+                dist_port: None,
             };
             if input.placement == Placement::Packed && group.gpus < gpn {
                 small.push(servers.len());
@@ -276,6 +318,18 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     pack(&mut servers, &small, gpn, &mut next_node);
 
     servers.sort_by_key(|s| (s.role == ServerKind::Gen, s.index));
+    if let Some(from) = input.ports_from {
+        let n = servers.len();
+        let too_many = || PlanError::Ports { from, servers: n };
+        for (i, s) in servers.iter_mut().enumerate() {
+            let kv = u16::try_from(i * 2)
+                .ok()
+                .and_then(|o| from.checked_add(o))
+                .ok_or_else(too_many)?;
+            s.kv_port = Some(kv);
+            s.dist_port = Some(kv.checked_add(1).ok_or_else(too_many)?);
+        }
+    }
     let used: u32 = servers.iter().map(|s| s.gpus).sum();
     let total_gpus = next_node * gpn;
     Ok(Plan {
@@ -284,6 +338,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         gpus_per_node: gpn,
         idle_gpus: total_gpus - used,
         placement: input.placement,
+        ranks: input.ranks,
         num_ctx_servers: input.ctx.count,
         num_gen_servers: input.gen_.count,
         gpus_per_ctx_server: input.ctx.gpus,
@@ -352,6 +407,8 @@ mod tests {
                 gpus: gen_.1,
             },
             placement,
+            ranks: Ranks::PerGpu,
+            ports_from: None,
         }
     }
 
@@ -402,6 +459,60 @@ mod tests {
                 gpus: 6,
                 gpus_per_node: 4
             })
+        );
+    }
+
+    #[test]
+    fn one_process_per_node_engines_get_one_task_per_node() {
+        let mut inp = input(4, (1, 4), (1, 8), Placement::Upstream);
+        inp.ranks = Ranks::PerNode;
+        let p = plan(&inp).unwrap();
+        let g = p
+            .servers
+            .iter()
+            .find(|s| s.role == ServerKind::Gen)
+            .unwrap();
+        assert_eq!((g.nodes, g.ntasks, g.ntasks_per_node), (2, 2, 1));
+        assert_eq!(
+            g.cuda_visible_devices(),
+            "0,1,2,3",
+            "still every GPU of its nodes"
+        );
+        assert_eq!(p.total_nodes, 3, "placement does not change");
+    }
+
+    #[test]
+    fn servers_get_two_ports_each_in_server_order() {
+        let mut inp = input(4, (2, 1), (1, 2), Placement::Packed);
+        inp.ports_from = Some(5600);
+        let p = plan(&inp).unwrap();
+        let ports: Vec<(String, Option<u16>, Option<u16>)> = p
+            .servers
+            .iter()
+            .map(|s| (s.run_role().to_string(), s.kv_port, s.dist_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("CTX_0".to_string(), Some(5600), Some(5601)),
+                ("CTX_1".to_string(), Some(5602), Some(5603)),
+                ("GEN_0".to_string(), Some(5604), Some(5605)),
+            ]
+        );
+        inp.ports_from = Some(65532);
+        assert_eq!(
+            plan(&inp),
+            Err(PlanError::Ports {
+                from: 65532,
+                servers: 3
+            })
+        );
+        assert!(
+            plan(&input(4, (1, 4), (1, 4), Placement::Upstream))
+                .unwrap()
+                .servers[0]
+                .kv_port
+                .is_none()
         );
     }
 }

@@ -28,6 +28,8 @@ fn input() -> impl Strategy<Value = PlanInput> {
                 } else {
                     Placement::Upstream
                 },
+                ranks: Default::default(),
+                ports_from: None,
             },
         )
     })

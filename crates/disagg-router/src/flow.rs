@@ -188,6 +188,14 @@ async fn send_leg(
     })
 }
 
+/// How an SGLang prefill leg ended (its body drained).
+enum Prefill {
+    Done,
+    Rejected(StatusCode, Bytes),
+    Failed(String),
+    Timeout,
+}
+
 /// SGLang: send the request to a prefill and a decode server at once, tied by a bootstrap room,
 /// and answer with the decode server's response. A prefill that fails before the decode
 /// answered is retried with a new room on another prefill server, and the decode request of
@@ -236,13 +244,15 @@ async fn concurrent_legs(
                 let outcome = attempt(&st, "context", &ctx_lease, ep.path(), body, deadline).await;
                 let outcome = match outcome {
                     Attempt::Ok(resp) => match read_body(resp, deadline).await {
-                        Some(_) => Ok(()),
-                        None => Err(Attempt::Failed(format!(
+                        Some(_) => Prefill::Done,
+                        None => Prefill::Failed(format!(
                             "context {}: the response did not complete",
                             ctx_lease.worker.addr
-                        ))),
+                        )),
                     },
-                    other => Err(other),
+                    Attempt::Rejected(status, body) => Prefill::Rejected(status, body),
+                    Attempt::Failed(e) => Prefill::Failed(e),
+                    Attempt::Timeout => Prefill::Timeout,
                 };
                 st.metrics.context_time.observe(sent.elapsed());
                 outcome
@@ -261,18 +271,17 @@ async fn concurrent_legs(
         tokio::pin!(gen_leg);
         let leg = tokio::select! {
             ctx = &mut ctx_task => {
-                let ctx = ctx.unwrap_or_else(|e| Err(Attempt::Failed(format!("the context leg panicked: {e}"))));
-                match ctx {
-                    Ok(()) | Err(Attempt::Ok(_)) => gen_leg.await,
-                    Err(Attempt::Rejected(status, body)) => {
+                match ctx.unwrap_or_else(|e| Prefill::Failed(format!("the context leg panicked: {e}"))) {
+                    Prefill::Done => gen_leg.await,
+                    Prefill::Rejected(status, body) => {
                         st.metrics.error(ErrorKind::WorkerRejected);
                         return passthrough(status, body);
                     }
-                    Err(Attempt::Failed(e)) => {
+                    Prefill::Failed(e) => {
                         last = Some(e);
                         continue;
                     }
-                    Err(Attempt::Timeout) => return leg_error(&st, "context", LegError::Timeout),
+                    Prefill::Timeout => return leg_error(&st, "context", LegError::Timeout),
                 }
             }
             leg = &mut gen_leg => leg,

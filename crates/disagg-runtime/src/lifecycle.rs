@@ -337,6 +337,7 @@ mod tests {
             dataset_path: None,
             gpu_type: None,
             router: None,
+            servers: Vec::new(),
         };
         spec.write(&run).unwrap();
         (dir, spec)

@@ -60,6 +60,7 @@ pub fn plan_input(
     config: &TestConfig,
     cluster: Option<&Cluster>,
     placement: Placement,
+    engine: EngineKind,
 ) -> anyhow::Result<PlanInput> {
     let gpn = config.hardware().gpus_per_node;
     if let Some((c, cluster_gpn)) = cluster.and_then(|c| Some((c, c.gpus_per_node?))) {
@@ -90,7 +91,49 @@ pub fn plan_input(
             gpus: config.gen_().gpus(),
         },
         placement,
+        ranks: ranks_of(engine),
+        ports_from: match engine {
+            EngineKind::Vllm | EngineKind::Sglang => Some(
+                config
+                    .extensions()
+                    .engine
+                    .as_ref()
+                    .and_then(|e| e.ports_from)
+                    .unwrap_or(default_ports_from(engine)),
+            ),
+            _ => None,
+        },
     })
+}
+
+/// The engine a run starts: the one asked for, else the config's `engine.type`, else the sim.
+pub fn engine_of(config: &TestConfig, asked: Option<EngineKind>) -> EngineKind {
+    asked.unwrap_or_else(|| {
+        config
+            .extensions()
+            .engine
+            .as_ref()
+            .map_or(EngineKind::Sim, |e| e.kind)
+    })
+}
+
+/// Processes per server step: TensorRT-LLM runs one rank per GPU (its MPI launcher), vLLM and
+/// SGLang one server process per node.
+pub fn ranks_of(engine: EngineKind) -> disagg_plan::Ranks {
+    match engine {
+        EngineKind::Vllm | EngineKind::Sglang => disagg_plan::Ranks::PerNode,
+        EngineKind::Sim | EngineKind::Trtllm | EngineKind::Command => disagg_plan::Ranks::PerGpu,
+    }
+}
+
+/// The engine's own default KV port, where the plan's ports start unless `engine.ports_from`
+/// says otherwise: vLLM's `VLLM_NIXL_SIDE_CHANNEL_PORT` (5600), SGLang's
+/// `--disaggregation-bootstrap-port` (8998).
+fn default_ports_from(engine: EngineKind) -> u16 {
+    match engine {
+        EngineKind::Sglang => 8998,
+        _ => 5600,
+    }
 }
 
 /// The plan of `config`, naming the config in any error.
@@ -98,8 +141,9 @@ pub fn make_plan(
     config: &TestConfig,
     cluster: Option<&Cluster>,
     placement: Placement,
+    engine: EngineKind,
 ) -> anyhow::Result<Plan> {
-    let input = plan_input(config, cluster, placement)?;
+    let input = plan_input(config, cluster, placement, engine)?;
     disagg_plan::plan(&input).with_context(|| format!("cannot plan {}", config.path().display()))
 }
 
@@ -218,24 +262,18 @@ pub fn prepare(
         Some((n, c)) => (Some(n), Some(c)),
         None => (None, None),
     };
-    let engine = options.engine.unwrap_or_else(|| {
-        config
-            .extensions()
-            .engine
-            .as_ref()
-            .map_or(EngineKind::Sim, |e| e.kind)
-    });
+    let engine = engine_of(&config, options.engine);
     let config = config.with_overrides(&options.overrides)?;
     let router = config.extensions().router.clone().unwrap_or_default();
-    if engine == EngineKind::Sglang && router.implementation != Some("trtllm") {
+    if engine == EngineKind::Sglang && router.implementation == Some("trtllm") {
         return Err(InvalidInput(format!(
-            "{}: engine sglang: the built-in router does not speak SGLang's bootstrap hand-off yet; \
-             use the sim, trtllm or vllm engine",
+            "{}: router.implementation trtllm with engine sglang: trtllm-serve disaggregated speaks \
+             only TensorRT-LLM's hand-off; drop router.implementation to use the built-in router",
             config.path().display()
         ))
         .into());
     }
-    let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream)?;
+    let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream, engine)?;
     if dir.join("run.json").exists() {
         return Err(InvalidInput(format!(
             "{} already holds a run; give another --out (runs are never overwritten)",
@@ -290,6 +328,7 @@ pub fn prepare(
             }
             .to_string(),
         }),
+        servers: crate::spec::ServerRun::of(&plan),
     };
     spec.write(&run)?;
     let doc = PlanDoc::new(&config, cluster_name, &plan);

@@ -60,6 +60,39 @@ pub struct RunSpec {
     /// The coordinator that runs and its routing policy, as records store them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterRun>,
+    /// What each worker role takes from the plan: its nodes and ports.
+    #[serde(default)]
+    pub servers: Vec<ServerRun>,
+}
+
+/// A server's share of the plan, as its worker role reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRun {
+    /// `CTX_0`, `GEN_1`.
+    pub role: Role,
+    /// Nodes it spans (several: the engine's multi-node mode, one process per node).
+    pub nodes: u32,
+    /// KV-transfer port (vLLM's NIXL side channel, SGLang's bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_port: Option<u16>,
+    /// Multi-node rendezvous port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist_port: Option<u16>,
+}
+
+impl ServerRun {
+    /// The parts of `plan`'s servers the roles need.
+    pub fn of(plan: &disagg_plan::Plan) -> Vec<ServerRun> {
+        plan.servers
+            .iter()
+            .map(|s| ServerRun {
+                role: s.run_role(),
+                nodes: s.nodes,
+                kv_port: s.kv_port,
+                dist_port: s.dist_port,
+            })
+            .collect()
+    }
 }
 
 /// Which coordinator a run uses, and how it routes.
@@ -98,6 +131,11 @@ impl RunSpec {
             path,
             why: e.to_string(),
         })
+    }
+
+    /// `role`'s server, when it is a worker of this run.
+    pub fn server(&self, role: Role) -> Option<&ServerRun> {
+        self.servers.iter().find(|s| s.role == role)
     }
 
     /// The worker roles (`CTX_i`, `GEN_i`).

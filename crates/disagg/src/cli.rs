@@ -103,6 +103,11 @@ pub struct OverrideArgs {
     /// Prompts per concurrency = concurrency × K, instead of benchmark.multi_round
     #[arg(long)]
     pub multi_round: Option<u32>,
+    /// Serve aggregated: the generation servers take whole requests (no context servers, no
+    /// KV hand-off), behind the same router and benchmark — the baseline a disaggregated
+    /// layout has to beat
+    #[arg(long)]
+    pub aggregated: bool,
     /// Input length instead of benchmark.input_length
     #[arg(long)]
     pub isl: Option<u32>,
@@ -566,6 +571,23 @@ pub struct PlanArgs {
     /// Path of the disagg binary on the compute nodes [default: this binary]
     #[arg(long, value_name = "PATH")]
     pub disagg_bin: Option<PathBuf>,
+    /// Plan for this engine (its ranks per node and ports) [default: the config's engine.type]
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
+}
+
+/// `--engine NAME`, parsed.
+pub fn engine_arg(name: Option<&str>) -> anyhow::Result<Option<EngineKind>> {
+    name.map(|e| {
+        e.parse::<EngineKind>().map_err(|_| {
+            InvalidInput(format!(
+                "--engine {e}: use one of {}",
+                EngineKind::NAMES.join(", ")
+            ))
+            .into()
+        })
+    })
+    .transpose()
 }
 
 /// Where results go: `--no-store`, else `--db`, else the default store.
@@ -580,15 +602,7 @@ fn store(no_store: bool, db: Option<&std::path::Path>) -> StoreTo {
 impl OverrideArgs {
     /// The run options of these flags (`run`, `submit`, `ci`).
     pub fn options(&self) -> anyhow::Result<RunOptions> {
-        let engine = match &self.engine {
-            Some(e) => Some(e.parse::<EngineKind>().map_err(|_| {
-                InvalidInput(format!(
-                    "--engine {e}: use one of {}",
-                    EngineKind::NAMES.join(", ")
-                ))
-            })?),
-            None => None,
-        };
+        let engine = engine_arg(self.engine.as_deref())?;
         Ok(RunOptions {
             engine,
             overrides: Overrides {
@@ -598,6 +612,7 @@ impl OverrideArgs {
                 num_prompts: self.num_prompts,
                 multi_round: self.multi_round,
                 sim: Overrides::parse_sim(&self.sim)?,
+                aggregated: self.aggregated,
             },
             ready_timeout: self.ready_timeout,
             timeout: self.timeout,

@@ -92,6 +92,22 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     me.run
         .write_server_config(&me.address.advertised, 0, &ctx, &gen_)?;
     let policy = router_policy(ext.policy);
+    let handoff = handoff_of(me.spec.engine, me.config.aggregated());
+    // SGLang's bootstrap ports come from the plan, in context-server order.
+    let bootstrap_ports = if handoff == disagg_router::HandOff::Sglang {
+        workers
+            .iter()
+            .filter(|w| w.server_kind() == Some(ServerKind::Ctx))
+            .map(|w| {
+                me.spec
+                    .server(*w)
+                    .and_then(|s| s.kv_port)
+                    .with_context(|| format!("run.json gives {w} no bootstrap port"))
+            })
+            .collect::<anyhow::Result<Vec<u16>>>()?
+    } else {
+        Vec::new()
+    };
     let settings = disagg_router::RouterSettings {
         context: ctx,
         generation: gen_,
@@ -102,8 +118,12 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         server_start_timeout: Duration::from_secs_f64(start_timeout),
         health_check_interval: Duration::from_secs(1),
         gen_only: me.gen_only(),
-        handoff: handoff_of(me.spec.engine),
+        handoff,
+        bootstrap_ports,
     };
+    settings
+        .check()
+        .map_err(|e| anyhow::anyhow!("cannot route this run: {e}"))?;
     let bind = format!("{}:0", me.address.bind);
     let router = disagg_router::Router::bind(&bind, settings)
         .await
@@ -173,10 +193,14 @@ async fn reach_workers(
 }
 
 /// The hand-off the built-in router speaks to the engine's workers.
-pub fn handoff_of(engine: disagg_config::EngineKind) -> disagg_router::HandOff {
+pub fn handoff_of(engine: disagg_config::EngineKind, aggregated: bool) -> disagg_router::HandOff {
+    use disagg_config::EngineKind;
+    use disagg_router::HandOff;
     match engine {
-        disagg_config::EngineKind::Vllm => disagg_router::HandOff::Vllm,
-        _ => disagg_router::HandOff::Trtllm,
+        _ if aggregated => HandOff::Aggregated,
+        EngineKind::Vllm => HandOff::Vllm,
+        EngineKind::Sglang => HandOff::Sglang,
+        EngineKind::Sim | EngineKind::Trtllm | EngineKind::Command => HandOff::Trtllm,
     }
 }
 

@@ -18,13 +18,28 @@ use crate::supervise;
 /// The worker's body.
 pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Result<ExitStatus> {
     let kind = me.role.server_kind().unwrap_or(ServerKind::Gen);
-    let one_process = matches!(
-        me.spec.engine,
-        EngineKind::Sim | EngineKind::Vllm | EngineKind::Sglang
-    );
-    if me.rank > 0 && one_process {
-        // The sim, vLLM and SGLang run one server process per server: the step's other ranks
-        // only follow the run (TensorRT-LLM's ranks each run the MPI launcher).
+    let nodes = me.spec.server(me.role).map_or(1, |s| s.nodes);
+    let idle = match me.spec.engine {
+        // One server process in all.
+        EngineKind::Sim | EngineKind::Command => me.rank > 0,
+        // One per node (the plan gives their steps one task per node): ranks past the
+        // server's nodes have nothing to run.
+        EngineKind::Vllm | EngineKind::Sglang => me.rank >= nodes,
+        // Every rank runs the MPI launcher.
+        EngineKind::Trtllm => false,
+    };
+    if idle {
+        eprintln!(
+            "{}: rank {} has no engine process to run ({} runs one per {}); following the run",
+            me.role,
+            me.rank,
+            me.spec.engine,
+            if me.spec.engine == EngineKind::Sim || me.spec.engine == EngineKind::Command {
+                "server"
+            } else {
+                "node"
+            }
+        );
         let ending = me.watch(signal).await;
         return Ok(me.finish(&ending));
     }
@@ -42,6 +57,8 @@ async fn sim(
 ) -> anyhow::Result<ExitStatus> {
     let (role, side) = match kind {
         ServerKind::Ctx => (disagg_sim::Role::Context, WorkerSide::Ctx),
+        // An aggregated server takes whole requests.
+        ServerKind::Gen if me.config.aggregated() => (disagg_sim::Role::Both, WorkerSide::Gen),
         ServerKind::Gen => (disagg_sim::Role::Generation, WorkerSide::Gen),
     };
     let options = SimOptions {
@@ -91,9 +108,11 @@ async fn external(
         ServerKind::Gen => me.config.gen_(),
     };
     // The worker section, minus the harness's keys, is the engine's options file.
+    // Aggregated servers transfer no KV: no cache transceiver.
     let options: serde_json::Map<String, serde_json::Value> = w
         .engine_options()
         .into_iter()
+        .filter(|(k, _)| !(me.config.aggregated() && *k == "cache_transceiver_config"))
         .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
     let engines = me.run.root().join("engines");
@@ -125,28 +144,67 @@ async fn external(
     let engine = me.config.extensions().engine.clone();
     let extra_args = engine.as_ref().map(|e| e.args.clone()).unwrap_or_default();
     let mut env = Vec::new();
-    let option_flags = if me.spec.engine == EngineKind::Vllm {
-        let (flags, unmapped) = crate::engine::vllm_flags(w);
-        if !unmapped.is_empty() {
+    let server = me.spec.server(me.role).cloned();
+    let kv_port = server.as_ref().and_then(|s| s.kv_port);
+    let option_flags = if matches!(me.spec.engine, EngineKind::Vllm | EngineKind::Sglang) {
+        let mapped = crate::engine::map_options(me.spec.engine, w);
+        if !mapped.unmapped.is_empty() {
             eprintln!(
-                "{}: warning: worker_config keys with no vLLM flag, not passed: {} (engine.args passes vLLM flags as they are)",
+                "{}: warning: worker_config keys with no {} flag, not passed: {} (engine.args passes flags as they are)",
                 me.role,
-                unmapped.join(", ")
+                me.spec.engine,
+                mapped.unmapped.join(", ")
             );
         }
+        mapped.flags
+    } else {
+        Vec::new()
+    };
+    if let Some(port) = kv_port {
+        // The plan's port: taken already means another run (or a leftover engine) holds it.
+        if me.rank == 0 {
+            port_is_free(&me.address.bind, port, me)?;
+        }
+    }
+    if me.spec.engine == EngineKind::Vllm && !me.config.aggregated() {
         // NIXL's side channel: where the decode server fetches this server's KV; each server
-        // of a node needs a port of its own.
-        env.push((
-            "VLLM_NIXL_SIDE_CHANNEL_PORT".to_string(),
-            super::free_port(&me.address.bind)?.to_string(),
-        ));
+        // of a node needs a port of its own, so the plan hands them out.
+        let port = kv_port.context("run.json gives this server no KV port")?;
+        env.push(("VLLM_NIXL_SIDE_CHANNEL_PORT".to_string(), port.to_string()));
         env.push((
             "VLLM_NIXL_SIDE_CHANNEL_HOST".to_string(),
             side_channel_host(&me.address.advertised),
         ));
-        flags
-    } else {
-        Vec::new()
+    }
+    let head = std::env::var("DISAGG_HEAD_NODE").ok();
+    let multi_node = match (server.as_ref(), me.spec.engine) {
+        (Some(s), EngineKind::Vllm | EngineKind::Sglang) if s.nodes > 1 => {
+            Some(crate::engine::MultiNode {
+                nodes: s.nodes,
+                rank: me.rank,
+                head: head.as_deref().context(
+                    "a multi-node server needs DISAGG_HEAD_NODE (its first node; the batch script sets it)",
+                )?,
+                port: s.dist_port.context("run.json gives this server no rendezvous port")?,
+            })
+        }
+        _ => None,
+    };
+    // SGLang's transfer backend from upstream's `cache_transceiver_config.backend` (DEFAULT is
+    // NIXL upstream too).
+    let backend = w.cache_transceiver_backend().map(str::to_ascii_lowercase);
+    let transfer_backend = match backend.as_deref() {
+        Some("mooncake") => "mooncake",
+        None | Some("nixl" | "default") => "nixl",
+        Some(other) => {
+            if me.spec.engine == EngineKind::Sglang {
+                eprintln!(
+                    "{}: warning: cache_transceiver_config.backend {other} has no SGLang transfer backend; using nixl",
+                    me.role
+                );
+            }
+            "nixl"
+        }
     };
     let params = EngineParams {
         role: me.role,
@@ -166,12 +224,32 @@ async fn external(
         option_flags: &option_flags,
         extra_args: &extra_args,
         vllm_program: &std::env::var("DISAGG_VLLM_BIN").unwrap_or_else(|_| "vllm".to_string()),
+        aggregated: me.config.aggregated(),
+        kv_port,
+        transfer_backend,
+        multi_node,
     };
     let template = engine.as_ref().and_then(|e| e.command.clone());
     let argv = command_line(me.spec.engine, template.as_deref(), &params)
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
     let what = format!("the {} engine", me.spec.engine);
     serve_child(me, &argv, &env, port, &what, signal).await
+}
+
+/// The plan's port must be free where this server runs: a clear error naming it, the role and
+/// the knob, rather than an engine that fails to bind minutes into loading.
+fn port_is_free(host: &str, port: u16, me: &RoleRun) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind((host, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(InvalidInput(format!(
+            "{}: port {port} on {host}, the KV port the plan gives this server, is taken ({e}); \
+             another run or a leftover engine holds it — stop it, or set engine.ports_from in {} \
+             to another range",
+            me.role,
+            me.config.path().display()
+        ))
+        .into()),
+    }
 }
 
 /// The address NIXL's side channel binds and hands on: the advertised host as an IP address

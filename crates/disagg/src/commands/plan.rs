@@ -5,7 +5,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use disagg_plan::Placement;
 use disagg_runtime::ExitStatus;
-use disagg_runtime::prepare::{PlanDoc, load_cluster, load_config, make_plan};
+use disagg_runtime::prepare::{PlanDoc, engine_of, load_cluster, load_config, make_plan};
 
 use crate::cli::{Global, PlanArgs};
 
@@ -20,7 +20,8 @@ pub fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     } else {
         Placement::Upstream
     };
-    let plan = make_plan(&config, cluster.as_ref(), placement)?;
+    let engine = engine_of(&config, crate::cli::engine_arg(args.engine.as_deref())?);
+    let plan = make_plan(&config, cluster.as_ref(), placement, engine)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = PlanDoc::new(&config, args.cluster.as_deref(), &plan);

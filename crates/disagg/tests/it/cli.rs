@@ -109,6 +109,50 @@ fn plan_sbatch_for_a_pyxis_cluster() {
 }
 
 #[test]
+fn plan_sbatch_per_engine_one_task_per_node_for_vllm_and_sglang() {
+    for engine in ["vllm", "sglang"] {
+        let out = disagg(&[
+            "--clusters",
+            &format!("{DATA}/clusters.yaml"),
+            "plan",
+            SEED,
+            "--cluster",
+            "gb200",
+            "--sbatch",
+            "--run-dir",
+            "/lustre/runs/seed",
+            "--disagg-bin",
+            "/lustre/bin/disagg",
+            "--engine",
+            engine,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        insta::assert_snapshot!(format!("sbatch_seed_gb200_{engine}"), out.stdout);
+    }
+    let out = disagg(&["plan", SEED, "--engine", "vllm", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let ports: Vec<(u64, u64)> = plan["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kv_port"].as_u64().unwrap(),
+                s["dist_port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports[0], (5600, 5601), "{ports:?}");
+    let out = disagg(&["plan", SEED, "--engine", "vlm"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("--engine vlm: use one of"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn plan_sbatch_packed_on_a_plain_cluster() {
     let out = disagg(&[
         "--clusters",
