@@ -25,13 +25,18 @@ pub fn run(request: &RunRequest, grace: Duration, store: &StoreTo) -> anyhow::Re
     let started_ms = now_ms();
     let p = request.prepare(Some("127.0.0.1".to_string()))?;
     eprintln!(
-        "{} {}: {} roles ({} GPUs on {} nodes as planned), engine {}, run directory {}",
+        "{} {}: {} roles ({} GPUs on {} node(s) as planned), engine {}{}, run directory {}",
         at(t0),
         p.config.name(),
         p.spec.roles.len(),
         p.plan.total_gpus,
         p.plan.total_nodes,
         p.spec.engine,
+        if p.config.aggregated() {
+            ", aggregated"
+        } else {
+            ""
+        },
         p.run.root().display()
     );
     let mut children: Vec<Child> = Vec::new();

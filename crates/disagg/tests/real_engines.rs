@@ -392,6 +392,65 @@ fn a_disaggregated_run_on_real_vllm_moves_the_kv_over_nixl() {
 }
 
 #[test]
+fn an_aggregated_run_on_real_vllm_serves_whole_requests() {
+    if !vllm() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = start_run(
+        dir.path(),
+        &[
+            "--aggregated",
+            "--concurrency",
+            "1,2",
+            "--num-prompts",
+            "4",
+            "--osl",
+            "8",
+        ],
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "the run took over 10 minutes"
+        );
+        child.look();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("engine vllm, aggregated"), "{stderr}");
+    // One server, no KV connector, no context server.
+    let engines = engines(&run);
+    assert_eq!(engines.len(), 1, "{engines:?}");
+    assert_eq!(engines[0].0, "GEN_0");
+    assert!(!engines[0].2.contains("kv-transfer-config"), "{engines:?}");
+    for con in ["con1", "con2"] {
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join(format!("results/{con}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["valid"], true, "{rec}");
+        assert_eq!(rec["metrics"]["completed"], 4, "{con}");
+        // Exactly the requested output length, counted from the engine's usage.
+        assert_eq!(rec["metrics"]["total_output_tokens"], 32, "{con}");
+        assert_eq!(rec["metrics"]["output_token_source"], "usage", "{con}: {rec}");
+    }
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["overrides"]["aggregated"], true, "the record says what ran");
+    child.look();
+    assert_all_ended(&child, Duration::from_secs(30));
+}
+
+#[test]
 fn killing_the_decode_servers_vllm_mid_benchmark_fails_the_run_and_ends_every_vllm_process() {
     if !vllm() {
         return;
@@ -544,16 +603,23 @@ fn wait_healthy(what: &str, addr: &str, tree: &mut Tree, log: &Path, limit: Dura
     }
 }
 
-/// One real vLLM server of a prefill/decode pair, started as `disagg run` starts it (see
-/// `GEN_0: engine pid N: ...` in a run's logs), its output in `log`.
-fn vllm_server(role: &str, port: u16, core: &str, log: &Path) -> Tree {
-    let kv = format!(r#"{{"kv_connector":"NixlConnector","kv_role":"{role}"}}"#);
+/// One real vLLM server of a prefill/decode pair (`role`: its NIXL `kv_role`; `None`: an
+/// aggregated server), started as `disagg run` starts it (see `GEN_0: engine pid N: ...` in a
+/// run's logs), its output in `log`.
+fn vllm_server(role: Option<&str>, port: u16, core: &str, log: &Path) -> Tree {
+    let kv = role.map(|r| {
+        [
+            "--kv-transfer-config".to_string(),
+            format!(r#"{{"kv_connector":"NixlConnector","kv_role":"{r}"}}"#),
+        ]
+    });
     Tree::spawn(
         Command::new(std::env::var("DISAGG_VLLM_BIN").unwrap())
             .arg("serve")
             .arg(std::env::var("DISAGG_VLLM_MODEL").unwrap())
             .args(["--served-model-name", "tiny-qwen3", "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--kv-transfer-config", &kv])
+            .args(["--port", &port.to_string()])
+            .args(kv.iter().flatten())
             .args(["--max-num-seqs", "4", "--max-model-len", "2048"])
             .args(["--dtype", "float32", "--enforce-eager"])
             .envs([
@@ -713,13 +779,20 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     );
     let (ctx_log, gen_log) = (dir.path().join("ctx.log"), dir.path().join("gen.log"));
     // Each server's model thread on a core of its own, as examples/local-vllm.yaml has it.
-    let mut ctx = vllm_server("kv_producer", ctx_port, "0", &ctx_log);
-    let mut gen_ = vllm_server("kv_consumer", gen_port, "1", &gen_log);
+    let mut ctx = vllm_server(Some("kv_producer"), ctx_port, "0", &ctx_log);
+    let mut gen_ = vllm_server(Some("kv_consumer"), gen_port, "1", &gen_log);
+    // And an aggregated server of the same model, the reference for the text.
+    let agg_port = free_port();
+    let agg_addr = format!("127.0.0.1:{agg_port}");
+    let agg_log = dir.path().join("agg.log");
+    let mut agg = vllm_server(None, agg_port, "0", &agg_log);
     let limit = Duration::from_secs(600);
     wait_healthy("the prefill vLLM", &ctx_addr, &mut ctx, &ctx_log, limit);
     wait_healthy("the decode vLLM", &gen_addr, &mut gen_, &gen_log, limit);
+    wait_healthy("the aggregated vLLM", &agg_addr, &mut agg, &agg_log, limit);
     ctx.look();
     gen_.look();
+    agg.look();
 
     let config = dir.path().join("server_config.yaml");
     std::fs::write(
@@ -771,7 +844,10 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     let middle = prompt_sources(&gen_addr).unwrap();
     let theirs_answers = ask(&format!("http://{theirs_addr}"));
     let after = prompt_sources(&gen_addr).unwrap();
-    eprintln!("disagg router: {ours:?}\nvllm-router:   {theirs_answers:?}");
+    let whole = ask(&format!("http://{agg_addr}"));
+    eprintln!(
+        "disagg router: {ours:?}\nvllm-router:   {theirs_answers:?}\naggregated:    {whole:?}"
+    );
     eprintln!(
         "decode server's prompt tokens (over NIXL, computed): {before:?} {middle:?} {after:?}"
     );
@@ -788,6 +864,14 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     {
         assert_eq!(a.text, b.text, "{what}: disagg router vs vllm-router");
     }
+    // And the same text as one aggregated server computes it alone: the KV that moved over
+    // NIXL is the KV the decode server would have computed.
+    for (what, (a, b)) in ["completion", "streamed completion", "chat"]
+        .iter()
+        .zip(ours.iter().zip(&whole))
+    {
+        assert_eq!(a, b, "{what}: disagg router vs the aggregated server");
+    }
     // Through both, the decode server loaded every prompt over NIXL and computed none.
     assert!(
         middle.0 > before.0,
@@ -797,7 +881,7 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     assert_eq!(after.1, 0.0, "the decode server computed prompt tokens");
 
     // Everything started here ends with its guard, vLLM's EngineCore and Worker included.
-    for t in [&mut ctx, &mut gen_, &mut theirs] {
+    for t in [&mut ctx, &mut gen_, &mut agg, &mut theirs] {
         t.look();
         t.kill();
         assert_all_ended(t, Duration::from_secs(30));
