@@ -261,7 +261,10 @@ async fn concurrent_legs(
         tokio::pin!(gen_leg);
         let leg = tokio::select! {
             ctx = &mut ctx_task => {
-                let ctx = ctx.unwrap_or_else(|e| Err(Attempt::Failed(format!("the context leg panicked: {e}"))));
+                let ctx = match ctx {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(Attempt::Failed(format!("the context leg panicked: {e}"))),
+                };
                 match ctx {
                     Ok(()) | Err(Attempt::Ok(_)) => gen_leg.await,
                     Err(Attempt::Rejected(status, body)) => {

@@ -103,6 +103,8 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         health_check_interval: Duration::from_secs(1),
         gen_only: me.gen_only(),
         handoff: handoff_of(me.spec.engine),
+        // A run never serves SGLang workers yet (refused at prepare): no bootstrap ports.
+        bootstrap_ports: Vec::new(),
     };
     let bind = format!("{}:0", me.address.bind);
     let router = disagg_router::Router::bind(&bind, settings)
