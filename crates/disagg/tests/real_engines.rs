@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{repo_root, spawn_disagg};
+use disagg_test_support::free_port;
+use support::{ask, get, log_file, log_tail, repo_root, spawn_disagg};
 
 /// One of these tests at a time: two vLLM servers already share the machine's two cores, and
 /// the test threads would otherwise start a pair per test at once.
@@ -55,16 +56,6 @@ fn counter(text: &str, name: &str, label: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
-}
-
-fn get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 /// The decode server's own counters of where its prompt tokens came from: (loaded over KV
@@ -441,11 +432,17 @@ fn an_aggregated_run_on_real_vllm_serves_whole_requests() {
         assert_eq!(rec["metrics"]["completed"], 4, "{con}");
         // Exactly the requested output length, counted from the engine's usage.
         assert_eq!(rec["metrics"]["total_output_tokens"], 32, "{con}");
-        assert_eq!(rec["metrics"]["output_token_source"], "usage", "{con}: {rec}");
+        assert_eq!(
+            rec["metrics"]["output_token_source"], "usage",
+            "{con}: {rec}"
+        );
     }
     let run_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
-    assert_eq!(run_json["overrides"]["aggregated"], true, "the record says what ran");
+    assert_eq!(
+        run_json["overrides"]["aggregated"], true,
+        "the record says what ran"
+    );
     child.look();
     assert_all_ended(&child, Duration::from_secs(30));
 }
@@ -562,22 +559,6 @@ fn killing_the_decode_servers_vllm_mid_benchmark_fails_the_run_and_ends_every_vl
     assert_nothing_left(&run, &child);
 }
 
-/// A port free now on 127.0.0.1 (for a server that cannot bind port 0 and say which it got).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The last lines of a log file, for a failure message.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 /// Wait until `addr` answers `GET /health` with 200; fail early, with its log, if `tree`
 /// ends first.
 fn wait_healthy(what: &str, addr: &str, tree: &mut Tree, log: &Path, limit: Duration) {
@@ -639,16 +620,6 @@ fn vllm_server(role: Option<&str>, port: u16, core: &str, log: &Path) -> Tree {
     )
 }
 
-/// `path`, opened to append to, so stdout and stderr both go there without overwriting each
-/// other.
-fn log_file(path: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-}
-
 /// vLLM's own router (`vllm-router`, from `scripts/real-engines.sh setup`).
 fn vllm_router_bin() -> Option<PathBuf> {
     let bin = std::env::var_os("DISAGG_VLLM_ROUTER_BIN")
@@ -660,100 +631,8 @@ fn vllm_router_bin() -> Option<PathBuf> {
     bin.exists().then_some(bin)
 }
 
-/// What a router answered to one request: the generated text and the completion tokens the
-/// engine counted.
-#[derive(Debug, PartialEq)]
-struct Answer {
-    text: String,
-    tokens: u64,
-}
-
-/// POST `body` to `url`; the status and the body.
-fn post(url: &str, body: &serde_json::Value) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(120)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    (
-        resp.status().as_u16(),
-        resp.body_mut().read_to_string().unwrap(),
-    )
-}
-
-/// The three requests, each sent to the router at `base`: a completion, the same streamed with
-/// `include_usage`, a chat completion; greedy, `ignore_eos`, `MAX_TOKENS` tokens.
-fn ask(base: &str) -> Vec<Answer> {
-    let prompt = "A prefill server computes the prompt, and the decode server continues from \
-                  the KV cache it receives over NIXL";
-    let common = serde_json::json!({
-        "model": "tiny-qwen3", "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": true
-    });
-    let with = |extra: serde_json::Value| {
-        let mut b = common.clone();
-        b.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        b
-    };
-    let completions = format!("{base}/v1/completions");
-    let (status, body) = post(&completions, &with(serde_json::json!({"prompt": prompt})));
-    assert_eq!(status, 200, "{base}: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let plain = Answer {
-        text: v["choices"][0]["text"].as_str().unwrap().to_string(),
-        tokens: v["usage"]["completion_tokens"].as_u64().unwrap(),
-    };
-
-    let (status, body) = post(
-        &completions,
-        &with(serde_json::json!({
-            "prompt": prompt, "stream": true, "stream_options": {"include_usage": true}
-        })),
-    );
-    assert_eq!(status, 200, "{base}: {body}");
-    let events: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .collect();
-    assert_eq!(events.last(), Some(&"[DONE]"), "{base}: {body}");
-    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap_or_else(|e2| panic!("{base}: {e2}: {e}")))
-        .collect();
-    let streamed = Answer {
-        text: chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["text"].as_str())
-            .collect(),
-        tokens: chunks
-            .iter()
-            .find_map(|c| c["usage"]["completion_tokens"].as_u64())
-            .unwrap_or_else(|| panic!("{base}: no usage chunk: {body}")),
-    };
-
-    let (status, body) = post(
-        &format!("{base}/v1/chat/completions"),
-        &with(serde_json::json!({"messages": [{"role": "user", "content": prompt}]})),
-    );
-    assert_eq!(status, 200, "{base}: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let chat = Answer {
-        text: v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        tokens: v["usage"]["completion_tokens"].as_u64().unwrap(),
-    };
-    vec![plain, streamed, chat]
-}
-
+/// The served model name and the tokens asked of each answer.
+const MODEL: &str = "tiny-qwen3";
 const MAX_TOKENS: u64 = 16;
 
 #[test]
@@ -840,11 +719,11 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
     );
 
     let before = prompt_sources(&gen_addr).unwrap();
-    let ours = ask(&ours_url);
+    let ours = ask(&ours_url, MODEL, MAX_TOKENS);
     let middle = prompt_sources(&gen_addr).unwrap();
-    let theirs_answers = ask(&format!("http://{theirs_addr}"));
+    let theirs_answers = ask(&format!("http://{theirs_addr}"), MODEL, MAX_TOKENS);
     let after = prompt_sources(&gen_addr).unwrap();
-    let whole = ask(&format!("http://{agg_addr}"));
+    let whole = ask(&format!("http://{agg_addr}"), MODEL, MAX_TOKENS);
     eprintln!(
         "disagg router: {ours:?}\nvllm-router:   {theirs_answers:?}\naggregated:    {whole:?}"
     );

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use disagg_test_support::ChildGuard;
+use disagg_test_support::{ChildGuard, free_port};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
@@ -290,14 +290,6 @@ fn osmem_server() -> Option<PathBuf> {
         eprintln!("SKIPPED: osmem-server not available (pip install osmem-server failed)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! `disagg router` as a process in front of `disagg sim` processes: a generation worker killed
-//! with SIGKILL mid-stream, and workers that never come up.
+//! with SIGKILL mid-stream, workers that never come up, and SGLang's hand-off answering as
+//! SGLang's own router (sglang-router's `smg`) does in front of the same pair. That one needs
+//! `DISAGG_SGLANG_ROUTER_BIN` (`scripts/real-engines.sh setup`, then source its env.sh); without
+//! it the test says SKIPPED, and `DISAGG_REQUIRE_SGLANG_ROUTER=1` (set by CI) makes that a failure.
 
 #![expect(
     clippy::unwrap_used,
@@ -8,13 +11,13 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use disagg_test_support::ChildGuard;
+use disagg_test_support::{ChildGuard, free_port, metric};
 
-use crate::support::spawn_disagg;
+use crate::support::{ask, get, log_file, log_tail, spawn_disagg};
 
 fn spawn(args: &[&str]) -> (ChildGuard, String) {
     let (p, _, url) = spawn_disagg(args);
@@ -46,21 +49,14 @@ fn write_config(dir: &Path, ctx: &[&str], gen_: &[&str]) -> String {
     path.display().to_string()
 }
 
-fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// Whether `GET path` of `addr` answers 200.
+fn answers_200(addr: &str, path: &str) -> bool {
+    get(addr, path).is_some_and(|r| r.split(' ').nth(1) == Some("200"))
 }
 
 fn wait_healthy(addr: &str) {
     for _ in 0..200 {
-        if get(addr, "/health").starts_with("HTTP/1.1 200") {
+        if answers_200(addr, "/health") {
             return;
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -118,7 +114,7 @@ fn a_generation_worker_killed_mid_stream_ends_the_stream_with_an_error_and_done(
         "{text}"
     );
     // Bytes had reached the client: no retry on the other worker.
-    let metrics = get(&survivor_addr, "/metrics");
+    let metrics = get(&survivor_addr, "/metrics").unwrap();
     assert!(
         metrics.contains("disagg_sim_requests_total{role=\"generation\"} 0"),
         "{metrics}"
@@ -168,5 +164,142 @@ fn a_bad_server_config_is_reported_with_its_position() {
     assert!(
         stderr.contains("generation_servers.urls: no workers listed"),
         "{stderr}"
+    );
+}
+
+/// sglang-router's `smg` (`$DISAGG_SGLANG_ROUTER_BIN`), if it is set up.
+fn sglang_router() -> Option<PathBuf> {
+    let bin = std::env::var_os("DISAGG_SGLANG_ROUTER_BIN")
+        .map(PathBuf::from)
+        .filter(|b| b.exists());
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("DISAGG_REQUIRE_SGLANG_ROUTER").is_none(),
+            "DISAGG_REQUIRE_SGLANG_ROUTER is set but DISAGG_SGLANG_ROUTER_BIN names no smg: \
+             run scripts/real-engines.sh setup and source its env.sh"
+        );
+        eprintln!("SKIPPED: no sglang-router (scripts/real-engines.sh setup; source its env.sh)");
+    }
+    bin
+}
+
+/// Start `smg launch --pd-disaggregation` in front of one prefill and one decode server, its
+/// output in `log`; its address once it is ready.
+fn smg_launch(
+    smg: &Path,
+    prefill: &str,
+    bootstrap: &str,
+    decode: &str,
+    log: &Path,
+) -> (ChildGuard, String) {
+    // smg takes no port 0: it is given free ones, its metrics port too (else it binds 29000).
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (host, port) = addr.split_once(':').unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(smg)
+            .args(["launch", "--pd-disaggregation"])
+            .args(["--prefill", &format!("http://{prefill}"), bootstrap])
+            .args(["--decode", &format!("http://{decode}")])
+            .args(["--policy", "round_robin", "--host", host, "--port", port])
+            .args(["--prometheus-host", host])
+            .args(["--prometheus-port", &free_port().to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file(log))
+            .stderr(log_file(log))
+            .spawn()
+            .unwrap(),
+    );
+    // smg's /health says only that it is up: it registers its workers afterwards, in the
+    // background, and /readiness is 200 once it has a healthy prefill and decode server.
+    let t0 = Instant::now();
+    while !answers_200(&addr, "/readiness") {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "smg ended ({status}) before it was ready:\n{}",
+                log_tail(log)
+            );
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "smg not ready after 60 s:\n{}",
+            log_tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, addr)
+}
+
+/// A counter of a sim (it has one label set: the sim's role).
+fn sim_counter(addr: &str, name: &str) -> f64 {
+    let metrics = get(addr, "/metrics").unwrap();
+    metric(metrics.as_bytes(), name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+/// One SGLang prefill/decode pair of sims behind `disagg router --handoff sglang` and behind
+/// `smg launch --pd-disaggregation` at once: both answer a completion, a streamed one and a chat
+/// completion in full and alike, and only the prefill sim ever prefills.
+#[test]
+fn disagg_router_and_sglang_router_answer_the_same_in_front_of_an_sglang_sim_pair() {
+    const MAX_TOKENS: u64 = 8;
+    let Some(smg) = sglang_router() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // smg loads a tokenizer from the model name: a local directory, empty, makes that a warning
+    // instead of a download from a model hub.
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let model = model.display().to_string();
+    let sglang = ["--protocol", "sglang", "--model", &model];
+    let (_ctx, ctx_addr) = sim("context", &sglang);
+    let (_gen, gen_addr) = sim("generation", &sglang);
+    // The sim serves SGLang's bootstrap on its HTTP port, so that is the bootstrap port.
+    let bootstrap = ctx_addr.rsplit_once(':').unwrap().1;
+
+    let config = write_config(dir.path(), &[&ctx_addr], &[&gen_addr]);
+    let (_ours, ours_addr) = spawn(&[
+        "router",
+        "-c",
+        &config,
+        "--handoff",
+        "sglang",
+        "--bootstrap-port",
+        bootstrap,
+        "--health-check-interval",
+        "0.2",
+    ]);
+    wait_healthy(&ours_addr);
+    let log = dir.path().join("smg.log");
+    let (_theirs, theirs_addr) = smg_launch(&smg, &ctx_addr, bootstrap, &gen_addr, &log);
+
+    let prefilled = "disagg_sim_prefill_tokens_total";
+    let before = sim_counter(&ctx_addr, prefilled);
+    let ours = ask(&format!("http://{ours_addr}"), &model, MAX_TOKENS);
+    let middle = sim_counter(&ctx_addr, prefilled);
+    let theirs = ask(&format!("http://{theirs_addr}"), &model, MAX_TOKENS);
+    let after = sim_counter(&ctx_addr, prefilled);
+    for (name, answers) in [("disagg router", &ours), ("smg", &theirs)] {
+        for a in answers {
+            assert_eq!(a.tokens, MAX_TOKENS, "{name}: {answers:?}");
+            assert!(!a.text.is_empty(), "{name}: {answers:?}");
+        }
+    }
+    // The sim's tokens follow from its seed and the prompt alone: the same text whichever router
+    // split the request.
+    for (what, (a, b)) in ["completion", "streamed completion", "chat"]
+        .iter()
+        .zip(ours.iter().zip(&theirs))
+    {
+        assert_eq!(a.text, b.text, "{what}: disagg router vs smg");
+    }
+    // Through both, the prefill server prefilled every prompt and the decode server none.
+    assert!(middle > before, "disagg router: {before} -> {middle}");
+    assert!(
+        after > middle,
+        "smg: {middle} -> {after}:\n{}",
+        log_tail(&log)
+    );
+    assert_eq!(
+        sim_counter(&gen_addr, prefilled),
+        0.0,
+        "the decode sim prefilled"
     );
 }
