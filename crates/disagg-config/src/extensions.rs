@@ -153,6 +153,9 @@ pub struct Router {
     pub request_timeout_s: Option<f64>,
     /// How long to wait for every worker's health, seconds.
     pub server_start_timeout_s: Option<f64>,
+    /// The hand-off between a request's two legs: `trtllm`, `vllm` or `sglang` [default: the
+    /// engine's own; only the sim and `command` engines speak another].
+    pub protocol: Option<&'static str>,
 }
 
 /// `results:`.
@@ -324,6 +327,7 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             "max_retries",
             "request_timeout",
             "server_start_timeout",
+            "protocol",
         ],
         true,
     );
@@ -372,6 +376,13 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             Need::Optional,
             0.001,
             seconds,
+        ),
+        protocol: reader::choice(
+            sink,
+            r,
+            "protocol",
+            &["trtllm", "vllm", "sglang"],
+            "the workers' hand-off [default: the engine's own; the sim speaks any]",
         ),
     }
 }

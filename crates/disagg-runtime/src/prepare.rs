@@ -92,8 +92,11 @@ pub fn plan_input(
         },
         placement,
         ranks: ranks_of(engine),
-        ports_from: match engine {
-            EngineKind::Vllm | EngineKind::Sglang => Some(
+        // vLLM and SGLang servers need a KV port (and a rendezvous port across nodes); so do
+        // servers that speak their hand-off (the sim with router.protocol vllm|sglang).
+        ports_from: match (engine, crate::roles::handoff_of(engine, config)) {
+            (EngineKind::Vllm | EngineKind::Sglang, _)
+            | (_, Ok(disagg_router::HandOff::Vllm | disagg_router::HandOff::Sglang)) => Some(
                 config
                     .extensions()
                     .engine
@@ -273,6 +276,8 @@ pub fn prepare(
         ))
         .into());
     }
+    let handoff = crate::roles::handoff_of(engine, &config)
+        .map_err(|e| InvalidInput(format!("{}: {e}", config.path().display())))?;
     let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream, engine)?;
     if dir.join("run.json").exists() {
         return Err(InvalidInput(format!(
@@ -327,6 +332,7 @@ pub fn prepare(
                 _ => crate::roles::router_policy(router.policy).name(),
             }
             .to_string(),
+            handoff: handoff.name().to_string(),
         }),
         servers: crate::spec::ServerRun::of(&plan),
     };

@@ -102,6 +102,9 @@ pub struct RouterRun {
     pub implementation: String,
     /// `round_robin`, `load_balancing`.
     pub policy: String,
+    /// How a request's two legs are tied: `trtllm`, `vllm`, `sglang` or `aggregated`.
+    #[serde(default)]
+    pub handoff: String,
 }
 
 impl RunSpec {

@@ -56,6 +56,7 @@ pub struct Sim {
     addr: SocketAddr,
     cfg: SimConfig,
     limits: Limits,
+    bootstrap: Option<tokio::net::TcpListener>,
 }
 
 impl Sim {
@@ -68,7 +69,17 @@ impl Sim {
             addr,
             cfg,
             limits,
+            bootstrap: None,
         })
+    }
+
+    /// Also serve on `addr`, as SGLang's prefill server serves its KV bootstrap on a port of its
+    /// own (`--disaggregation-bootstrap-port`); the sim answers every route there.
+    pub async fn bind_bootstrap(&mut self, addr: &str) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        self.bootstrap = Some(listener);
+        Ok(bound)
     }
 
     /// The bound address.
@@ -90,10 +101,21 @@ impl Sim {
             // Every streamed chunk is a small write: never let Nagle hold one back.
             let _ = tcp.set_nodelay(true);
         });
+        let bootstrap = self.bootstrap.map(|l| {
+            let shutdown = cancel.clone();
+            tokio::spawn(
+                axum::serve(l, router.clone())
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .into_future(),
+            )
+        });
         let shutdown = cancel.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
+        if let Some(b) = bootstrap {
+            let _ = b.await;
+        }
         engine_cancel.cancel();
         let _ = task.await;
         served

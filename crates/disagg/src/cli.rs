@@ -463,6 +463,10 @@ pub struct SimArgs {
     /// Write the bound host:port to this file (atomically) once listening
     #[arg(long, value_name = "FILE")]
     pub report_addr: Option<PathBuf>,
+    /// Also serve on this port, as an SGLang prefill server serves its KV bootstrap
+    /// (`--disaggregation-bootstrap-port`) [default: the bootstrap is on --port]
+    #[arg(long, value_name = "PORT")]
+    pub bootstrap_port: Option<u16>,
     /// Which legs this server takes
     #[arg(long, value_enum, default_value = "both")]
     pub role: SimRole,

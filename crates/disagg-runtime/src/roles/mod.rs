@@ -9,7 +9,7 @@ mod benchmark;
 mod server;
 mod worker;
 
-pub use server::router_policy;
+pub use server::{handoff_of, router_policy};
 
 use std::path::Path;
 use std::sync::Arc;

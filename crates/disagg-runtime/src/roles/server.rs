@@ -8,6 +8,7 @@ use disagg_config::RouterPolicy;
 use disagg_plan::{Role, ServerKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::InvalidInput;
 use crate::exit::ExitStatus;
 use crate::lifecycle::RoleRun;
 use crate::rundir::State;
@@ -92,7 +93,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     me.run
         .write_server_config(&me.address.advertised, 0, &ctx, &gen_)?;
     let policy = router_policy(ext.policy);
-    let handoff = handoff_of(me.spec.engine, me.config.aggregated());
+    let handoff = handoff_of(me.spec.engine, &me.config).map_err(InvalidInput)?;
     // SGLang's bootstrap ports come from the plan, in context-server order.
     let bootstrap_ports = if handoff == disagg_router::HandOff::Sglang {
         workers
@@ -192,15 +193,37 @@ async fn reach_workers(
     Ok(())
 }
 
-/// The hand-off the built-in router speaks to the engine's workers.
-pub fn handoff_of(engine: disagg_config::EngineKind, aggregated: bool) -> disagg_router::HandOff {
+/// The hand-off the built-in router speaks to the workers: the engine's own (aggregated serving
+/// has none); `router.protocol` picks one for the engines that speak any (the sim, `command`)
+/// and must agree with a real engine's.
+pub fn handoff_of(
+    engine: disagg_config::EngineKind,
+    config: &disagg_config::TestConfig,
+) -> Result<disagg_router::HandOff, String> {
     use disagg_config::EngineKind;
     use disagg_router::HandOff;
-    match engine {
-        _ if aggregated => HandOff::Aggregated,
-        EngineKind::Vllm => HandOff::Vllm,
-        EngineKind::Sglang => HandOff::Sglang,
-        EngineKind::Sim | EngineKind::Trtllm | EngineKind::Command => HandOff::Trtllm,
+    if config.aggregated() {
+        return Ok(HandOff::Aggregated);
+    }
+    let own = match engine {
+        EngineKind::Trtllm => Some(HandOff::Trtllm),
+        EngineKind::Vllm => Some(HandOff::Vllm),
+        EngineKind::Sglang => Some(HandOff::Sglang),
+        EngineKind::Sim | EngineKind::Command => None,
+    };
+    let asked = match config.extensions().router.as_ref().and_then(|r| r.protocol) {
+        Some(p) => Some(p.parse::<HandOff>()?),
+        None => None,
+    };
+    match (own, asked) {
+        (Some(own), Some(asked)) if own != asked => Err(format!(
+            "router.protocol is {} but the {engine} engine speaks {}; drop router.protocol \
+             (only the sim and command engines speak another)",
+            asked.name(),
+            own.name()
+        )),
+        (Some(h), _) | (None, Some(h)) => Ok(h),
+        (None, None) => Ok(HandOff::Trtllm),
     }
 }
 

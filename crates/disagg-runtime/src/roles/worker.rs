@@ -61,9 +61,19 @@ async fn sim(
         ServerKind::Gen if me.config.aggregated() => (disagg_sim::Role::Both, WorkerSide::Gen),
         ServerKind::Gen => (disagg_sim::Role::Generation, WorkerSide::Gen),
     };
+    // The sim speaks the run's hand-off (router.protocol): TensorRT-LLM's by default.
+    let handoff = super::handoff_of(me.spec.engine, &me.config).map_err(InvalidInput)?;
+    let protocol = match handoff {
+        disagg_router::HandOff::Vllm => disagg_sim::Protocol::Vllm,
+        disagg_router::HandOff::Sglang => disagg_sim::Protocol::Sglang,
+        disagg_router::HandOff::Trtllm | disagg_router::HandOff::Aggregated => {
+            disagg_sim::Protocol::Trtllm
+        }
+    };
     let options = SimOptions {
         model: Some(me.model()),
         role,
+        protocol,
         handoff_key: std::env::var("DISAGG_SIM_HANDOFF_KEY").ok(),
         accept_synthetic_handoff: me.gen_only(),
         params: me.spec.overrides.sim.clone(),
@@ -73,9 +83,23 @@ async fn sim(
         .resolve(Some((&me.config, side)))
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
     let bind = format!("{}:0", me.address.bind);
-    let sim = disagg_sim::Sim::bind(&bind, cfg, limits)
+    let mut sim = disagg_sim::Sim::bind(&bind, cfg, limits)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
+    // An SGLang-speaking context server serves its bootstrap on the plan's KV port, as SGLang's
+    // prefill server does on --disaggregation-bootstrap-port.
+    let kv_port = me.spec.server(me.role).and_then(|s| s.kv_port);
+    if let (disagg_router::HandOff::Sglang, ServerKind::Ctx, Some(port)) = (handoff, kind, kv_port)
+    {
+        let at = format!("{}:{port}", me.address.bind);
+        sim.bind_bootstrap(&at).await.with_context(|| {
+            format!(
+                "cannot serve the bootstrap on {at}, the KV port the plan gives {}; \
+                 set engine.ports_from to a free range",
+                me.role
+            )
+        })?;
+    }
     let port = sim.local_addr().port();
     me.ready(port)?;
     eprintln!(

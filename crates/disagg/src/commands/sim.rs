@@ -70,9 +70,15 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitStatus> {
     let runtime = disagg_runtime::serving::runtime(args.threads.max(1))?;
     runtime.block_on(async {
         let bind = format!("{}:{}", args.host, args.port);
-        let sim = Sim::bind(&bind, cfg.clone(), limits)
+        let mut sim = Sim::bind(&bind, cfg.clone(), limits)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
+        if let Some(port) = args.bootstrap_port {
+            let bootstrap = format!("{}:{port}", args.host);
+            sim.bind_bootstrap(&bootstrap)
+                .await
+                .with_context(|| format!("cannot listen on {bootstrap} (--bootstrap-port)"))?;
+        }
         let addr = sim.local_addr();
         disagg_runtime::serving::announce(
             addr,

@@ -610,3 +610,80 @@ exec "$DISAGG_BIN" sim --host "$host" --port 0 --report-addr "$report" --role bo
     }
     assert_nothing_left(&run);
 }
+
+#[test]
+fn the_sim_speaks_sglangs_and_vllms_hand_off_in_a_run_with_ports_from_the_plan() {
+    let text = read(PathBuf::from(EXAMPLE));
+    for protocol in ["sglang", "vllm"] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        // A port range of this test's own: two ports per server from a free one.
+        let from = disagg_test_support::free_port();
+        let config = dir.path().join("local-sim.yaml");
+        std::fs::write(
+            &config,
+            text.replace(
+                "engine:\n  type: sim",
+                &format!(
+                    "router:\n  protocol: {protocol}\nengine:\n  type: sim\n  ports_from: {from}"
+                ),
+            ),
+        )
+        .unwrap();
+        let out = disagg()
+            .arg("run")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "2",
+                "--num-prompts",
+                "4",
+                "--no-store",
+                "--out",
+            ])
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{protocol}: {}", both(&out));
+        let spec: serde_json::Value = serde_json::from_str(&read(run.join("run.json"))).unwrap();
+        assert_eq!(spec["router"]["handoff"], protocol, "{spec}");
+        let ctx = spec["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["role"] == "CTX_0")
+            .unwrap();
+        assert_eq!(ctx["kv_port"], from, "{spec}");
+        // Valid: every request took the hand-off (the sim refuses a decode leg without one,
+        // and an SGLang one whose bootstrap port is not its prefill server's).
+        let records: serde_json::Value =
+            serde_json::from_str(&read(run.join("results/con2.json"))).unwrap();
+        assert_eq!(records["valid"], true, "{protocol}: {records}");
+        assert_nothing_left(&run);
+    }
+    // A real engine speaks its own hand-off only.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("local-vllm.yaml");
+    let vllm = read(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/local-vllm.yaml"
+    )));
+    std::fs::write(
+        &config,
+        vllm.replacen("engine:", "router:\n  protocol: sglang\nengine:", 1),
+    )
+    .unwrap();
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .args(["--no-store", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        both(&out).contains("router.protocol is sglang but the vllm engine speaks vllm"),
+        "{}",
+        both(&out)
+    );
+}
