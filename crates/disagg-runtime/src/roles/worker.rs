@@ -151,7 +151,10 @@ async fn external(
     // here (their command lines have no way to report one).
     let (port, report) = if me.spec.engine == EngineKind::Trtllm {
         let file = engines.join(format!("{}.addr", me.role));
-        let _ = std::fs::remove_file(&file);
+        // Rank 0's engine reports; another rank removing the file could erase its report.
+        if me.rank == 0 {
+            let _ = std::fs::remove_file(&file);
+        }
         (
             Port::Reported(file.clone()),
             Some(file.display().to_string()),
