@@ -390,7 +390,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// The upstream coordinator config (server_config.yaml)
+    /// The upstream coordinator config (server_config.yaml); its internal_request_auth_key, if
+    /// any, signs generation requests (x-trtllm-disagg-auth) as upstream's coordinator does
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
     /// Bind this host instead of the config's `hostname`
@@ -472,7 +473,9 @@ pub struct SimArgs {
     /// Model name served [default: metadata.model_name of --config, else "sim"]
     #[arg(long)]
     pub model: Option<String>,
-    /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim)
+    /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim);
+    /// its internal_request_auth_key, if any, makes generation requests need upstream's
+    /// x-trtllm-disagg-auth signature
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Which worker section of --config to read

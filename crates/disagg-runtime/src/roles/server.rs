@@ -120,6 +120,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         gen_only: me.gen_only(),
         handoff,
         bootstrap_ports,
+        auth_key: None,
     };
     settings
         .check()
