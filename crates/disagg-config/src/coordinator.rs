@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::ConfigError;
+use crate::auth_key::AuthKey;
 use crate::diag::{Diagnostics, Sink};
 use crate::reader::{self, MapRef, Need};
 use crate::yaml::Value;
@@ -74,6 +75,9 @@ pub struct CoordinatorConfig {
     pub context: ServerPool,
     /// Generation pool.
     pub generation: ServerPool,
+    /// `internal_request_auth_key`: the router signs generation requests with it
+    /// (`x-trtllm-disagg-auth`), as upstream's coordinator does.
+    pub auth_key: Option<AuthKey>,
     /// Warnings: keys read but not acted on.
     pub warnings: Diagnostics,
 }
@@ -89,6 +93,7 @@ const ACTED_ON: &[&str] = &[
     "model",
     "perf_metrics_max_requests",
     "schedule_style",
+    crate::AUTH_KEY_FIELD,
 ];
 
 /// Keys upstream accepts that we do not act on: accepted with a warning.
@@ -104,7 +109,6 @@ const NOT_ACTED_ON: &[&str] = &[
     "conditional_disagg_config",
     "otlp_config",
     "disagg_cluster",
-    "internal_request_auth_key",
 ];
 
 impl CoordinatorConfig {
@@ -172,6 +176,7 @@ impl CoordinatorConfig {
             "retries per leg before any byte reached the client",
         )
         .unwrap_or(1) as u32;
+        let auth_key = crate::auth_key::read(&mut sink, top);
         let context = read_pool(&mut sink, top, "context_servers", false);
         let generation = read_pool(&mut sink, top, "generation_servers", true);
         let diagnostics = sink.finish();
@@ -185,6 +190,7 @@ impl CoordinatorConfig {
             max_retries,
             context,
             generation,
+            auth_key,
             warnings: diagnostics,
         })
     }
@@ -384,6 +390,41 @@ otlp_config: {otlp_traces_endpoint: null}
                 "otlp_config"
             ]
         );
+    }
+
+    #[test]
+    fn the_internal_auth_key_is_read_and_never_echoed() {
+        let base = "context_servers: {urls: [\"a:1\"]}\ngeneration_servers: {urls: [\"b:2\"]}\n";
+        let c = CoordinatorConfig::parse(
+            Path::new("c.yaml"),
+            &format!("{base}internal_request_auth_key: \"k-0123\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth_key.as_ref().map(AuthKey::expose_secret),
+            Some("k-0123")
+        );
+        assert!(c.warnings.0.is_empty(), "{}", c.warnings);
+        assert!(!format!("{c:?}").contains("k-0123"));
+        let none = CoordinatorConfig::parse(
+            Path::new("c.yaml"),
+            &format!("{base}internal_request_auth_key: null\n"),
+        )
+        .unwrap();
+        assert_eq!(none.auth_key, None);
+        for bad in ["\"\"", "[\"s3cret-in-a-list\"]"] {
+            let err = CoordinatorConfig::parse(
+                Path::new("c.yaml"),
+                &format!("{base}internal_request_auth_key: {bad}\n"),
+            )
+            .unwrap_err();
+            let text = err.diagnostics().unwrap().to_string();
+            assert!(
+                text.contains("internal_request_auth_key: must be a non-empty string"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
     }
 
     #[test]

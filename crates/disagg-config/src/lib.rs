@@ -21,6 +21,7 @@
 //! assert_eq!(config.benchmark().concurrency, [1, 8]);
 //! ```
 
+mod auth_key;
 mod cluster;
 mod coordinator;
 mod diag;
@@ -36,6 +37,7 @@ pub mod yaml;
 
 use std::path::PathBuf;
 
+pub use auth_key::{AUTH_KEY_FIELD, AuthKey};
 pub use cluster::{
     Cluster, ClusterFile, Container, ContainerRuntime, cluster_files, clusters_path, load_cluster,
 };

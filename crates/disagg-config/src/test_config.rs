@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::auth_key::AuthKey;
 use crate::diag::{Diagnostics, Sink};
 use crate::envvars::parse_env_assignments;
 use crate::extensions::Extensions;
@@ -137,6 +138,8 @@ pub struct TestConfig {
     ctx: WorkerOptions,
     gen_: WorkerOptions,
     extensions: Extensions,
+    /// The top-level `internal_request_auth_key`, when the config sets its own.
+    auth_key: Option<AuthKey>,
     warnings: Diagnostics,
     /// Served aggregated (`--aggregated`): no context servers, the generation servers take
     /// whole requests.
@@ -299,6 +302,11 @@ impl TestConfig {
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
     }
+    /// The config's own `internal_request_auth_key` (top level), which wins over the key a run
+    /// generates, as upstream's harness lets it.
+    pub fn auth_key(&self) -> Option<&AuthKey> {
+        self.auth_key.as_ref()
+    }
     /// Warnings found while reading (legacy spellings, name disagreements, ...).
     pub fn warnings(&self) -> &Diagnostics {
         &self.warnings
@@ -337,6 +345,7 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
     }
     let (ctx, gen_) = read_workers(sink, top);
     let extensions = Extensions::read(sink, top);
+    let auth_key = crate::auth_key::read(sink, top);
 
     if let (Some(hw), Some(b)) = (hardware, &benchmark) {
         if hw.num_ctx_servers == 0 && b.mode != Mode::GenOnlyNoContext {
@@ -368,6 +377,7 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
         ctx,
         gen_,
         extensions,
+        auth_key,
         warnings: Diagnostics::default(),
         aggregated: false,
     })

@@ -1,6 +1,7 @@
 //! The wire protocol shared by the simulated engine, the router and the benchmark: OpenAI
 //! completions and chat requests/responses/stream chunks, usage and errors; TensorRT-LLM's
-//! `disaggregated_params`; and a Server-Sent Events codec.
+//! `disaggregated_params` and its internal request signature (`auth`); and a Server-Sent Events
+//! codec.
 //!
 //! Requests keep fields they do not model in `extra`, so a router can forward a body without
 //! dropping what a client sent. Field names follow the OpenAI API and TensorRT-LLM's
@@ -13,6 +14,7 @@
 //! assert_eq!(req.prompt, Prompt::Tokens(vec![1, 2, 3]));
 //! ```
 
+pub mod auth;
 pub mod body;
 mod sse;
 mod types;

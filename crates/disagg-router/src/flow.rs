@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use disagg_protocol::auth;
 use disagg_protocol::body::{BodyError, MSGPACK_HEADER, decode, is_msgpack};
 use disagg_protocol::{ErrorResponse, sse_data};
 use http_body_util::{BodyExt as _, Full};
@@ -98,6 +99,30 @@ enum LegError {
     Timeout,
 }
 
+/// A leg's request as it goes out: its JSON and, when it carries a hand-off the workers
+/// authenticate, upstream's signature header.
+#[derive(Clone)]
+struct Outgoing {
+    body: Bytes,
+    auth: Option<HeaderValue>,
+}
+
+impl Outgoing {
+    /// `req` serialized, signed as upstream's coordinator signs it (`disagg_auth.py`) when the
+    /// router has an `internal_request_auth_key` and `req.disaggregated_params` carries
+    /// `ctx_info_endpoint` or `encoded_opaque_state`.
+    fn of(st: &State, req: &Value) -> Outgoing {
+        let auth = st.settings.auth_key.as_ref().and_then(|key| {
+            let signature = auth::sign(key.expose_secret(), &req["disaggregated_params"])?;
+            HeaderValue::from_str(&signature).ok()
+        });
+        Outgoing {
+            body: Bytes::from(req.to_string()),
+            auth,
+        }
+    }
+}
+
 /// One try of a leg on one worker.
 enum Attempt {
     /// A 2xx.
@@ -116,13 +141,15 @@ async fn attempt(
     pool: &str,
     lease: &Lease,
     path: &str,
-    body: Bytes,
+    out: Outgoing,
     deadline: Instant,
 ) -> Attempt {
-    let req = match hyper::Request::post(format!("{}{path}", lease.worker.base))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-    {
+    let mut req = hyper::Request::post(format!("{}{path}", lease.worker.base))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(signature) = out.auth {
+        req = req.header(auth::INTERNAL_AUTH_HEADER, signature);
+    }
+    let req = match req.body(Full::new(out.body)) {
         Ok(r) => r,
         Err(e) => return Attempt::Failed(e.to_string()),
     };
@@ -161,7 +188,7 @@ async fn send_leg(
     st: &State,
     pool: &Pool,
     path: &str,
-    body: Bytes,
+    out: Outgoing,
     tokens: u64,
     deadline: Instant,
     mut tried: Vec<usize>,
@@ -175,7 +202,7 @@ async fn send_leg(
             st.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
         tried.push(lease.index);
-        match attempt(st, pool.role, &lease, path, body.clone(), deadline).await {
+        match attempt(st, pool.role, &lease, path, out.clone(), deadline).await {
             Attempt::Ok(resp) => return Ok(Leg::Ok(lease, resp)),
             Attempt::Rejected(status, text) => return Ok(Leg::Rejected(status, text)),
             Attempt::Failed(e) => last = Some(e),
@@ -233,7 +260,7 @@ async fn concurrent_legs(
             st.settings.bootstrap_port(ctx_lease.index),
             room(),
         );
-        let body = Bytes::from(body.to_string());
+        let body = Outgoing::of(&st, &body);
         let exclude = same_server(&st, &ctx_lease.worker.addr);
         // The prefill leg runs on its own: once the decode server answers, it is only drained.
         let mut ctx_task = tokio::spawn({
@@ -458,7 +485,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let mut ctx_req = req.clone();
     handoff.context_leg(&mut ctx_req, id);
-    let ctx_body = Bytes::from(ctx_req.to_string());
+    let ctx_body = Outgoing::of(&st, &ctx_req);
     let ctx_started = Instant::now();
     let (ctx_lease, resp) = match send_leg(
         &st,
@@ -550,7 +577,7 @@ async fn generation(
     started: Instant,
     exclude: Vec<usize>,
 ) -> Response {
-    let body = Bytes::from(req.to_string());
+    let body = Outgoing::of(&st, &req);
     let sent = Instant::now();
     match send_leg(
         &st,

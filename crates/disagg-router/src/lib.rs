@@ -11,7 +11,8 @@
 //!    (upstream loses that token);
 //! 3. generation leg: the client's body with `prompt` (completions) or `prompt_token_ids` (chat)
 //!    replaced by the context's `prompt_token_ids`, and the context's `disaggregated_params`
-//!    relabelled `generation_only` (plus `ctx_usage`); its bytes are relayed unchanged.
+//!    relabelled `generation_only` (plus `ctx_usage`), signed with the run's
+//!    `internal_request_auth_key` when there is one; its bytes are relayed unchanged.
 //!
 //! Reliability: a leg is retried on another worker (at most `max_retries` times) only on a
 //! connection failure or a 5xx, never on a 4xx and never once a byte reached the client; a
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
 use bytes::Bytes;
+use disagg_config::AuthKey;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -87,6 +89,12 @@ pub struct RouterSettings {
     /// SGLang: each context server's KV bootstrap port, in `context` order (one port: the same
     /// for all; none: SGLang's default, [`handoff::SGLANG_DEFAULT_BOOTSTRAP_PORT`]).
     pub bootstrap_ports: Vec<u16>,
+    /// `internal_request_auth_key`: requests whose `disaggregated_params` carry
+    /// `ctx_info_endpoint` or `encoded_opaque_state` (the generation leg) are signed with it,
+    /// `x-trtllm-disagg-auth: sha256=<HMAC>`, as upstream's coordinator signs them
+    /// ([`disagg_protocol::auth`]); `None`: unsigned (workers with a key refuse them). Its
+    /// `Debug` never shows the key.
+    pub auth_key: Option<AuthKey>,
 }
 
 impl RouterSettings {
@@ -150,6 +158,7 @@ impl Default for RouterSettings {
             gen_only: false,
             handoff: HandOff::Trtllm,
             bootstrap_ports: Vec::new(),
+            auth_key: None,
         }
     }
 }

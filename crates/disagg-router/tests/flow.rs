@@ -479,3 +479,69 @@ async fn bad_requests_get_openai_error_bodies() {
         "sim"
     );
 }
+
+/// Upstream's internal request auth (`disagg_auth.py`): a sim with `internal_request_auth_key`
+/// serves generation legs the router signs with the same key, and refuses with 401 those it
+/// does not sign, or signs with another key.
+#[tokio::test]
+async fn generation_legs_are_signed_with_the_runs_auth_key() {
+    let key = |k: &str| disagg_config::AuthKey::new(k);
+    let keyed = |role| SimConfig {
+        auth_key: key("0123abcd"),
+        ..zero(role)
+    };
+    let (c, g) = (
+        sim(keyed(Role::Context)).await,
+        sim(keyed(Role::Generation)).await,
+    );
+    let http = Http::new();
+    let body = json!({"model":"sim","prompt":"one two three","max_tokens":4,"ignore_eos":true});
+    let cases = [
+        (key("0123abcd"), 200, None),
+        (None, 401, Some("no x-trtllm-disagg-auth header")),
+        (
+            key("another"),
+            401,
+            Some("x-trtllm-disagg-auth header does not match"),
+        ),
+    ];
+    for (router_key, status, says) in cases {
+        let r = router(&[&c], &[&g], |s| s.auth_key = router_key.clone()).await;
+        for stream in [false, true] {
+            let mut body = body.clone();
+            body["stream"] = json!(stream);
+            let reply = http.post(&format!("{}/v1/completions", r.url), &body).await;
+            let text = String::from_utf8_lossy(&reply.body).to_string();
+            assert_eq!(reply.status, status, "router key {router_key:?}: {text}");
+            if let Some(says) = says {
+                let e = reply.json();
+                assert_eq!(e["error"]["code"], 401, "{e}");
+                assert_eq!(e["error"]["type"], "authentication_error", "{e}");
+                let message = e["error"]["message"].as_str().unwrap();
+                assert!(message.contains(says), "{message}");
+                assert!(
+                    !message.contains("0123abcd"),
+                    "the key is never echoed: {message}"
+                );
+            } else if stream {
+                assert_eq!(text_of(&reply.events()).split_whitespace().count(), 4);
+            }
+        }
+    }
+    // A sim without a key takes the signed and the unsigned alike (upstream only warns).
+    let (c, g) = (
+        sim(zero(Role::Context)).await,
+        sim(zero(Role::Generation)).await,
+    );
+    for router_key in [key("0123abcd"), None] {
+        let r = router(&[&c], &[&g], |s| s.auth_key = router_key).await;
+        let reply = http.post(&format!("{}/v1/completions", r.url), &body).await;
+        assert_eq!(reply.status, 200);
+    }
+    // The settings' Debug never shows the key.
+    let settings = RouterSettings {
+        auth_key: key("0123abcd"),
+        ..RouterSettings::default()
+    };
+    assert!(!format!("{settings:?}").contains("0123abcd"));
+}

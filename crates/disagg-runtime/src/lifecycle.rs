@@ -235,7 +235,7 @@ impl RoleRun {
             }
             if start.elapsed() > limit {
                 bail!(
-                    "{what} not ready after {:.0} s (the ready timeout; raise it with --ready-timeout or slurm.timeout)",
+                    "{what} not ready after {:.0} s (the ready timeout; raise it with --ready-timeout, TRTLLM_TEST_DISAGG_SERVER_READY_TIMEOUT or slurm.timeout)",
                     limit.as_secs_f64()
                 );
             }

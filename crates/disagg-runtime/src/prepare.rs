@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use disagg_config::{Cluster, EngineKind, Overrides, TestConfig};
+use disagg_config::{AuthKey, Cluster, EngineKind, Overrides, TestConfig};
 use disagg_plan::{Placement, Plan, PlanInput, ServerGroup};
 use serde::Serialize;
 
@@ -186,9 +186,11 @@ pub struct RunOptions {
     pub engine: Option<EngineKind>,
     /// Changes to the config's benchmark and the sim.
     pub overrides: Overrides,
-    /// How long an engine, the router or the benchmark may wait to be ready, s.
+    /// How long an engine, the router or the benchmark may wait to be ready, s [default:
+    /// upstream's `min(timeout, 3600)`, the sim's `min(timeout, 600)`; see [`Timeouts::upstream`]].
     pub ready_timeout: Option<f64>,
-    /// The whole run's limit, s.
+    /// Upstream's one `timeout`: the whole run, each request and the coordinator's `-t`/`-r`, s
+    /// [default: `slurm.timeout`, else 10800].
     pub timeout: Option<f64>,
 }
 
@@ -261,6 +263,19 @@ pub fn prepare(
     dir: &Path,
     host: Option<String>,
 ) -> anyhow::Result<Prepared> {
+    let env = |k: &str| std::env::var(k).ok();
+    prepare_with_env(config, options, cluster, dir, host, &env)
+}
+
+/// [`prepare`], reading the launcher's environment through `env` (the readiness variables).
+fn prepare_with_env(
+    config: TestConfig,
+    options: &RunOptions,
+    cluster: Option<(&str, Cluster)>,
+    dir: &Path,
+    host: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Prepared> {
     let (cluster_name, cluster) = match cluster {
         Some((n, c)) => (Some(n), Some(c)),
         None => (None, None),
@@ -298,19 +313,30 @@ pub fn prepare(
     let text = std::fs::read_to_string(config.path())
         .with_context(|| format!("cannot read {}", config.path().display()))?;
     write_atomic(&dir.join(&file_name), &text)?;
-    let timeout_s = config.slurm().timeout_s.map(|t| t as f64);
+    // One internal-auth key per run, as upstream's harness makes one per test; the config's own
+    // wins. Only the files upstream puts it in hold it: never run.json, a log or a record.
+    let auth_key = match config.auth_key() {
+        Some(own) => own.clone(),
+        None => generate_auth_key()?,
+    };
+    run.write_auth_key(&auth_key)?;
+    let (timeouts, warnings) = Timeouts::upstream(
+        engine,
+        config.slurm().timeout_s,
+        options.ready_timeout,
+        options.timeout,
+        env,
+    );
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     let spec = RunSpec {
         spec_version: SPEC_VERSION,
         config_file: file_name,
         engine,
         host,
         overrides: options.overrides.clone(),
-        timeouts: Timeouts {
-            ready_s: options.ready_timeout.or(timeout_s).unwrap_or(600.0),
-            stale_s: 15.0,
-            request_s: timeout_s.unwrap_or(600.0),
-            run_s: options.timeout.or(timeout_s).unwrap_or(3600.0),
-        },
+        timeouts,
         roles: plan.roles(),
         created_unix_ms: now_ms(),
         model_path: cluster.as_ref().and_then(|c| {
@@ -349,6 +375,16 @@ pub fn prepare(
         plan,
         cluster,
     })
+}
+
+/// A fresh key as upstream's `secrets.token_hex(32)` makes one: 32 bytes from the operating
+/// system's random source, as 64 lower-case hex digits.
+pub fn generate_auth_key() -> anyhow::Result<AuthKey> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot draw an internal_request_auth_key: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    AuthKey::new(hex).context("an empty key")
 }
 
 /// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
@@ -444,5 +480,79 @@ mod tests {
         assert!(out.join("local-sim.yaml").exists() && out.join("plan.json").exists());
         let again = prepare(config, &options, None, &out, None).err().unwrap();
         assert!(again.to_string().contains("already holds a run"), "{again}");
+    }
+
+    #[test]
+    fn a_run_gets_a_fresh_key_unless_its_config_brings_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyed = dir.path().join("keyed.yaml");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap();
+        std::fs::write(
+            &keyed,
+            format!("{text}\ninternal_request_auth_key: \"own-key\"\n"),
+        )
+        .unwrap();
+        let p = prepare(
+            TestConfig::load(&keyed).unwrap(),
+            &RunOptions::default(),
+            None,
+            &dir.path().join("a"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.run.auth_key().unwrap().expose_secret(), "own-key");
+        let (k1, k2) = (generate_auth_key().unwrap(), generate_auth_key().unwrap());
+        assert_ne!(k1, k2);
+        assert_eq!(k1.expose_secret().len(), 64);
+    }
+
+    /// A DeepSeek-R1 GB200 config without `slurm.timeout`, on TensorRT-LLM: upstream's values
+    /// in run.json and on the coordinator's command line, not our old local defaults (600 s
+    /// ready, 3600 s overall), which would end the run where upstream still waits.
+    #[test]
+    fn a_gb200_deepseek_r1_config_gets_upstreams_timeouts() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/trtllm-configs/disaggregated/",
+            "gb200_deepseek-r1-fp4_1k1k_con1024_ctx1_dep4_gen1_dep8_eplb0_mtp0_ccb-NIXL.yaml"
+        );
+        let config = TestConfig::load(Path::new(fixture)).unwrap();
+        assert_eq!(config.slurm().timeout_s, None, "upstream's default applies");
+        let dir = tempfile::tempdir().unwrap();
+        let options = RunOptions {
+            engine: Some(EngineKind::Trtllm),
+            ..RunOptions::default()
+        };
+        let no_env = |_: &str| None;
+        let p = prepare_with_env(
+            config.clone(),
+            &options,
+            None,
+            &dir.path().join("a"),
+            None,
+            &no_env,
+        )
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p.run.root().join("run.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["timeouts"]["ready_s"], 3600.0);
+        assert_eq!(json["timeouts"]["request_s"], 10800.0);
+        assert_eq!(json["timeouts"]["run_s"], 10800.0);
+        let ext = p.config.extensions().router.clone().unwrap_or_default();
+        let argv = crate::roles::coordinator_argv(
+            &p.run.server_config_file(),
+            crate::roles::coordinator_timeouts(&p.spec, &ext),
+        );
+        assert_eq!(argv[4..], ["-t", "10800", "-r", "10800"]);
+        // The readiness variables, as upstream reads them.
+        let env = |k: &str| (k == "TRTLLM_TEST_SERVER_READY_TIMEOUT").then(|| "5400".to_string());
+        let p =
+            prepare_with_env(config, &options, None, &dir.path().join("b"), None, &env).unwrap();
+        assert_eq!(p.spec.timeouts.ready_s, 5400.0);
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! RUN/
 //!   config.yaml  plan.json
+//!   internal_request_auth_key.txt       the run's internal-auth key (0600; upstream's file name)
 //!   rendezvous/  <ROLE>.json            {role, pid, host, port, state, since_ms, heartbeat_ms, reason}
 //!                hostnames/<ROLE>.txt   host:port, no newline (upstream-compatible)
 //!                server_config.yaml     the coordinator config (upstream format)
@@ -16,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use disagg_config::AuthKey;
 use disagg_plan::Role;
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +159,29 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), RunDirError> {
     disagg_bench::record::write_atomic(path, text).map_err(io(path))
 }
 
+/// [`write_atomic`] for a file that holds a secret: readable and writable by its owner only
+/// (0600), from the moment it exists.
+pub fn write_private(path: &Path, text: &str) -> Result<(), RunDirError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -207,6 +232,27 @@ impl RunDir {
     /// `rendezvous/server_config.yaml`.
     pub fn server_config_file(&self) -> PathBuf {
         self.root.join("rendezvous/server_config.yaml")
+    }
+
+    /// `internal_request_auth_key.txt`: the run's key, as upstream's harness keeps it beside a
+    /// test's output (`<output_dir>/<test>/internal_request_auth_key.txt`).
+    pub fn auth_key_file(&self) -> PathBuf {
+        self.root.join("internal_request_auth_key.txt")
+    }
+
+    /// Keep the run's internal-auth key (0600, the key and a newline, as upstream writes it).
+    pub fn write_auth_key(&self, key: &AuthKey) -> Result<(), RunDirError> {
+        write_private(&self.auth_key_file(), &format!("{}\n", key.expose_secret()))
+    }
+
+    /// The run's internal-auth key; every run `disagg` prepares has one.
+    pub fn auth_key(&self) -> Result<AuthKey, RunDirError> {
+        let path = self.auth_key_file();
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        AuthKey::new(text.trim()).ok_or_else(|| RunDirError::Corrupt {
+            path,
+            why: "empty; the run's internal_request_auth_key is missing".to_string(),
+        })
     }
 
     /// `logs/<name>.log`.
@@ -295,27 +341,38 @@ impl RunDir {
     }
 
     /// Write the coordinator config in the upstream format (keys sorted as `yaml.dump` does).
+    ///
+    /// `auth_key` goes in as the top-level `internal_request_auth_key`, as upstream's harness
+    /// writes it; the file is then readable by its owner only.
     pub fn write_server_config(
         &self,
         hostname: &str,
         port: u16,
         ctx_urls: &[String],
         gen_urls: &[String],
+        auth_key: Option<&AuthKey>,
     ) -> Result<(), RunDirError> {
         let list = |urls: &[String]| {
             urls.iter()
                 .map(|u| format!("  - {}\n", serde_json::Value::from(u.as_str())))
                 .collect::<String>()
         };
+        // A JSON string is a YAML string: quoted, so a key of digits stays a string.
+        let key = auth_key.map_or_else(String::new, |k| {
+            format!(
+                "internal_request_auth_key: {}\n",
+                serde_json::Value::from(k.expose_secret())
+            )
+        });
         let text = format!(
-            "backend: pytorch\ncontext_servers:\n  num_instances: {}\n  urls:\n{}generation_servers:\n  num_instances: {}\n  urls:\n{}hostname: {}\nport: {port}\n",
+            "backend: pytorch\ncontext_servers:\n  num_instances: {}\n  urls:\n{}generation_servers:\n  num_instances: {}\n  urls:\n{}hostname: {}\n{key}port: {port}\n",
             ctx_urls.len(),
             list(ctx_urls),
             gen_urls.len(),
             list(gen_urls),
             serde_json::Value::from(hostname),
         );
-        write_atomic(&self.server_config_file(), &text)
+        write_private(&self.server_config_file(), &text)
     }
 }
 
@@ -419,17 +476,44 @@ mod tests {
             0,
             &["n1:8001".into()],
             &["n2:8002".into(), "n3:8002".into()],
+            AuthKey::new("0123456789").as_ref(),
         )
         .unwrap();
         // What the router reads back is what was written.
         let c = disagg_config::CoordinatorConfig::load(&run.server_config_file()).unwrap();
         assert_eq!((c.hostname.as_str(), c.port), ("n1", 0));
+        assert_eq!(
+            c.auth_key,
+            AuthKey::new("0123456789"),
+            "a string, not a number"
+        );
         assert_eq!(c.generation.urls, ["n2:8002", "n3:8002"]);
         assert!(c.warnings.0.is_empty(), "{}", c.warnings);
         let text = std::fs::read_to_string(run.server_config_file()).unwrap();
         assert_eq!(
             text,
-            "backend: pytorch\ncontext_servers:\n  num_instances: 1\n  urls:\n  - \"n1:8001\"\ngeneration_servers:\n  num_instances: 2\n  urls:\n  - \"n2:8002\"\n  - \"n3:8002\"\nhostname: \"n1\"\nport: 0\n"
+            "backend: pytorch\ncontext_servers:\n  num_instances: 1\n  urls:\n  - \"n1:8001\"\ngeneration_servers:\n  num_instances: 2\n  urls:\n  - \"n2:8002\"\n  - \"n3:8002\"\nhostname: \"n1\"\ninternal_request_auth_key: \"0123456789\"\nport: 0\n"
         );
+        assert_eq!(mode(&run.server_config_file()), 0o600, "it holds the key");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_auth_key_file_is_private_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        assert!(run.auth_key().is_err(), "no key yet");
+        let key = AuthKey::new("a1b2").unwrap();
+        run.write_auth_key(&key).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run.auth_key_file()).unwrap(),
+            "a1b2\n"
+        );
+        assert_eq!(mode(&run.auth_key_file()), 0o600);
+        assert_eq!(run.auth_key().unwrap(), key);
     }
 }

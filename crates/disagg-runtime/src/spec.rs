@@ -10,6 +10,49 @@ use crate::rundir::{RunDir, RunDirError, write_atomic};
 /// The version of [`RunSpec`]'s shape.
 pub const SPEC_VERSION: u32 = 1;
 
+/// Upstream's one bound of a disaggregated test when `slurm.timeout` is absent
+/// (`DEFAULT_TIMEOUT` of `test_perf_sanity.py`), s.
+pub const UPSTREAM_TIMEOUT_S: u64 = 10_800;
+
+/// Upstream's default bound on the wait for the coordinator's `/health`
+/// (`DISAGG_SERVER_READY_TIMEOUT`), s.
+pub const UPSTREAM_READY_S: u64 = 3_600;
+
+/// The simulated engine's readiness default, s: it serves within milliseconds, so one that is
+/// not ready in ten minutes never will be, and a local run should say so long before upstream's
+/// hour.
+pub const SIM_READY_S: u64 = 600;
+
+/// The variables that override the readiness default, highest precedence first, as upstream's
+/// `server_ready_timeout(default, "DISAGG")` reads them.
+pub const READY_TIMEOUT_ENV: [&str; 2] = [
+    "TRTLLM_TEST_DISAGG_SERVER_READY_TIMEOUT",
+    "TRTLLM_TEST_SERVER_READY_TIMEOUT",
+];
+
+/// The readiness bound before the `min` with the test's timeout: the first of
+/// [`READY_TIMEOUT_ENV`] that holds a positive whole number of seconds, else `default`. As
+/// upstream, an empty variable is skipped and an invalid or non-positive one is ignored (with a
+/// warning, returned) in favour of the next.
+pub fn server_ready_timeout(
+    default: u64,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (u64, Vec<String>) {
+    let mut warnings = Vec::new();
+    for var in READY_TIMEOUT_ENV {
+        let Some(raw) = env(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match raw.trim().parse::<i64>() {
+            Ok(s) if s > 0 => return (s as u64, warnings),
+            _ => warnings.push(format!(
+                "ignoring {var}={raw:?}: not a positive whole number of seconds"
+            )),
+        }
+    }
+    (default, warnings)
+}
+
 /// Every bound a role waits under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timeouts {
@@ -17,10 +60,44 @@ pub struct Timeouts {
     pub ready_s: f64,
     /// A role whose heartbeat is older than this is presumed dead, s.
     pub stale_s: f64,
-    /// Per-request deadline of the router and the benchmark client, s.
+    /// Per-request deadline of the router and the benchmark client, s; upstream's coordinator
+    /// gets it as `-r`.
     pub request_s: f64,
-    /// The whole run, s (the launcher ends everything after it).
+    /// The whole run, s (the launcher ends everything after it); upstream's coordinator gets it
+    /// as `-t`, the bound on its wait for the workers, which upstream sets to the same number.
     pub run_s: f64,
+}
+
+impl Timeouts {
+    /// The bounds of a run as upstream's `test_perf_sanity.py` derives them from its one
+    /// `timeout` (the `--timeout` flag, else `slurm.timeout`, else [`UPSTREAM_TIMEOUT_S`]):
+    /// the whole run, each request and the coordinator's `-t`/`-r` get `timeout`; readiness gets
+    /// `min(timeout, R)` where `R` is [`server_ready_timeout`] of [`UPSTREAM_READY_S`] — of
+    /// [`SIM_READY_S`] for the simulated engine — unless `--ready-timeout` says otherwise.
+    /// Returns the warnings about ignored variables too.
+    pub fn upstream(
+        engine: EngineKind,
+        slurm_timeout_s: Option<u64>,
+        ready_flag: Option<f64>,
+        timeout_flag: Option<f64>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Timeouts, Vec<String>) {
+        let timeout = timeout_flag.unwrap_or(slurm_timeout_s.unwrap_or(UPSTREAM_TIMEOUT_S) as f64);
+        let default = match engine {
+            EngineKind::Sim => SIM_READY_S,
+            EngineKind::Trtllm | EngineKind::Vllm | EngineKind::Sglang | EngineKind::Command => {
+                UPSTREAM_READY_S
+            }
+        };
+        let (ready, warnings) = server_ready_timeout(default, env);
+        let timeouts = Timeouts {
+            ready_s: ready_flag.unwrap_or(timeout.min(ready as f64)),
+            stale_s: 15.0,
+            request_s: timeout,
+            run_s: timeout,
+        };
+        (timeouts, warnings)
+    }
 }
 
 /// The run's settings.
@@ -144,5 +221,94 @@ impl RunSpec {
     /// The worker roles (`CTX_i`, `GEN_i`).
     pub fn workers(&self) -> impl Iterator<Item = Role> + '_ {
         self.roles.iter().copied().filter(|r| r.is_worker())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_ready_bound_follows_upstreams_variables_in_order() {
+        let (disagg, generic) = (READY_TIMEOUT_ENV[0], READY_TIMEOUT_ENV[1]);
+        assert_eq!(server_ready_timeout(3600, &env(&[])), (3600, vec![]));
+        assert_eq!(server_ready_timeout(3600, &env(&[(generic, "900")])).0, 900);
+        assert_eq!(
+            server_ready_timeout(3600, &env(&[(disagg, "1200"), (generic, "900")])).0,
+            1200,
+            "the DISAGG variable before the generic one"
+        );
+        // Empty: skipped silently; invalid or non-positive: ignored with a warning, the next one
+        // (or the default) used, as upstream's int() / `> 0` test does.
+        assert_eq!(
+            server_ready_timeout(3600, &env(&[(disagg, ""), (generic, "900")])),
+            (900, vec![])
+        );
+        for bad in ["abc", "0", "-5", "1.5"] {
+            let (s, warnings) =
+                server_ready_timeout(3600, &env(&[(disagg, bad), (generic, "900")]));
+            assert_eq!(s, 900, "{bad}");
+            assert_eq!(warnings.len(), 1, "{bad}");
+            assert!(warnings[0].contains(disagg), "{warnings:?}");
+        }
+        let (s, warnings) = server_ready_timeout(3600, &env(&[(generic, "soon")]));
+        assert_eq!((s, warnings.len()), (3600, 1));
+    }
+
+    #[test]
+    fn timeouts_derive_from_upstreams_one_timeout() {
+        let none = env(&[]);
+        let (t, _) = Timeouts::upstream(EngineKind::Trtllm, None, None, None, &none);
+        assert_eq!(
+            (t.ready_s, t.request_s, t.run_s),
+            (3600.0, 10800.0, 10800.0)
+        );
+        // slurm.timeout below the readiness bound caps it: min(timeout, 3600).
+        let (t, _) = Timeouts::upstream(EngineKind::Vllm, Some(1800), None, None, &none);
+        assert_eq!((t.ready_s, t.request_s, t.run_s), (1800.0, 1800.0, 1800.0));
+        let (t, _) = Timeouts::upstream(
+            EngineKind::Trtllm,
+            Some(7200),
+            None,
+            None,
+            &env(&[(READY_TIMEOUT_ENV[1], "5000")]),
+        );
+        assert_eq!((t.ready_s, t.run_s), (5000.0, 7200.0));
+        let (t, _) = Timeouts::upstream(
+            EngineKind::Trtllm,
+            Some(7200),
+            None,
+            None,
+            &env(&[(READY_TIMEOUT_ENV[0], "99999")]),
+        );
+        assert_eq!(t.ready_s, 7200.0, "never past the test's timeout");
+        // The flags win: --timeout is upstream's timeout, --ready-timeout the readiness bound.
+        let (t, _) = Timeouts::upstream(
+            EngineKind::Trtllm,
+            Some(7200),
+            Some(30.0),
+            Some(900.0),
+            &env(&[(READY_TIMEOUT_ENV[0], "100")]),
+        );
+        assert_eq!((t.ready_s, t.request_s, t.run_s), (30.0, 900.0, 900.0));
+        // The sim: upstream's timeout, but ten minutes to become ready.
+        let (t, _) = Timeouts::upstream(EngineKind::Sim, None, None, None, &none);
+        assert_eq!((t.ready_s, t.request_s, t.run_s), (600.0, 10800.0, 10800.0));
+        let (t, _) = Timeouts::upstream(
+            EngineKind::Sim,
+            None,
+            None,
+            None,
+            &env(&[(READY_TIMEOUT_ENV[1], "1200")]),
+        );
+        assert_eq!(t.ready_s, 1200.0);
     }
 }

@@ -6,7 +6,7 @@
 //! `worker_config.ctx|gen` section and `metadata.model_name`; its `engine.sim` section;
 //! [`SimOptions::params`] (`disagg run --sim NAME=VALUE`); the explicit fields (the flags).
 
-use disagg_config::{SIM_PARAMS, TestConfig};
+use disagg_config::{AuthKey, SIM_PARAMS, TestConfig};
 
 use crate::scheduler::{CostModel, Limits};
 use crate::{Protocol, Role, SimConfig, SimError, TextTokenizer};
@@ -75,6 +75,9 @@ pub struct SimOptions {
     pub handoff_key: Option<String>,
     /// Accept `generation_only` requests without a hand-off (upstream's gen-only benchmark mode).
     pub accept_synthetic_handoff: bool,
+    /// `internal_request_auth_key` the server checks generation requests against [default: the
+    /// config's own, the key upstream writes into every worker's options; none: unchecked].
+    pub auth_key: Option<AuthKey>,
     /// How text prompts become token ids [default: one token per word].
     pub tokenizer: Option<TextTokenizer>,
     /// Named cost-model parameters (names from [`disagg_config::SIM_PARAMS`]), applied after the
@@ -104,6 +107,7 @@ impl Default for SimOptions {
             eos_probability: None,
             handoff_key: None,
             accept_synthetic_handoff: false,
+            auth_key: None,
             tokenizer: None,
             params: Vec::new(),
         }
@@ -151,6 +155,7 @@ impl SimOptions {
             if let (None, Some(name)) = (&self.model, &config.metadata().model_name) {
                 cfg.model = name.clone();
             }
+            cfg.auth_key = config.auth_key().cloned();
             if let Some(engine) = &config.extensions().engine {
                 apply_params(&engine.sim.values, &mut cost, &mut limits, &mut cfg)?;
             }
@@ -230,6 +235,9 @@ impl SimOptions {
         }
         if let Some(k) = &self.handoff_key {
             cfg.handoff_key = k.clone();
+        }
+        if let Some(k) = &self.auth_key {
+            cfg.auth_key = Some(k.clone());
         }
     }
 }
@@ -320,6 +328,28 @@ engine:
             Err(SimError::InvalidOption(m)) => m,
             Ok(_) => panic!("resolved, expected a refusal"),
         }
+    }
+
+    #[test]
+    fn the_auth_key_comes_from_the_config_unless_given() {
+        let keyed = config("internal_request_auth_key: \"from-config\"\n");
+        let (cfg, _) = SimOptions::default()
+            .resolve(Some((&keyed, WorkerSide::Gen)))
+            .unwrap();
+        let key = |c: &SimConfig| c.auth_key.as_ref().map(|k| k.expose_secret().to_string());
+        assert_eq!(key(&cfg).as_deref(), Some("from-config"));
+        let (cfg, _) = SimOptions {
+            auth_key: AuthKey::new("explicit"),
+            ..SimOptions::default()
+        }
+        .resolve(Some((&keyed, WorkerSide::Ctx)))
+        .unwrap();
+        assert_eq!(key(&cfg).as_deref(), Some("explicit"));
+        let (cfg, _) = SimOptions::default()
+            .resolve(Some((&config(""), WorkerSide::Gen)))
+            .unwrap();
+        assert_eq!(cfg.auth_key, None, "no key: requests are not checked");
+        assert!(!format!("{cfg:?}").contains("explicit"));
     }
 
     #[test]

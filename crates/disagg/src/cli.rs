@@ -115,10 +115,13 @@ pub struct OverrideArgs {
     #[arg(long)]
     pub osl: Option<u32>,
     /// How long an engine, the router or the benchmark may wait to be ready, seconds
-    /// [default: slurm.timeout, else 600]
+    /// [default: as upstream, min(timeout, 3600), 3600 overridden by
+    /// TRTLLM_TEST_DISAGG_SERVER_READY_TIMEOUT, else TRTLLM_TEST_SERVER_READY_TIMEOUT; the sim
+    /// engine: min(timeout, 600), the same variables]
     #[arg(long, value_name = "S")]
     pub ready_timeout: Option<f64>,
-    /// Limit of the whole run, seconds [default: slurm.timeout, else 3600]
+    /// Upstream's one timeout: limit of the whole run and of each request, and the coordinator's
+    /// -t/-r, seconds [default: slurm.timeout, else 10800, as upstream]
     #[arg(long, value_name = "S")]
     pub timeout: Option<f64>,
     /// A cost-model parameter of the sim engine, over the config's engine.sim
@@ -390,7 +393,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// The upstream coordinator config (server_config.yaml)
+    /// The upstream coordinator config (server_config.yaml); its internal_request_auth_key, if
+    /// any, signs generation requests (x-trtllm-disagg-auth) as upstream's coordinator does
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
     /// Bind this host instead of the config's `hostname`
@@ -476,7 +480,9 @@ pub struct SimArgs {
     /// Model name served [default: metadata.model_name of --config, else "sim"]
     #[arg(long)]
     pub model: Option<String>,
-    /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim)
+    /// Take limits and cost parameters from a test config (worker_config.<--worker>, engine.sim);
+    /// its internal_request_auth_key, if any, makes generation requests need upstream's
+    /// x-trtllm-disagg-auth signature
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Which worker section of --config to read

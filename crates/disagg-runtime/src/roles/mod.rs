@@ -10,6 +10,8 @@ mod server;
 mod worker;
 
 pub use server::{handoff_of, router_policy};
+#[cfg(test)]
+pub(crate) use server::{coordinator_argv, coordinator_timeouts};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -58,27 +58,20 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     };
     let (ctx, gen_) = (urls(ServerKind::Ctx), urls(ServerKind::Gen));
     let ext = me.config.extensions().router.clone().unwrap_or_default();
-    let request_timeout = ext.request_timeout_s.unwrap_or(me.spec.timeouts.request_s);
-    let start_timeout = ext
-        .server_start_timeout_s
-        .unwrap_or(me.spec.timeouts.ready_s);
+    // The coordinator signs generation legs with the run's key (upstream's
+    // `internal_request_auth_key` in server_config.yaml).
+    let auth_key = me.run.auth_key()?;
+    let (start_timeout, request_timeout) = coordinator_timeouts(&me.spec, &ext);
     if ext.implementation == Some("trtllm") {
         // Upstream's coordinator: `trtllm-serve disaggregated -c server_config.yaml -t T -r R`
         // on a port picked here (it has no way to report a port it picked itself).
         let port = super::free_port(&me.address.bind)?;
         me.run
-            .write_server_config(&me.address.advertised, port, &ctx, &gen_)?;
-        let secs = |v: f64| format!("{}", v.ceil() as u64);
-        let argv: Vec<String> = vec![
-            "trtllm-serve".into(),
-            "disaggregated".into(),
-            "-c".into(),
-            me.run.server_config_file().display().to_string(),
-            "-t".into(),
-            secs(start_timeout),
-            "-r".into(),
-            secs(request_timeout),
-        ];
+            .write_server_config(&me.address.advertised, port, &ctx, &gen_, Some(&auth_key))?;
+        let argv = coordinator_argv(
+            &me.run.server_config_file(),
+            (start_timeout, request_timeout),
+        );
         let port = super::worker::Port::Fixed(port);
         return super::worker::serve_child(
             me,
@@ -91,7 +84,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         .await;
     }
     me.run
-        .write_server_config(&me.address.advertised, 0, &ctx, &gen_)?;
+        .write_server_config(&me.address.advertised, 0, &ctx, &gen_, Some(&auth_key))?;
     let policy = router_policy(ext.policy);
     let handoff = handoff_of(me.spec.engine, &me.config).map_err(InvalidInput)?;
     // SGLang's bootstrap ports come from the plan, in context-server order.
@@ -121,6 +114,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         gen_only: me.gen_only(),
         handoff,
         bootstrap_ports,
+        auth_key: Some(auth_key),
     };
     settings
         .check()
@@ -149,6 +143,38 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), serve).await;
     Ok(me.finish(&ending))
+}
+
+/// The coordinator's start and request timeouts, s: the config's `router` section, else the
+/// run's. Upstream runs `trtllm-serve disaggregated -t {timeout} -r {timeout}`: the test's one
+/// timeout bounds both the wait for the workers and each request.
+pub(crate) fn coordinator_timeouts(
+    spec: &crate::spec::RunSpec,
+    ext: &disagg_config::Router,
+) -> (f64, f64) {
+    (
+        ext.server_start_timeout_s.unwrap_or(spec.timeouts.run_s),
+        ext.request_timeout_s.unwrap_or(spec.timeouts.request_s),
+    )
+}
+
+/// Upstream's coordinator command, `trtllm-serve disaggregated -c FILE -t T -r R` (whole
+/// seconds, rounded up).
+pub(crate) fn coordinator_argv(
+    config: &std::path::Path,
+    (start_s, request_s): (f64, f64),
+) -> Vec<String> {
+    let secs = |v: f64| format!("{}", v.ceil() as u64);
+    vec![
+        "trtllm-serve".into(),
+        "disaggregated".into(),
+        "-c".into(),
+        config.display().to_string(),
+        "-t".into(),
+        secs(start_s),
+        "-r".into(),
+        secs(request_s),
+    ]
 }
 
 /// Every worker must answer at the address it published, from here: a worker bound to

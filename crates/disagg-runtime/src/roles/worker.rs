@@ -12,7 +12,7 @@ use crate::engine::{EngineParams, command_line};
 use crate::error::InvalidInput;
 use crate::exit::ExitStatus;
 use crate::lifecycle::RoleRun;
-use crate::rundir::write_atomic;
+use crate::rundir::write_private;
 use crate::supervise;
 
 /// The worker's body.
@@ -76,6 +76,9 @@ async fn sim(
         protocol,
         handoff_key: std::env::var("DISAGG_SIM_HANDOFF_KEY").ok(),
         accept_synthetic_handoff: me.gen_only(),
+        // The run's key, as upstream writes it into every worker's options: generation legs
+        // must carry the coordinator's signature.
+        auth_key: Some(me.run.auth_key()?),
         params: me.spec.overrides.sim.clone(),
         ..SimOptions::default()
     };
@@ -133,17 +136,26 @@ async fn external(
     };
     // The worker section, minus the harness's keys, is the engine's options file.
     // Aggregated servers transfer no KV: no cache transceiver.
-    let options: serde_json::Map<String, serde_json::Value> = w
+    let mut options: serde_json::Map<String, serde_json::Value> = w
         .engine_options()
         .into_iter()
         .filter(|(k, _)| !(me.config.aggregated() && *k == "cache_transceiver_config"))
         .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
+    if me.spec.engine == EngineKind::Trtllm {
+        // Upstream's harness puts the test's key into every worker's options
+        // (`internal_request_auth_key`); the coordinator signs with the same key.
+        options.insert(
+            disagg_config::AUTH_KEY_FIELD.to_string(),
+            me.run.auth_key()?.expose_secret().into(),
+        );
+    }
     let engines = me.run.root().join("engines");
     std::fs::create_dir_all(&engines)
         .with_context(|| format!("cannot create {}", engines.display()))?;
     let options_file = engines.join(format!("{}.yaml", me.role));
-    write_atomic(
+    // Owner-only: it may hold the key.
+    write_private(
         &options_file,
         &serde_json::to_string_pretty(&serde_json::Value::Object(options))?,
     )?;

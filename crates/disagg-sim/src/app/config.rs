@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use disagg_config::AuthKey;
+
 use crate::handoff;
 use crate::scheduler::CostModel;
 use crate::text;
@@ -62,6 +64,10 @@ pub struct SimConfig {
     pub handoff_key: String,
     /// This server's name in the hand-offs it issues (its address once bound).
     pub issuer: String,
+    /// `internal_request_auth_key`: when set, a request whose `disaggregated_params` carry
+    /// `ctx_info_endpoint` or `encoded_opaque_state` must be signed with it
+    /// (`x-trtllm-disagg-auth`), else it is refused with 401, as upstream's workers refuse it.
+    pub auth_key: Option<AuthKey>,
     /// Accept `generation_only` requests without an opaque state, as upstream's gen-only
     /// benchmark mode sends (`TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1`).
     pub accept_synthetic_handoff: bool,
@@ -110,6 +116,7 @@ impl Default for SimConfig {
             eos_probability: 0.0,
             handoff_key: handoff::DEFAULT_KEY.to_string(),
             issuer: "sim".to_string(),
+            auth_key: None,
             accept_synthetic_handoff: false,
             bootstrap_timeout: Duration::from_secs(60),
             cost: CostModel::default(),

@@ -28,6 +28,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status.as_u16() {
+            401 => "authentication_error",
             404 => "not_found_error",
             400..=499 => "invalid_request_error",
             _ => "server_error",

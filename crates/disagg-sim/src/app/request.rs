@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use disagg_protocol::auth::{self, Signed};
 use disagg_protocol::body::{MSGPACK_HEADER, decode, is_msgpack};
-use disagg_protocol::{ChatRequest, CompletionRequest, Prompt};
+use disagg_protocol::{ChatRequest, CompletionRequest, Prompt, Sampling};
 
 use super::AppState;
 use super::error::{ApiError, refused};
@@ -31,12 +32,36 @@ fn parse<T: serde::de::DeserializeOwned>(
     decode(body, msgpack).map_err(|e| refused(st, ApiError::bad(e.to_string())))
 }
 
+/// Upstream's internal request authentication (`disagg_auth.py`): with a key configured, a
+/// request carrying `ctx_info_endpoint` or `encoded_opaque_state` must be signed with it.
+/// Refused with 401 (upstream answers its generic error; see docs/upstream.md), the body naming
+/// the header and the key.
+fn authenticate(st: &AppState, headers: &HeaderMap, sampling: &Sampling) -> Result<(), ApiError> {
+    let (Some(key), Some(params)) = (&st.cfg.auth_key, &sampling.disaggregated_params) else {
+        return Ok(());
+    };
+    let (endpoint, state) = params.signed_fields();
+    let header = headers
+        .get(auth::INTERNAL_AUTH_HEADER)
+        .map(|v| v.as_bytes());
+    auth::check(key.expose_secret(), Signed::new(&endpoint, &state), header).map_err(|e| {
+        refused(
+            st,
+            ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: e.to_string(),
+            },
+        )
+    })
+}
+
 pub(super) async fn completions(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&st, &headers, &body)?;
+    authenticate(&st, &headers, &req.sampling)?;
     let prompt = match req.prompt {
         Prompt::Text(t) => st.cfg.tokenize(&t),
         Prompt::Tokens(t) => t,
@@ -68,6 +93,7 @@ pub(super) async fn chat(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&st, &headers, &body)?;
+    authenticate(&st, &headers, &req.sampling)?;
     if req.messages.is_empty() && req.prompt_token_ids.is_none() {
         return Err(refused(&st, ApiError::bad("messages must not be empty")));
     }

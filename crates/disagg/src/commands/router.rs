@@ -41,6 +41,8 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         gen_only: args.gen_only,
         handoff: args.handoff.parse().map_err(InvalidInput)?,
         bootstrap_ports: args.bootstrap_ports.clone(),
+        // Upstream's coordinator signs with the key of its server_config.yaml.
+        auth_key: config.auth_key.clone(),
     };
     if let Err(e) = settings.check() {
         return Err(InvalidInput(format!("{}: {e}", args.config.display())).into());

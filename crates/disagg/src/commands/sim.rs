@@ -48,6 +48,9 @@ fn options(args: &SimArgs) -> anyhow::Result<SimOptions> {
         eos_probability: args.eos_probability,
         handoff_key: args.handoff_key.clone(),
         accept_synthetic_handoff: args.accept_synthetic_handoff,
+        // From --config: its internal_request_auth_key, which upstream writes into every
+        // worker's options.
+        auth_key: None,
         tokenizer,
         params: Vec::new(),
     })

@@ -500,6 +500,110 @@ fn trtllm_stand_in(dir: &Path, script: &str) -> String {
     )
 }
 
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Upstream's internal auth: one key per run (`secrets.token_hex(32)`), kept owner-only in the
+/// run directory and written where upstream writes it (`server_config.yaml`); the router signs
+/// with it and the sim workers check it, so the run passing shows both sides agree. It is in
+/// no log, no result, not in run.json, the store, stdout or stderr.
+#[test]
+fn the_runs_auth_key_is_only_where_upstream_puts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, data) = (dir.path().join("run"), dir.path().join("data"));
+    let out = disagg()
+        .env("XDG_DATA_HOME", &data)
+        .args(["run", EXAMPLE, "--concurrency", "2", "--num-prompts", "4"])
+        .args(["--osl", "8", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let all = both(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let key_file = run.join("internal_request_auth_key.txt");
+    let key = read(key_file.clone()).trim().to_string();
+    assert!(
+        key.len() == 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "64 lower-case hex digits, as secrets.token_hex(32)"
+    );
+    assert_eq!(mode(&key_file), 0o600);
+    let server_config = run.join("rendezvous/server_config.yaml");
+    assert!(
+        read(server_config.clone()).contains(&format!("internal_request_auth_key: \"{key}\"\n"))
+    );
+    assert_eq!(mode(&server_config), 0o600);
+    assert!(!all.contains(&key), "the key reached stdout or stderr");
+    let mut leaked = Vec::new();
+    for place in [
+        "logs",
+        "results",
+        "run.json",
+        "plan.json",
+        "rendezvous/hostnames",
+    ] {
+        let path = run.join(place);
+        if path.is_dir() {
+            leaked.extend(files_containing(&path, &key));
+        } else if read(path.clone()).contains(&key) {
+            leaked.push(path);
+        }
+    }
+    for state in ["CTX_0", "GEN_0", "DISAGG_SERVER", "BENCHMARK"] {
+        let path = run.join("rendezvous").join(format!("{state}.json"));
+        if read(path.clone()).contains(&key) {
+            leaked.push(path);
+        }
+    }
+    // The results store (SQLite) and anything else written under the data directory.
+    assert!(
+        data.exists(),
+        "the run stored its results under {}",
+        data.display()
+    );
+    leaked.extend(files_containing(&data, &key));
+    assert!(leaked.is_empty(), "the key leaked into {leaked:?}");
+    // A run has its own key.
+    let again = dir.path().join("again");
+    let out = disagg()
+        .env("XDG_DATA_HOME", &data)
+        .args(["run", EXAMPLE, "--concurrency", "1", "--num-prompts", "1"])
+        .args(["--osl", "2", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert_ne!(
+        read(again.join("internal_request_auth_key.txt")).trim(),
+        key
+    );
+}
+
 /// `router.implementation: trtllm`: DISAGG_SERVER runs upstream's coordinator command,
 /// `trtllm-serve disaggregated -c server_config.yaml -t T -r R`, here a stand-in on PATH that
 /// execs `disagg router` with the same arguments (it takes upstream's -c/-t/-r).
@@ -533,7 +637,7 @@ fn the_server_role_can_run_upstreams_coordinator_command() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     let log = read(run.join("logs/DISAGG_SERVER.log"));
     assert!(
-        log.contains("trtllm-serve disaggregated -c ") && log.contains(" -t 600 -r 600"),
+        log.contains("trtllm-serve disaggregated -c ") && log.contains(" -t 10800 -r 10800"),
         "{log}"
     );
     assert!(
@@ -570,7 +674,9 @@ model=$1; shift
 while (($#)); do
   case $1 in
     --backend) [[ $2 == pytorch ]] || exit 64; shift 2 ;;
-    --config) [[ -s $2 ]] || exit 65; shift 2 ;;
+    --config) [[ -s $2 ]] || exit 65
+      grep -Eq '"internal_request_auth_key": "[0-9a-f]{64}"' "$2" || { echo "no internal_request_auth_key in $2" >&2; exit 67; }
+      shift 2 ;;
     --host) host=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --report_addr) report=$2; shift 2 ;;
