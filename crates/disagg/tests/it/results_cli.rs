@@ -410,6 +410,17 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
         assert_eq!(d["s_gpu_type"], "sim");
         assert!(d["ts_created"].as_u64().unwrap() > 1_700_000_000_000);
         assert_eq!(h["_id"].as_str().unwrap().len(), 32, "md5 ids");
+        // Upstream's identity: 2 prompts at concurrency c are 2 / c iterations.
+        let c = d["l_concurrency"].as_u64().unwrap();
+        let client = format!("con{c}_iter{}_isl256_osl4", 2 / c);
+        assert_eq!(d["s_client_name"], client.as_str());
+        assert_eq!(
+            d["s_test_case_name"],
+            format!("e2e-local-sim-{client}").as_str()
+        );
+        assert_eq!(d["s_ctx_kv_cache_dtype"], "fp8");
+        assert_eq!(d["s_engine"], "sim");
+        assert_eq!(d["b_is_regression"], false);
     }
     // Another machine with an empty store checks against the OpenSearch history: its slower
     // run regresses against the runs pushed above.
@@ -435,6 +446,30 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
     assert!(all.contains("REGRESSION"), "{all}");
     let yaml = std::fs::read_to_string(tmp.path().join("slow/results/regression.yaml")).unwrap();
     assert!(yaml.contains("source: history of 1 runs"), "{yaml}");
+    // Checked before the export, as upstream: the slow run's documents carry the verdict.
+    let query = serde_json::json!({
+        "size": 100,
+        "query": {"bool": {"must": [{"term": {"b_is_regression": true}}]}}
+    });
+    let mut resp = ureq::post(&format!("{url}/df-disagg-perf-*/_search"))
+        .header("Content-Type", "application/json")
+        .send(query.to_string())
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let hits = body["hits"]["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{body}");
+    for h in hits {
+        let d = &h["_source"];
+        assert!(d["s_run_dir"].as_str().unwrap().ends_with("/slow"), "{d}");
+        assert!(
+            d["s_regression_info"]
+                .as_str()
+                .unwrap()
+                .starts_with("Regression in e2e-local-sim-con"),
+            "{d}"
+        );
+    }
     drop(server);
 }
 
