@@ -9,10 +9,9 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use disagg_test_support::{ChildGuard, free_port};
+use disagg_test_support::{Osmem, free_port, osmem_server};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
@@ -252,46 +251,6 @@ fn report(db: &Path, tmp: &Path) {
     assert_eq!(rendered, pages, "every page renders to a non-empty image");
 }
 
-/// The osmem-server binary: `$OSMEM_SERVER`, else installed from PyPI into a venv once.
-fn osmem_server() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("OSMEM_SERVER")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
-        return Some(p);
-    }
-    let venv = std::env::temp_dir().join("disagg-osmem-venv");
-    let find = || {
-        std::fs::read_dir(venv.join("lib"))
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
-            .find(|p| p.exists())
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let ok = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "osmem-server"])
-            .status()
-            .is_ok_and(|s| s.success());
-    let found = if ok { find() } else { None };
-    if found.is_none() {
-        assert!(
-            std::env::var_os("DISAGG_REQUIRE_OSMEM").is_none(),
-            "DISAGG_REQUIRE_OSMEM is set but osmem-server could not be installed"
-        );
-        eprintln!("SKIPPED: osmem-server not available (pip install osmem-server failed)");
-    }
-    found
-}
-
 #[test]
 fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
     let Some(bin) = osmem_server() else { return };
@@ -336,29 +295,8 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
         );
     }
     // Now the server is up: `results push` sends both records.
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server = ChildGuard::new(
-        Command::new(&bin)
-            .args([
-                "-addr",
-                &format!("127.0.0.1:{port}"),
-                "-no-stdin-watch",
-                "-no-ja",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "osmem-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = Osmem::start(&bin);
+    let url = server.url.clone();
     let push = disagg(&db)
         .env("DISAGG_OPENSEARCH_URL", &url)
         .args(["results", "push"])
