@@ -467,8 +467,7 @@ fn force_accepted(parts: &[&Vec<(String, String)>]) -> i64 {
     parts
         .iter()
         .flat_map(|p| p.iter())
-        .filter(|(k, _)| k == "TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS")
-        .next_back()
+        .rfind(|(k, _)| k == "TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS")
         .and_then(|(_, v)| v.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite())
         .map_or(0, |v| v.trunc() as i64)
