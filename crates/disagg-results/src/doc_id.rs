@@ -1,9 +1,9 @@
 //! A document's `_id` as upstream makes it (`OpenSearchDB.add_id_of_json` in
 //! `jenkins/scripts/open_search_db.py`): the MD5 of `json.dumps(data, sort_keys=True,
-//! indent=2)`. Python's encoder is reproduced byte for byte here — two-space indentation,
-//! `", "`-free separators (`","` at line ends, `": "` after keys), ASCII-only strings with
-//! `\uXXXX` escapes, and floats as Python's `repr` writes them (`100.0`, `1e-05`, `1e+16`) —
-//! because serde_json writes some of them differently.
+//! indent=2)`. Python's encoder is reproduced byte for byte here — two-space indentation, `,`
+//! at line ends and `: ` after keys, ASCII-only strings with `\uXXXX` escapes, and floats as
+//! Python's `repr` writes them (`100.0`, `1e-05`, `1e+16`) — because serde_json writes some of
+//! them differently.
 
 use std::fmt::Write as _;
 
