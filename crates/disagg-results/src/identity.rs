@@ -6,7 +6,7 @@
 //! - [`identity`]: the config and workload fields of one record (`s_ctx_kv_cache_dtype`,
 //!   `l_gen_load_balancer_num_slots`, `b_eos`, `s_client_name`, `s_test_case_name`, ...).
 //! - [`job_fields`] and [`post_merge`]: the build that produced it, from the CI environment.
-//! - [`MATCH_KEYS`], [`match_values`], [`matches`], [`match_key`]: the case a record belongs to,
+//! - [`MATCH_KEYS`], [`match_values`], [`matches()`], [`match_key`]: the case a record belongs to,
 //!   compared with upstream's rule.
 
 use std::collections::BTreeMap;
