@@ -121,6 +121,9 @@ pub struct Environment {
     pub server: Vec<(String, String)>,
     /// For the benchmark role.
     pub benchmark: Vec<(String, String)>,
+    /// `client_env_var`: for the benchmark client (era E; upstream records it as
+    /// `s_client_env_vars`).
+    pub client: Vec<(String, String)>,
     /// Readiness deadline for the coordinator's `/health`, seconds.
     pub server_health_timeout_s: Option<u64>,
 }
@@ -753,6 +756,7 @@ fn read_environment(sink: &mut Sink, top: MapRef<'_>) -> Environment {
         gen_worker: pairs("gen_worker_env_var"),
         server: pairs("server_env_var"),
         benchmark: pairs("benchmark_env_var"),
+        client: pairs("client_env_var"),
         server_health_timeout_s: reader::int(
             sink,
             e,

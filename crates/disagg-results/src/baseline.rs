@@ -1,8 +1,9 @@
-//! The regression rule of the upstream perf tests (era E), in plain functions over a history:
-//! per metric, the mean of each UTC day's values → a trailing rolling mean over 3 days → the
-//! 95th percentile of those for throughput-like metrics (more is better) or the 5th for
-//! latency-like ones; a value regresses when it is worse than the baseline by more than the
-//! threshold (5 % post-merge, 10 % pre-merge by default).
+//! The regression rule of the upstream perf tests (`calculate_baseline_metrics` in
+//! `perf_regression_utils.py`), in plain functions over a history: per metric, the mean of each
+//! day's values → a trailing rolling mean over 3 days → the 95th percentile of those (linear
+//! interpolation) for metrics where more is better or the 5th for the others; a value regresses
+//! when it is worse than the baseline by more than the threshold (5 % post-merge, 10 %
+//! pre-merge by default). Days are UTC days (upstream uses the CI machine's local day).
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,15 @@ pub const POST_MERGE_THRESHOLD: f64 = 0.05;
 pub const PRE_MERGE_THRESHOLD: f64 = 0.10;
 
 const DAY_MS: u64 = 86_400_000;
+
+/// The start of the history window of a run at `at_ms`: [`HISTORY_DAYS`] before it, from the
+/// start of that UTC day, as upstream's query computes it
+/// (`int(now - 86400 × days) // 86400 × 86400 × 1000`).
+pub fn window_start(at_ms: u64) -> u64 {
+    let day_s = 86_400;
+    let s = (at_ms / 1000).saturating_sub(HISTORY_DAYS * day_s);
+    s / day_s * day_s * 1000
+}
 
 /// The mean of the values of each UTC day, in day order: `(day number, mean)`.
 pub fn daily_means(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
@@ -116,6 +126,13 @@ mod tests {
         assert!((hi - 128.0).abs() < 1e-9, "{hi}");
         assert!((lo - 101.0).abs() < 1e-9, "{lo}");
         assert_eq!(baseline(&[], true), None);
+    }
+
+    #[test]
+    fn the_window_starts_at_the_day_90_days_before() {
+        // 2026-11-28T17:21:47Z → 2026-08-30T00:00:00Z
+        assert_eq!(window_start(1_795_886_507_000), 1_788_048_000_000);
+        assert_eq!(window_start(0), 0);
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //!   [`disagg_bench::record`], and re-exported here under its old path.
 //! - [`summary`]: the run's `summary.json` and the table printed at the end of `disagg run`.
 //! - [`junit`]: `results.xml`, one test case per concurrency, for Jenkins' JUnit plugin.
-//! - [`identity`]: a record's upstream identity (match keys) and job fields; [`store`]: the
-//!   SQLite history; [`baseline`] and [`check`]: the upstream baseline rule and the regression
-//!   gate; [`opensearch`]: the upstream document format and client; [`listing`]: stored runs as
-//!   a table or CSV; [`svg`] and [`report`]: charts and the HTML report.
+//! - [`identity`]: a record's upstream identity (every config and workload field, the match
+//!   keys) and job fields; [`store`]: the SQLite history; [`baseline`] and [`check`]: the
+//!   upstream baseline rule, the regression gate and a record's verdict; [`opensearch`] and
+//!   [`doc_id`]: the upstream document format, its `_id`, and the client; [`listing`]: stored
+//!   runs as a table or CSV; [`svg`] and [`report`]: charts and the HTML report.
 
 pub mod baseline;
 pub mod check;
+pub mod doc_id;
 pub mod identity;
 pub mod junit;
 pub mod listing;

@@ -1,20 +1,39 @@
 //! Export to OpenSearch in the upstream document format, and read history back.
 //!
 //! Documents are flat, with type-prefixed field names (`s_` string, `l_` integer, `d_` float,
-//! `b_` bool, `ts_` epoch ms): the run's identity and match keys, the job fields, the 16
-//! metrics as `d_<name>`, `b_is_valid`, `b_is_post_merge`, `b_is_baseline`, `ts_created`; `_id`
-//! is the MD5 of the document's sorted JSON, as upstream. They are posted with the standard
-//! `_bulk` API (or, with `posting`, upstream's `POST {base}/dataflow2/{project}/posting`).
-//! Credentials come from the environment only and are never written anywhere.
+//! `b_` bool, `ts_` epoch ms), as upstream's `typeCheckForOpenSearchDB` requires: the run's
+//! identity (every field of [`crate::identity::identity`]), upstream's job fields, the metrics
+//! as `d_<name>`, `b_is_valid`, `b_is_post_merge`, `b_is_baseline`, the check's
+//! `b_is_regression`, `s_regression_info` and inherited `d_baseline_*`/`d_threshold_*`, and
+//! `ts_created`/`@timestamp`. `_id` is computed as upstream does it ([`crate::doc_id`]), over the
+//! document as it stands when upstream adds it: before the check's fields and without the
+//! timestamps (which upstream's posting service adds). They are posted with the standard
+//! `_bulk` API (or, with `posting`, upstream's `POST {base}/dataflow2/{project}/posting`, `_id`
+//! in the body). History is read with upstream's query ([`Target::history`]). Credentials come
+//! from the environment only and are never written anywhere.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use md5::Digest as _;
 use serde_json::{Map, Value};
 
+use crate::check::maximizes;
+use crate::doc_id::doc_id;
+use crate::identity::{self, MATCH_KEYS, OWN_MATCH_KEYS};
 use crate::store::StoredRun;
+
+/// Most documents one history query returns (upstream's `MAX_QUERY_SIZE`).
+pub const MAX_QUERY_SIZE: usize = 5000;
+
+/// A document to post: its `_id` and its fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Upstream's `_id`.
+    pub id: String,
+    /// The fields (without `_id`, which `_bulk` takes in the action line).
+    pub body: Map<String, Value>,
+}
 
 /// Where documents go; built from the environment by [`Target::from_env`].
 #[derive(Clone)]
@@ -79,15 +98,24 @@ impl Target {
     }
 
     /// Post documents; retried with backoff (0.5 s, 1 s, 2 s) on connection errors and 5xx.
-    pub fn post(&self, docs: &[Map<String, Value>]) -> Result<(), String> {
+    pub fn post(&self, docs: &[Document]) -> Result<(), String> {
         if docs.is_empty() {
             return Ok(());
         }
         let (url, body, content_type) = if self.posting {
             let project = self.index.strip_prefix("df-").unwrap_or(&self.index);
+            // Upstream posts the `_id` inside each document.
+            let bodies: Vec<Map<String, Value>> = docs
+                .iter()
+                .map(|d| {
+                    let mut b = d.body.clone();
+                    b.insert("_id".into(), d.id.clone().into());
+                    b
+                })
+                .collect();
             (
                 format!("{}/dataflow2/{project}/posting", self.url),
-                serde_json::to_string(docs).map_err(|e| e.to_string())?,
+                serde_json::to_string(&bodies).map_err(|e| e.to_string())?,
                 "application/json",
             )
         } else {
@@ -161,19 +189,17 @@ impl Target {
         }
     }
 
-    /// Documents matching every `term` in `must`, created at or after `since_ms`
-    /// (upstream's history query), at most 5000.
-    pub fn search(
+    /// The history of a case as upstream queries it (`get_history_data`): valid post-merge
+    /// records that are not baselines, created at or after `since_ms`, with a `term` per match
+    /// key of `case` (a `false` boolean also matching documents without the field), at most
+    /// [`MAX_QUERY_SIZE`]; then kept when they match `case` on [`MATCH_KEYS`] and
+    /// [`OWN_MATCH_KEYS`] by upstream's rule.
+    pub fn history(
         &self,
-        must: &BTreeMap<String, Value>,
+        case: &BTreeMap<String, Value>,
         since_ms: u64,
     ) -> Result<Vec<Map<String, Value>>, String> {
-        let mut clauses: Vec<Value> = must
-            .iter()
-            .map(|(k, v)| serde_json::json!({"term": {k: v}}))
-            .collect();
-        clauses.push(serde_json::json!({"range": {"ts_created": {"gte": since_ms}}}));
-        let query = serde_json::json!({"size": 5000, "query": {"bool": {"must": clauses}}});
+        let query = history_query(case, since_ms);
         let url = format!("{}/{}-*/_search", self.url, self.index);
         let mut req = self
             .agent(Duration::from_secs(10))
@@ -194,82 +220,129 @@ impl Target {
             return Err(format!("{url}: HTTP {status}: {}", cut(&text)));
         }
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))?;
+        let keys = || MATCH_KEYS.iter().chain(OWN_MATCH_KEYS).copied();
         Ok(v["hits"]["hits"]
             .as_array()
             .map(|hits| {
                 hits.iter()
-                    .filter_map(|h| h["_source"].as_object().cloned())
+                    .filter_map(|h| {
+                        let mut d = h["_source"].as_object().cloned()?;
+                        if let Some(id) = h["_id"].as_str() {
+                            d.insert("_id".into(), id.into());
+                        }
+                        Some(d)
+                    })
+                    .filter(|d| {
+                        let fields: BTreeMap<String, Value> =
+                            d.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        identity::matches(&fields, case, keys())
+                    })
                     .collect()
             })
             .unwrap_or_default())
     }
 }
 
+/// Upstream's history query for a case (its match values) since `since_ms`.
+pub fn history_query(case: &BTreeMap<String, Value>, since_ms: u64) -> Value {
+    let mut must = vec![
+        serde_json::json!({"term": {"b_is_valid": true}}),
+        serde_json::json!({"term": {"b_is_post_merge": true}}),
+        serde_json::json!({"term": {"b_is_baseline": false}}),
+        serde_json::json!({"range": {"ts_created": {"gte": since_ms}}}),
+    ];
+    for key in MATCH_KEYS {
+        match case.get(*key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(false)) => must.push(serde_json::json!({"bool": {
+                "should": [
+                    {"term": {*key: false}},
+                    {"bool": {"must_not": [{"exists": {"field": *key}}]}}
+                ],
+                "minimum_should_match": 1
+            }})),
+            Some(v) => must.push(serde_json::json!({"term": {*key: v}})),
+        }
+    }
+    serde_json::json!({"query": {"bool": {"must": must}}, "size": MAX_QUERY_SIZE})
+}
+
 fn cut(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
-/// A stored run as an upstream-format document.
-pub fn document(run: &StoredRun) -> Map<String, Value> {
+/// A stored run as an upstream-format document, with its `_id`.
+pub fn document(run: &StoredRun) -> Document {
     let mut d = Map::new();
     for (k, v) in run.identity.iter().chain(&run.job) {
-        d.insert(k.clone(), v.clone());
+        // A null would fail upstream's type check.
+        if !v.is_null() {
+            d.insert(k.clone(), v.clone());
+        }
     }
     for (name, v) in &run.metrics {
-        d.insert(format!("d_{name}"), Value::from(*v));
+        if v.is_finite() {
+            d.insert(format!("d_{name}"), Value::from(*v));
+        }
     }
-    let concurrency = run
-        .identity
-        .get("l_concurrency")
-        .cloned()
-        .unwrap_or_default();
-    d.insert(
-        "s_test_case_name".into(),
-        format!("{}-{}", run.config_name, run.label).into(),
-    );
-    d.insert("s_client_name".into(), format!("con{concurrency}").into());
     d.insert("s_config_name".into(), run.config_name.clone().into());
     d.insert("s_config_hash".into(), run.config_hash.clone().into());
     d.insert("s_run_dir".into(), run.run_dir.clone().into());
     d.insert("s_label".into(), run.label.clone().into());
-    d.insert("s_case_key".into(), run.case_key.clone().into());
     d.insert("s_tool".into(), run.tool.clone().into());
     d.insert("b_is_valid".into(), run.valid.into());
     d.insert("b_is_post_merge".into(), run.post_merge.into());
     d.insert("b_is_baseline".into(), run.baseline.into());
     d.insert("b_is_regression".into(), false.into());
+    // Upstream hashes the document with `"_id": ""` in it, before the check's fields.
+    d.insert("_id".into(), "".into());
+    let id = doc_id(&d);
+    d.remove("_id");
+    d.insert("b_is_regression".into(), run.regression.into());
+    d.insert(
+        "s_regression_info".into(),
+        run.regression_info.clone().into(),
+    );
+    for (k, v) in &run.embedded {
+        d.insert(k.clone(), Value::from(*v));
+    }
     d.insert("ts_created".into(), run.created_unix_ms.into());
-    d
+    d.insert(
+        "@timestamp".into(),
+        format!(
+            "{}.{:03}Z",
+            crate::junit::iso8601(run.created_unix_ms),
+            run.created_unix_ms % 1000
+        )
+        .into(),
+    );
+    Document { id, body: d }
 }
 
-/// `_id`: MD5 of the document's JSON with sorted keys (serde_json's map is sorted).
-pub fn doc_id(doc: &Map<String, Value>) -> String {
-    let text = serde_json::to_string(doc).unwrap_or_default();
-    md5::Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The `_bulk` NDJSON body: one index action per document, into `<prefix>-YYYY.MM` by the
-/// document's `ts_created`.
-pub fn bulk_body(prefix: &str, docs: &[Map<String, Value>]) -> String {
+/// The `_bulk` NDJSON body: one index action per document, with its `_id`, into
+/// `<prefix>-YYYY.MM` by the document's `ts_created`.
+pub fn bulk_body(prefix: &str, docs: &[Document]) -> String {
     let mut out = String::new();
     for d in docs {
-        let ts = d.get("ts_created").and_then(Value::as_u64).unwrap_or(0);
+        let ts = d
+            .body
+            .get("ts_created")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let month = crate::junit::iso8601(ts)[..7].replace('-', ".");
         let action =
-            serde_json::json!({"index": {"_index": format!("{prefix}-{month}"), "_id": doc_id(d)}});
+            serde_json::json!({"index": {"_index": format!("{prefix}-{month}"), "_id": d.id}});
         out.push_str(&action.to_string());
         out.push('\n');
-        out.push_str(&Value::Object(d.clone()).to_string());
+        out.push_str(&Value::Object(d.body.clone()).to_string());
         out.push('\n');
     }
     out
 }
 
-/// A history document read back from OpenSearch as a stored run (negative ids: not in the
-/// local store); `None` when it lacks what a baseline needs.
+/// A history document (ours or upstream's) as a stored run, with negative ids (not in the
+/// local store); `None` without `ts_created`. Metrics are the `d_` fields of metrics upstream
+/// checks; `d_baseline_*`/`d_threshold_*` are the embedded fields; everything else is identity.
 pub fn from_document(i: usize, d: &Map<String, Value>) -> Option<StoredRun> {
     let s = |k: &str| {
         d.get(k)
@@ -278,25 +351,57 @@ pub fn from_document(i: usize, d: &Map<String, Value>) -> Option<StoredRun> {
             .to_string()
     };
     let b = |k: &str| d.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let metrics = d
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("d_")?.to_string(), v.as_f64()?)))
-        .collect();
+    let mut metrics = BTreeMap::new();
+    let mut embedded = BTreeMap::new();
+    let mut identity_fields = BTreeMap::new();
+    for (k, v) in d {
+        if k.starts_with("d_baseline_") || k.starts_with("d_threshold_") {
+            if let Some(f) = v.as_f64() {
+                embedded.insert(k.clone(), f);
+            }
+        } else if let Some(name) = k.strip_prefix("d_").filter(|n| maximizes(n).is_some()) {
+            if let Some(f) = v.as_f64() {
+                metrics.insert(name.to_string(), f);
+            }
+        } else {
+            identity_fields.insert(k.clone(), v.clone());
+        }
+    }
+    // Upstream accepts seconds or milliseconds (`if ts > 1e12: ts /= 1000`).
+    let ts = d.get("ts_created")?.as_f64()?;
+    let created = if ts > 1e12 { ts } else { ts * 1000.0 } as u64;
+    let label = match s("s_label") {
+        l if !l.is_empty() => l,
+        _ => format!(
+            "con{}",
+            d.get("l_concurrency").and_then(Value::as_u64).unwrap_or(0)
+        ),
+    };
+    let run_dir = match s("s_run_dir") {
+        r if !r.is_empty() => r,
+        _ => format!("opensearch:{}", s("_id")),
+    };
+    let match_key =
+        identity::match_key(&identity::match_values(&identity_fields, &BTreeMap::new()));
     Some(StoredRun {
         id: -1 - i as i64,
-        run_dir: s("s_run_dir"),
-        label: s("s_label"),
+        run_dir,
+        label,
         config_name: s("s_config_name"),
         config_hash: s("s_config_hash"),
-        case_key: s("s_case_key"),
-        created_unix_ms: d.get("ts_created")?.as_u64()?,
+        case_key: String::new(),
+        match_key,
+        created_unix_ms: created,
         valid: b("b_is_valid"),
         post_merge: b("b_is_post_merge"),
         baseline: b("b_is_baseline"),
-        identity: BTreeMap::new(),
+        identity: identity_fields,
         job: BTreeMap::new(),
         metrics,
         tool: s("s_tool"),
+        regression: b("b_is_regression"),
+        regression_info: s("s_regression_info"),
+        embedded,
     })
 }
 
@@ -304,21 +409,155 @@ pub fn from_document(i: usize, d: &Map<String, Value>) -> Option<StoredRun> {
 mod tests {
     use super::*;
 
+    fn stored() -> StoredRun {
+        StoredRun {
+            id: 3,
+            run_dir: "/runs/a".into(),
+            label: "con4".into(),
+            config_name: "cfg".into(),
+            config_hash: "h".into(),
+            case_key: "k".into(),
+            match_key: "m".into(),
+            created_unix_ms: 1_795_886_507_123,
+            valid: true,
+            post_merge: true,
+            baseline: false,
+            identity: BTreeMap::from([
+                (
+                    "s_test_case_name".to_string(),
+                    Value::from("e2e-cfg-con4_iter4_isl8_osl8"),
+                ),
+                ("s_gpu_type".to_string(), Value::from("gb200")),
+                (
+                    "s_runtime".to_string(),
+                    Value::from("multi_node_disagg_server"),
+                ),
+                ("l_concurrency".to_string(), Value::from(4)),
+            ]),
+            job: BTreeMap::from([("s_branch".to_string(), Value::from("main"))]),
+            metrics: BTreeMap::from([("token_throughput".to_string(), 100.0)]),
+            tool: "disagg test".into(),
+            regression: true,
+            regression_info: "Regression in e2e-cfg-con4_iter4_isl8_osl8:".into(),
+            embedded: BTreeMap::from([("d_baseline_token_throughput".to_string(), 120.0)]),
+        }
+    }
+
+    /// Upstream's `typeCheckForOpenSearchDB`: every key has a known prefix and its type.
+    fn upstream_type_check(d: &Map<String, Value>) -> Result<(), String> {
+        for (k, v) in d {
+            let ok = if k.starts_with("l_") || k.starts_with("ts_") {
+                v.is_i64() || v.is_u64()
+            } else if k.starts_with("d_") {
+                v.is_f64()
+            } else if k.starts_with("s_") {
+                v.is_string()
+            } else if k.starts_with("b_") {
+                v.is_boolean()
+            } else {
+                ["@timestamp", "_id"].contains(&k.as_str())
+            };
+            if !ok {
+                return Err(format!("{k} = {v}"));
+            }
+        }
+        Ok(())
+    }
+
     #[test]
-    fn bulk_bodies_index_by_month_with_md5_ids() {
-        let mut d = Map::new();
-        d.insert("ts_created".into(), 1_795_886_507_000_u64.into());
-        d.insert("d_token_throughput".into(), 1.5.into());
-        let body = bulk_body("df-x", std::slice::from_ref(&d));
+    fn documents_pass_upstreams_type_check_and_read_back() {
+        let run = stored();
+        let doc = document(&run);
+        upstream_type_check(&doc.body).unwrap();
+        assert_eq!(doc.body["b_is_regression"], true);
+        assert_eq!(doc.body["d_baseline_token_throughput"], 120.0);
+        assert_eq!(doc.body["@timestamp"], "2026-11-28T17:21:47.123Z");
+        assert!(
+            !doc.body.contains_key("_id"),
+            "_bulk takes it in the action"
+        );
+        let back = from_document(0, &doc.body).unwrap();
+        assert_eq!(back.metrics, run.metrics);
+        assert_eq!(back.embedded, run.embedded);
+        assert!(back.regression && back.valid && back.post_merge);
+        assert_eq!(back.created_unix_ms, run.created_unix_ms);
+        assert_eq!(
+            back.match_key,
+            identity::match_key(&identity::match_values(&run.identity, &run.job))
+        );
+        // Non-metric d_ fields stay identity, not metrics.
+        let mut with_ratio = doc.body.clone();
+        with_ratio.insert("d_random_range_ratio".into(), 0.0.into());
+        let back = from_document(0, &with_ratio).unwrap();
+        assert!(!back.metrics.contains_key("random_range_ratio"));
+    }
+
+    #[test]
+    fn the_id_is_taken_before_the_checks_fields() {
+        let mut run = stored();
+        let a = document(&run).id;
+        run.regression = false;
+        run.regression_info.clear();
+        run.embedded.clear();
+        run.created_unix_ms += 1;
+        assert_eq!(
+            document(&run).id,
+            a,
+            "verdict and timestamps are not hashed"
+        );
+        run.metrics.insert("token_throughput".into(), 99.0);
+        assert_ne!(document(&run).id, a);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn bulk_bodies_index_by_month_with_the_ids() {
+        let doc = document(&stored());
+        let body = bulk_body("df-x", std::slice::from_ref(&doc));
         let lines: Vec<&str> = body.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(
-            lines[0].contains("\"_index\":\"df-x-2026.11\""),
+            lines[0].contains("\"_index\":\"df-x-2026.11\"") && lines[0].contains(&doc.id),
             "{}",
             lines[0]
         );
-        assert_eq!(doc_id(&d).len(), 32);
-        assert_ne!(doc_id(&d), doc_id(&Map::new()));
+    }
+
+    #[test]
+    fn the_history_query_is_upstreams() {
+        let case = BTreeMap::from([
+            (
+                "s_test_case_name".to_string(),
+                Value::from("e2e-x-con1_iter1_isl8_osl8"),
+            ),
+            ("s_branch".to_string(), Value::from("")),
+            ("s_engine".to_string(), Value::from("sim")),
+        ]);
+        let q = history_query(&case, 1000);
+        let must = q["query"]["bool"]["must"].as_array().unwrap();
+        assert_eq!(must[0], serde_json::json!({"term": {"b_is_valid": true}}));
+        assert_eq!(
+            must[1],
+            serde_json::json!({"term": {"b_is_post_merge": true}})
+        );
+        assert_eq!(
+            must[2],
+            serde_json::json!({"term": {"b_is_baseline": false}})
+        );
+        assert_eq!(
+            must[3],
+            serde_json::json!({"range": {"ts_created": {"gte": 1000}}})
+        );
+        // Upstream's common values: every match key with a value, "" included; our own keys
+        // are matched after the query.
+        assert_eq!(
+            &must[4..],
+            &[
+                serde_json::json!({"term": {"s_test_case_name": "e2e-x-con1_iter1_isl8_osl8"}}),
+                serde_json::json!({"term": {"s_branch": ""}}),
+            ]
+        );
+        assert_eq!(q["size"], 5000);
     }
 
     #[test]

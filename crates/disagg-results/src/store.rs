@@ -2,7 +2,10 @@
 //!
 //! Rows are never updated or deleted: marking a run invalid or a baseline appends a mark (the
 //! latest mark wins), an upload appends to the upload log (a run is unsent for a target until
-//! an upload to it succeeded).
+//! an upload to it succeeded), a check appends its verdict (`b_is_regression`, the regression
+//! info and the inherited `d_baseline_*`/`d_threshold_*` fields; the latest wins). The one
+//! exception is the migration to version 3, which fills the new `match_key` column of the runs
+//! stored before it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 
+use crate::check::Verdict;
+use crate::identity;
 use crate::record::RunRecord;
 
 /// Each entry moves the schema from version `i` to `i + 1`; never edit one, append a new one.
@@ -54,6 +59,18 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE INDEX uploads_by_run ON uploads (run_id, target);",
+    // 3: upstream's case identity (a hash of the match keys' values; filled for older rows by
+    // `backfill_match_keys`), and each check's verdict.
+    "ALTER TABLE runs ADD COLUMN match_key TEXT;
+    CREATE INDEX runs_by_match ON runs (match_key, created_unix_ms);
+    CREATE TABLE verdicts (
+        run_id INTEGER NOT NULL REFERENCES runs (id),
+        at_unix_ms INTEGER NOT NULL,
+        regression INTEGER NOT NULL,
+        info TEXT NOT NULL,
+        embedded TEXT NOT NULL
+    );
+    CREATE INDEX verdicts_by_run ON verdicts (run_id);",
 ];
 
 /// The schema version this build writes.
@@ -123,8 +140,12 @@ pub struct StoredRun {
     pub config_name: String,
     /// Config hash.
     pub config_hash: String,
-    /// Hash of the identity: runs with the same key are the same test.
+    /// Hash of the whole identity (every config and workload field).
     pub case_key: String,
+    /// Upstream's case: a hash of the match keys' values ([`identity::match_key`]); runs with
+    /// the same key share a history.
+    #[serde(default)]
+    pub match_key: String,
     /// When it ran.
     pub created_unix_ms: u64,
     /// Valid, after the marks.
@@ -141,6 +162,16 @@ pub struct StoredRun {
     pub metrics: BTreeMap<String, f64>,
     /// `disagg x.y.z`.
     pub tool: String,
+    /// The latest check found a regression (upstream's `b_is_regression`).
+    #[serde(default)]
+    pub regression: bool,
+    /// The latest check's lines (upstream's `s_regression_info`; empty before any check).
+    #[serde(default)]
+    pub regression_info: String,
+    /// `d_baseline_*` and `d_threshold_*` fields the run carries (inherited by a post-merge
+    /// check, or read from a history document).
+    #[serde(default)]
+    pub embedded: BTreeMap<String, f64>,
 }
 
 /// The case key: a stable hash (FNV-1a, 64 bit) of the identity's canonical JSON.
@@ -235,6 +266,9 @@ impl Store {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().take(version).skip(found) {
             tx.execute_batch(sql).map_err(err)?;
+            if i + 1 == 3 {
+                backfill_match_keys(&tx).map_err(err)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(err)?;
         }
@@ -282,8 +316,8 @@ impl Store {
         let json = |v: &dyn erased::Ser| v.to_json();
         tx.execute(
             "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
-                valid, post_merge, identity, job, record, tool, metric_definitions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                valid, post_merge, identity, job, record, tool, metric_definitions, match_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 run.run_dir,
                 run.record.load,
@@ -298,6 +332,7 @@ impl Store {
                 json(run.record),
                 run.record.tool,
                 run.record.metric_definitions,
+                identity::match_key(&identity::match_values(run.identity, run.job)),
             ],
         )
         .map_err(err)?;
@@ -341,7 +376,10 @@ impl Store {
                 (SELECT kind FROM marks m WHERE m.run_id = runs.id AND kind IN ('invalid', 'valid')
                     ORDER BY rowid DESC LIMIT 1),
                 (SELECT kind FROM marks m WHERE m.run_id = runs.id AND kind IN ('baseline', 'not_baseline')
-                    ORDER BY rowid DESC LIMIT 1)
+                    ORDER BY rowid DESC LIMIT 1),
+                match_key,
+                (SELECT json_array(regression, info, embedded) FROM verdicts v
+                    WHERE v.run_id = runs.id ORDER BY rowid DESC LIMIT 1)
              FROM runs {filter}"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
@@ -351,6 +389,17 @@ impl Store {
                 let base_mark: Option<String> = r.get(13)?;
                 let identity: String = r.get(9)?;
                 let job: String = r.get(10)?;
+                let verdict: Option<String> = r.get(15)?;
+                let (regression, regression_info, embedded) = verdict
+                    .and_then(|v| serde_json::from_str::<(i64, String, String)>(&v).ok())
+                    .map(|(reg, info, emb)| {
+                        (
+                            reg != 0,
+                            info,
+                            serde_json::from_str(&emb).unwrap_or_default(),
+                        )
+                    })
+                    .unwrap_or_default();
                 Ok(StoredRun {
                     id: r.get(0)?,
                     run_dir: r.get(1)?,
@@ -358,6 +407,7 @@ impl Store {
                     config_name: r.get(3)?,
                     config_hash: r.get(4)?,
                     case_key: r.get(5)?,
+                    match_key: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
                     created_unix_ms: r.get::<_, i64>(6)? as u64,
                     valid: match valid_mark.as_deref() {
                         Some("invalid") => false,
@@ -370,6 +420,9 @@ impl Store {
                     job: serde_json::from_str(&job).unwrap_or_default(),
                     metrics: BTreeMap::new(),
                     tool: r.get(11)?,
+                    regression,
+                    regression_info,
+                    embedded,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -430,18 +483,38 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The history of a case since `since_ms`, oldest first, without the runs of `exclude_dir`.
+    /// The history of a case (its [`StoredRun::match_key`]) since `since_ms`, oldest first,
+    /// without the runs of `exclude_dir`.
     pub fn history(
         &self,
-        case_key: &str,
+        match_key: &str,
         since_ms: u64,
         exclude_dir: &str,
     ) -> Result<Vec<StoredRun>, StoreError> {
         let since = since_ms as i64;
         self.query(
-            "WHERE case_key = ?1 AND created_unix_ms >= ?2 AND run_dir != ?3 ORDER BY created_unix_ms, id",
-            &[&case_key, &since, &exclude_dir],
+            "WHERE match_key = ?1 AND created_unix_ms >= ?2 AND run_dir != ?3 ORDER BY created_unix_ms, id",
+            &[&match_key, &since, &exclude_dir],
         )
+    }
+
+    /// Append a check's verdict for a run (the latest wins).
+    pub fn record_verdict(&self, id: i64, verdict: &Verdict) -> Result<(), StoreError> {
+        let embedded = serde_json::to_string(&verdict.embedded).unwrap_or_default();
+        self.conn
+            .execute(
+                "INSERT INTO verdicts (run_id, at_unix_ms, regression, info, embedded)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    id,
+                    now_ms() as i64,
+                    verdict.regression,
+                    verdict.info,
+                    embedded
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Runs without a successful upload to `target`, oldest first.
@@ -474,6 +547,63 @@ impl Store {
             .ok_or_else(|| StoreError::NoRun(id.to_string()))?;
         serde_json::from_str(&text).map_err(|e| StoreError::Other(format!("run {id}: {e}")))
     }
+}
+
+/// Fill `match_key` for the runs stored before version 3. Their identity predates
+/// `s_test_case_name`, so the case name is rebuilt from what it held the way upstream builds it
+/// (`{mode}-{config}-con{C}_iter{I}_isl{ISL}_osl{OSL}`), the GPU type is lower-cased as upstream
+/// records it, and TensorRT-LLM's engine name is dropped (upstream never writes one).
+fn backfill_match_keys(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, String, String, String)> = tx
+        .prepare("SELECT id, config_name, identity, job FROM runs WHERE match_key IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, config, ident, job) in rows {
+        let mut ident: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&ident).unwrap_or_default();
+        let job: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&job).unwrap_or_default();
+        if !ident.contains_key("s_test_case_name") {
+            let n = |k: &str| {
+                ident
+                    .get(k)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let mode = match ident.get("s_benchmark_mode").and_then(|m| m.as_str()) {
+                Some("e2e") | None => "e2e",
+                Some(_) => "gen_only",
+            };
+            let client = identity::client_name(
+                n("l_concurrency"),
+                n("l_iterations"),
+                n("l_isl"),
+                n("l_osl"),
+            );
+            let gpu = ident
+                .get("s_gpu_type")
+                .and_then(|g| g.as_str())
+                .filter(|g| *g != "unknown")
+                .map(str::to_string);
+            ident.insert(
+                "s_test_case_name".into(),
+                format!("{mode}-{config}-{client}").into(),
+            );
+            ident.insert(
+                "s_gpu_type".into(),
+                identity::gpu_type(gpu.as_deref()).into(),
+            );
+            if ident.get("s_engine").and_then(|e| e.as_str()) == Some("trtllm") {
+                ident.remove("s_engine");
+            }
+        }
+        let key = identity::match_key(&identity::match_values(&ident, &job));
+        tx.execute(
+            "UPDATE runs SET match_key = ?1 WHERE id = ?2",
+            params![key, id],
+        )?;
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

@@ -91,6 +91,7 @@ fn stored(id: i64, at: u64, tok: f64) -> StoredRun {
         config_name: "local-sim".into(),
         config_hash: "h".into(),
         case_key: "k".into(),
+        match_key: "m".into(),
         created_unix_ms: at,
         valid: true,
         post_merge: true,
@@ -102,6 +103,9 @@ fn stored(id: i64, at: u64, tok: f64) -> StoredRun {
             ("total_token_throughput".to_string(), tok * 5.0),
         ]),
         tool: "disagg test".into(),
+        regression: false,
+        regression_info: String::new(),
+        embedded: BTreeMap::new(),
     }
 }
 

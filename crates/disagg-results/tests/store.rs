@@ -1,5 +1,5 @@
-//! The SQLite store: migrations, append-only marks, history queries, the upload log; and the
-//! check over stored runs.
+//! The SQLite store: migrations, append-only marks and verdicts, history queries, the upload
+//! log; and the check over stored runs.
 
 #![expect(
     clippy::unwrap_used,
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use disagg_results::check::{Gate, check_run};
+use disagg_results::check::{Gate, Verdict, check_run};
 use disagg_results::record::{Environment, RunRecord};
 use disagg_results::store::{NewRun, SCHEMA_VERSION, Store};
 
@@ -81,22 +81,81 @@ fn a_new_store_is_created_at_the_current_schema() {
 }
 
 #[test]
-fn a_store_of_the_previous_schema_is_migrated_and_keeps_its_runs() {
+fn a_store_of_the_first_schema_is_migrated_and_keeps_its_runs_and_cases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.sqlite");
-    let mut old = Store::open_at(&path, 1).unwrap();
-    assert_eq!(old.version().unwrap(), 1);
-    let id = store_run(&mut old, "/runs/a", T0, &record("con4", 100.0, true), true);
-    drop(old);
+    drop(Store::open_at(&path, 1).unwrap());
+    // A run as version 1 stored it: an identity from before upstream's test case name.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old_identity = serde_json::json!({
+        "s_gpu_type": "GB200", "s_runtime": "multi_node_disagg_server", "s_engine": "trtllm",
+        "s_benchmark_mode": "e2e", "l_concurrency": 4, "l_iterations": 4, "l_isl": 128,
+        "l_osl": 16, "l_ctx_tp": 4
+    });
+    conn.execute(
+        "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
+            valid, post_merge, identity, job, record, tool, metric_definitions)
+         VALUES ('/runs/a', 'con4', 'cfg', 'h', 'old', ?1, 1, 1, ?2, ?3, '{}', 't', 'd')",
+        rusqlite::params![
+            T0 as i64,
+            old_identity.to_string(),
+            r#"{"s_branch": "main"}"#
+        ],
+    )
+    .unwrap();
+    let id = conn.last_insert_rowid();
+    conn.execute(
+        "INSERT INTO metrics (run_id, name, value) VALUES (?1, 'token_throughput', 100.0)",
+        [id],
+    )
+    .unwrap();
+    drop(conn);
     let s = Store::open(&path).unwrap();
     assert_eq!(s.version().unwrap(), SCHEMA_VERSION);
     let run = s.get(id).unwrap();
     assert_eq!(run.label, "con4");
     assert_eq!(run.metrics["token_throughput"], 100.0);
+    // The migration gave it upstream's case: the name rebuilt as upstream builds it, the GPU
+    // lower-cased, TensorRT-LLM's engine name dropped.
+    let case = BTreeMap::from([
+        (
+            "s_test_case_name".to_string(),
+            serde_json::Value::from("e2e-cfg-con4_iter4_isl128_osl16"),
+        ),
+        ("s_gpu_type".to_string(), "gb200".into()),
+        ("s_runtime".to_string(), "multi_node_disagg_server".into()),
+        ("s_branch".to_string(), "main".into()),
+    ]);
+    assert_eq!(run.match_key, disagg_results::identity::match_key(&case));
+    assert_eq!(s.history(&run.match_key, 0, "/other").unwrap().len(), 1);
     // The upload log of version 2 works on the migrated file.
     assert_eq!(s.unsent("os").unwrap().len(), 1);
     s.log_upload(id, "os", None).unwrap();
     assert!(s.unsent("os").unwrap().is_empty());
+}
+
+#[test]
+fn verdicts_append_and_the_latest_is_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("r.sqlite")).unwrap();
+    let a = store_run(&mut s, "/runs/a", T0, &record("con4", 100.0, true), true);
+    assert!(!s.get(a).unwrap().regression, "no check yet");
+    let first = Verdict {
+        regression: true,
+        info: "Regression in x:".into(),
+        embedded: BTreeMap::from([("d_baseline_token_throughput".to_string(), 120.0)]),
+    };
+    s.record_verdict(a, &first).unwrap();
+    let run = s.get(a).unwrap();
+    assert!(run.regression);
+    assert_eq!(run.regression_info, "Regression in x:");
+    assert_eq!(run.embedded["d_baseline_token_throughput"], 120.0);
+    s.record_verdict(a, &Verdict::default()).unwrap();
+    let run = s.get(a).unwrap();
+    assert!(
+        !run.regression && run.embedded.is_empty(),
+        "the latest wins"
+    );
 }
 
 #[test]
@@ -160,7 +219,7 @@ fn a_slower_run_regresses_against_valid_post_merge_history_only() {
     );
     let now = T0 + 6 * DAY;
     let slow = store_run(&mut s, "/new", now, &record("con4", 90.0, true), true);
-    let case = s.get(slow).unwrap().case_key;
+    let case = s.get(slow).unwrap().match_key;
     let history = s.history(&case, 0, "/new").unwrap();
     assert_eq!(history.len(), 8);
     assert!(!history.iter().find(|h| h.id == bad).unwrap().valid);
@@ -246,7 +305,7 @@ fn a_pre_merge_regression_is_exempt_when_main_already_regressed() {
         false,
     );
     let run = s.get(pr).unwrap();
-    let history = s.history(&run.case_key, 0, "/pr").unwrap();
+    let history = s.history(&run.match_key, 0, "/pr").unwrap();
     let pre = Gate {
         pre_merge: true,
         ..Gate::default()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use disagg_results::record::maximize;
+use disagg_results::check::maximizes;
 use disagg_results::report::{self, History, RunData};
 use disagg_results::summary::Summary;
 
@@ -99,7 +99,7 @@ fn checks_and_history(
     let run = RunDir::open(dir);
     let (runs, config) = crate::store::stored_runs(&mut store, &run)?;
     let gate = crate::store::config_gate(config.as_ref());
-    let histories = crate::store::histories(&store, &run, &runs)?;
+    let histories = crate::store::histories(&store, &run, &runs, gate.pre_merge)?;
     let mut rows = Vec::new();
     let mut charts = Vec::new();
     for (r, history) in runs.iter().zip(&histories) {
@@ -118,7 +118,7 @@ fn checks_and_history(
                     points,
                     baseline: row.baseline,
                     threshold: row.threshold,
-                    maximize: maximize(&row.metric).unwrap_or(true),
+                    maximize: maximizes(&row.metric).unwrap_or(true),
                 });
             }
         }

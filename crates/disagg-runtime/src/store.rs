@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use disagg_config::TestConfig;
 use disagg_results::check::{self, Gate, Row};
-use disagg_results::identity::{identity, job_fields, post_merge};
+use disagg_results::identity::{
+    baseline_branch, identity, job_fields, match_key, match_values, post_merge,
+};
 use disagg_results::opensearch::{self, Target};
 use disagg_results::store::{self, NewRun, Store, StoredRun};
 use serde_json::Value;
@@ -115,18 +117,39 @@ pub fn push(store: &Store) -> anyhow::Result<Option<(usize, Option<String>)>> {
     Ok(Some((unsent.len(), result.err())))
 }
 
-/// With an OpenSearch configured, its history of the same case (runs this store does not have).
-fn remote_history(run: &StoredRun, since: u64, dir: &str, local: &[StoredRun]) -> Vec<StoredRun> {
+/// The case whose history a record is checked against: its match values, with the baseline
+/// branch for its own in a pre-merge check (upstream keys history on `s_branch`).
+fn case_of(run: &StoredRun, pre_merge: bool) -> (BTreeMap<String, Value>, String) {
+    let mut values = match_values(&run.identity, &run.job);
+    if pre_merge {
+        let own = values
+            .get("s_branch")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        values.insert("s_branch".into(), baseline_branch(&own, &env).into());
+    }
+    let key = match_key(&values);
+    (values, key)
+}
+
+/// With an OpenSearch configured, its history of the case (runs this store does not have), by
+/// upstream's query.
+fn remote_history(
+    case: &BTreeMap<String, Value>,
+    since: u64,
+    dir: &str,
+    local: &[StoredRun],
+) -> Vec<StoredRun> {
     let Some(target) = Target::from_env(&env) else {
         return Vec::new();
     };
-    let must = BTreeMap::from([("s_case_key".to_string(), Value::from(run.case_key.clone()))]);
-    match target.search(&must, since) {
+    match target.history(case, since) {
         Ok(docs) => docs
             .iter()
             .enumerate()
             .filter_map(|(i, d)| opensearch::from_document(i, d))
-            .filter(|h| h.run_dir != dir && h.case_key == run.case_key)
+            .filter(|h| h.run_dir != dir)
             .filter(|h| {
                 !local
                     .iter()
@@ -140,30 +163,36 @@ fn remote_history(run: &StoredRun, since: u64, dir: &str, local: &[StoredRun]) -
     }
 }
 
-/// The history of every stored record of a run (local store, and OpenSearch when configured).
+/// The history of every stored record of a run (local store, and OpenSearch when configured):
+/// the records of its case (for a pre-merge check, on the baseline branch) in the window.
 pub fn histories(
     store: &Store,
     run: &RunDir,
     runs: &[StoredRun],
+    pre_merge: bool,
 ) -> anyhow::Result<Vec<Vec<StoredRun>>> {
     let dir = run.root().display().to_string();
     runs.iter()
         .map(|r| {
-            let since = r
-                .created_unix_ms
-                .saturating_sub(disagg_results::baseline::HISTORY_DAYS * 86_400_000);
-            let mut history = store.history(&r.case_key, since, &dir)?;
-            history.extend(remote_history(r, since, &dir, &history));
+            let since = disagg_results::baseline::window_start(r.created_unix_ms);
+            let (values, key) = case_of(r, pre_merge);
+            let mut history = store.history(&key, since, &dir)?;
+            history.extend(remote_history(&values, since, &dir, &history));
             history.sort_by_key(|h| h.created_unix_ms);
             Ok(history)
         })
         .collect()
 }
 
-/// The gate without flags: pre-merge from the environment, thresholds from the config.
+/// The gate without flags: pre-merge from the environment, thresholds from the config, the
+/// metrics upstream gates for it.
 pub fn config_gate(config: Option<&TestConfig>) -> Gate {
     let results = config.and_then(|c| c.extensions().results.as_ref());
-    Gate::from_config(results, post_merge(&env))
+    let mut gate = Gate::from_config(results, post_merge(&env));
+    if let Some(c) = config {
+        gate.metrics = check::upstream_gated(c);
+    }
+    gate
 }
 
 /// Check every stored record of a run; write `results/regression.yaml`; true if one regressed.
@@ -175,8 +204,14 @@ pub fn check_stored(
     pinned: Option<&BTreeMap<String, f64>>,
 ) -> anyhow::Result<(Vec<Row>, bool)> {
     let mut rows = Vec::new();
-    for (r, history) in runs.iter().zip(histories(store, run, runs)?) {
+    for (r, history) in runs
+        .iter()
+        .zip(histories(store, run, runs, gate.pre_merge)?)
+    {
         rows.extend(check::check_run(r, &history, pinned, gate));
+        // What the record carries when it is exported: b_is_regression, the info, and after
+        // merge the inherited baseline fields.
+        store.record_verdict(r.id, &check::verdict(r, &history, pinned, gate))?;
     }
     let regressed = rows.iter().any(|r| r.verdict == "regression");
     let name = runs.first().map_or("", |r| r.config_name.as_str());
@@ -233,6 +268,17 @@ fn store_and_check(
     let from_env = std::env::var_os("DISAGG_DB").map(PathBuf::from);
     let mut store = open_store(flag.or(from_env.as_deref()).or(from_config.as_deref()))?;
     let runs = store_run_dir(&mut store, run, spec, config)?;
+    // Check before the export, as upstream does, so the documents carry the verdict.
+    let regressed = if check {
+        let gate = config_gate(Some(config));
+        let (rows, regressed) = check_stored(&store, run, &runs, &gate, None)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "check (post-merge {}):", !gate.pre_merge)?;
+        write!(out, "{}", check::table(&rows))?;
+        regressed
+    } else {
+        false
+    };
     if let Some((n, err)) = push(&store)? {
         match err {
             None => eprintln!("exported {n} record(s) to OpenSearch"),
@@ -241,14 +287,6 @@ fn store_and_check(
             ),
         }
     }
-    if !check {
-        return Ok(false);
-    }
-    let gate = config_gate(Some(config));
-    let (rows, regressed) = check_stored(&store, run, &runs, &gate, None)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "check (post-merge {}):", !gate.pre_merge)?;
-    write!(out, "{}", check::table(&rows))?;
     Ok(regressed)
 }
 

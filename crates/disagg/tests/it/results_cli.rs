@@ -9,10 +9,9 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use disagg_test_support::{ChildGuard, free_port};
+use disagg_test_support::{Osmem, free_port, osmem_server};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
@@ -252,46 +251,6 @@ fn report(db: &Path, tmp: &Path) {
     assert_eq!(rendered, pages, "every page renders to a non-empty image");
 }
 
-/// The osmem-server binary: `$OSMEM_SERVER`, else installed from PyPI into a venv once.
-fn osmem_server() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("OSMEM_SERVER")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
-        return Some(p);
-    }
-    let venv = std::env::temp_dir().join("disagg-osmem-venv");
-    let find = || {
-        std::fs::read_dir(venv.join("lib"))
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
-            .find(|p| p.exists())
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let ok = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "osmem-server"])
-            .status()
-            .is_ok_and(|s| s.success());
-    let found = if ok { find() } else { None };
-    if found.is_none() {
-        assert!(
-            std::env::var_os("DISAGG_REQUIRE_OSMEM").is_none(),
-            "DISAGG_REQUIRE_OSMEM is set but osmem-server could not be installed"
-        );
-        eprintln!("SKIPPED: osmem-server not available (pip install osmem-server failed)");
-    }
-    found
-}
-
 #[test]
 fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
     let Some(bin) = osmem_server() else { return };
@@ -336,29 +295,8 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
         );
     }
     // Now the server is up: `results push` sends both records.
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server = ChildGuard::new(
-        Command::new(&bin)
-            .args([
-                "-addr",
-                &format!("127.0.0.1:{port}"),
-                "-no-stdin-watch",
-                "-no-ja",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "osmem-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = Osmem::start(&bin);
+    let url = server.url.clone();
     let push = disagg(&db)
         .env("DISAGG_OPENSEARCH_URL", &url)
         .args(["results", "push"])
@@ -410,6 +348,17 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
         assert_eq!(d["s_gpu_type"], "sim");
         assert!(d["ts_created"].as_u64().unwrap() > 1_700_000_000_000);
         assert_eq!(h["_id"].as_str().unwrap().len(), 32, "md5 ids");
+        // Upstream's identity: 2 prompts at concurrency c are 2 / c iterations.
+        let c = d["l_concurrency"].as_u64().unwrap();
+        let client = format!("con{c}_iter{}_isl256_osl4", 2 / c);
+        assert_eq!(d["s_client_name"], client.as_str());
+        assert_eq!(
+            d["s_test_case_name"],
+            format!("e2e-local-sim-{client}").as_str()
+        );
+        assert_eq!(d["s_ctx_kv_cache_dtype"], "fp8");
+        assert_eq!(d["s_engine"], "sim");
+        assert_eq!(d["b_is_regression"], false);
     }
     // Another machine with an empty store checks against the OpenSearch history: its slower
     // run regresses against the runs pushed above.
@@ -435,6 +384,30 @@ fn results_round_trip_through_opensearch_and_a_failed_upload_is_pushed_later() {
     assert!(all.contains("REGRESSION"), "{all}");
     let yaml = std::fs::read_to_string(tmp.path().join("slow/results/regression.yaml")).unwrap();
     assert!(yaml.contains("source: history of 1 runs"), "{yaml}");
+    // Checked before the export, as upstream: the slow run's documents carry the verdict.
+    let query = serde_json::json!({
+        "size": 100,
+        "query": {"bool": {"must": [{"term": {"b_is_regression": true}}]}}
+    });
+    let mut resp = ureq::post(&format!("{url}/df-disagg-perf-*/_search"))
+        .header("Content-Type", "application/json")
+        .send(query.to_string())
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let hits = body["hits"]["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{body}");
+    for h in hits {
+        let d = &h["_source"];
+        assert!(d["s_run_dir"].as_str().unwrap().ends_with("/slow"), "{d}");
+        assert!(
+            d["s_regression_info"]
+                .as_str()
+                .unwrap()
+                .starts_with("Regression in e2e-local-sim-con"),
+            "{d}"
+        );
+    }
     drop(server);
 }
 
