@@ -505,3 +505,112 @@ fn a_worker_bound_to_loopback_fails_the_run_naming_its_address_and_node() {
         + &std::fs::read_to_string(run.join("logs/slurm-CTX_0.log")).unwrap_or_default();
     assert!(log.contains(&format!("node {node}")), "{log}");
 }
+
+/// The seed's 3-node DeepSeek-R1 config with `engine: trtllm`, as a real job on the local
+/// Slurm, against conformance stand-ins of `trtllm-serve` and `trtllm-llmapi-launch`
+/// (tests/data/conformance: upstream's flags only, the options file checked, argv, env and rank
+/// recorded): every one of the 8 GEN and 4 CTX ranks runs the launcher in its world, rank 0
+/// serves, and both coordinators pass — the built-in router and `router.implementation: trtllm`
+/// (the stand-in's `trtllm-serve disaggregated`, upstream's CLI).
+#[test]
+fn the_seed_config_runs_on_trtllm_stand_ins_rank_by_rank() {
+    let Some(conf) = slurm_conf() else { return };
+    let _one = exclusive();
+    let seed = repo_root().join(
+        "fixtures/trtllm-configs/perf/deepseek-r1-fp4_1k1k_ctx1_gen1_dep8_bs768_eplb0_mtp0_ccb-UCX.yaml",
+    );
+    let stand_ins = data("conformance");
+    for coordinator in ["disagg", "trtllm"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let records = tmp.path().join("records");
+        std::fs::create_dir_all(&records).unwrap();
+        // The config keeps its file name (the test's identity); only the coordinator differs.
+        let config = tmp.path().join(seed.file_name().unwrap());
+        let mut yaml = std::fs::read_to_string(&seed).unwrap();
+        yaml.push_str(&format!("router:\n  implementation: {coordinator}\n"));
+        std::fs::write(&config, yaml).unwrap();
+        let run = tmp.path().join("run");
+        let out = disagg(conf, &clusters(tmp.path(), conf))
+            .env(
+                "PATH",
+                format!("{stand_ins}:{}", std::env::var("PATH").unwrap_or_default()),
+            )
+            .env("DISAGG_BIN", env!("CARGO_BIN_EXE_disagg"))
+            .env("DISAGG_CONFORMANCE_DIR", &records)
+            .arg("submit")
+            .arg(&config)
+            .args(["--cluster", "local", "--engine", "trtllm"])
+            .args(["--concurrency", "1,2", "--num-prompts", "4"])
+            .args(["--isl", "64", "--osl", "8", "--no-store", "--out"])
+            .arg(&run)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{coordinator}: {stdout}\n{stderr}"
+        );
+        let record = |name: &str| {
+            std::fs::read_to_string(records.join(name))
+                .unwrap_or_else(|e| panic!("{coordinator}: no {name} ({e}); {stderr}"))
+        };
+        for (role, world) in [("GEN_0", 8), ("CTX_0", 4)] {
+            let mut nodes = std::collections::BTreeSet::new();
+            for rank in 0..world {
+                let launch = record(&format!("{role}.{rank}.launch"));
+                assert!(
+                    launch.contains(&format!("procid={rank} ntasks={world} ")),
+                    "{role} rank {rank}: {launch}"
+                );
+                assert!(launch.contains("argv=trtllm-serve "), "{launch}");
+                nodes.insert(
+                    launch
+                        .split("node=")
+                        .nth(1)
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            assert_eq!(
+                nodes.len(),
+                world / 4,
+                "{role}: 4 ranks per node: {nodes:?}"
+            );
+            // Only rank 0 runs the server, with upstream's worker flags and env.
+            let serve = record(&format!("{role}.0.serve"));
+            assert!(
+                serve.contains(" --backend pytorch --config ")
+                    && serve.contains(" --port 0 --report_addr "),
+                "{serve}"
+            );
+            assert!(
+                serve.contains("log_level=INFO pdl=1"),
+                "worker_env_var: {serve}"
+            );
+            assert!(serve.contains("worker model="), "{serve}");
+            for rank in 1..world {
+                assert!(
+                    !records.join(format!("{role}.{rank}.serve")).exists(),
+                    "{role} rank {rank} started a server"
+                );
+            }
+        }
+        if coordinator == "trtllm" {
+            let serve = record("DISAGG_SERVER.0.serve");
+            assert!(serve.contains("argv: disaggregated -c "), "{serve}");
+            assert!(serve.contains("coordinator t=10800 r=10800"), "{serve}");
+            assert!(serve.contains("server_gc=1"), "server_env_var: {serve}");
+        } else {
+            assert!(!records.join("DISAGG_SERVER.0.serve").exists());
+        }
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("results/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["outcome"], "passed", "{coordinator}: {summary}");
+    }
+}
