@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Environment: `env` goes to every step of the job, `worker_env` to every worker (context and
-//! generation), `ctx_env`/`gen_env`/`server_env`/`benchmark_env` to the one kind of step; a
-//! profile's variable comes after the test config's, so the profile wins where both set one.
+//! generation), `ctx_env`/`gen_env`/`server_env`/`benchmark_env` to the one kind of step. Within
+//! a level a profile's variable comes after the test config's, so the profile wins where both
+//! set one; a step's own variables come after the job-wide ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
