@@ -236,7 +236,7 @@ fn role_command(p: &Prepared, role: Role, gpus: Option<&str>) -> anyhow::Result<
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .env("DISAGG_SERVING_TYPE", role.to_string());
-    for (k, v) in crate::job::role_env(&p.config, p.cluster.as_ref()).of(role) {
+    for (k, v) in crate::environment::role_env(&p.config, p.cluster.as_ref()).of(role) {
         cmd.env(k, v);
     }
     if let Some(devices) = gpus {
