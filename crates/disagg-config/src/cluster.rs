@@ -12,17 +12,26 @@
 //!     mpi: pmix
 //!     models_root: /lustre/models
 //!     models: {deepseek_r1_0528_fp4_v2: DeepSeek-R1/DeepSeek-R1-0528-FP4-v2}
-//!     sbatch_args: ["--segment=3"]
+//!     segment: true
+//!     sbatch_args: ["--exclusive"]
 //!     install: ["pip install tensorrt_llm==1.2"]
+//!     env: {NCCL_DEBUG: WARN}
+//!     gen_env: {TLLM_LOG_LEVEL: INFO}
 //! ```
+//!
+//! Environment: `env` goes to every step of the job, `worker_env` to every worker (context and
+//! generation), `ctx_env`/`gen_env`/`server_env`/`benchmark_env` to the one kind of step. Within
+//! a level a profile's variable comes after the test config's, so the profile wins where both
+//! set one; a step's own variables come after the job-wide ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::ConfigError;
 use crate::diag::Sink;
+use crate::envvars::is_env_name;
 use crate::reader::{self, MapRef, Need};
-use crate::yaml::{Node, Value};
+use crate::yaml::{Node, Scalar, Value};
 
 /// How steps run their command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -81,6 +90,21 @@ pub struct Cluster {
     pub run_root: Option<String>,
     /// `SLURM_CONF` for the Slurm commands (a local or a second cluster); `None` = the default.
     pub slurm_conf: Option<String>,
+    /// The cluster has a block topology (GB200/GB300 NVL72 racks): jobs may ask for
+    /// `--segment`, which the test config's `slurm.set_segment` turns on as upstream does.
+    pub segment: bool,
+    /// Environment of every step, in file order.
+    pub env: Vec<(String, String)>,
+    /// Environment of every worker step (context and generation), after `env`.
+    pub worker_env: Vec<(String, String)>,
+    /// Environment of context worker steps, after `worker_env`.
+    pub ctx_env: Vec<(String, String)>,
+    /// Environment of generation worker steps, after `worker_env`.
+    pub gen_env: Vec<(String, String)>,
+    /// Environment of the coordinator step.
+    pub server_env: Vec<(String, String)>,
+    /// Environment of the benchmark step.
+    pub benchmark_env: Vec<(String, String)>,
 }
 
 const CLUSTER_KEYS: &[&str] = &[
@@ -98,7 +122,17 @@ const CLUSTER_KEYS: &[&str] = &[
     "install",
     "run_root",
     "slurm_conf",
+    "segment",
+    "env",
+    "worker_env",
+    "ctx_env",
+    "gen_env",
+    "server_env",
+    "benchmark_env",
 ];
+
+/// Variables every step gets from the job itself; a profile may not set them.
+const RESERVED_ENV: &[&str] = &["DISAGG_SERVING_TYPE", "DISAGG_RUN_DIR"];
 
 /// A file of clusters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -328,6 +362,56 @@ fn string_list(sink: &mut Sink, map: MapRef<'_>, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// An environment section: `NAME: value` lines, scalar values kept as written.
+fn env_section(sink: &mut Sink, c: MapRef<'_>, key: &str) -> Vec<(String, String)> {
+    let path = reader::join(c.path, key);
+    let Some(map) = reader::section(sink, c, key, &path) else {
+        return Vec::new();
+    };
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for (k, node) in map.node.as_map().unwrap_or_default() {
+        let var_path = reader::join(&path, &k.text);
+        if !is_env_name(&k.text) {
+            sink.error(
+                Some(k.pos),
+                &var_path,
+                None,
+                "not an environment variable name",
+                "use letters, digits and _, not starting with a digit",
+            );
+            continue;
+        }
+        if RESERVED_ENV.contains(&k.text.as_str()) {
+            sink.error(
+                Some(k.pos),
+                &var_path,
+                None,
+                "set by disagg for every step",
+                "remove it: the job sets it to the step's role and run directory",
+            );
+            continue;
+        }
+        let value = match &node.value {
+            Value::Scalar { text, .. } if node.scalar() != Some(Scalar::Null) => text.clone(),
+            Value::Scalar { .. } => String::new(),
+            _ => {
+                sink.error(
+                    Some(node.pos),
+                    &var_path,
+                    Some(node.display()),
+                    format!("expected a value, found {}", node.kind()),
+                    "write the variable's value on the same line, quoted if it has spaces",
+                );
+                continue;
+            }
+        };
+        // A repeated key: the later value wins, as in the YAML loaders (a warning says so).
+        vars.retain(|(name, _)| *name != k.text);
+        vars.push((k.text.clone(), value));
+    }
+    vars
+}
+
 fn read_cluster(sink: &mut Sink, c: MapRef<'_>, name: &str) -> Cluster {
     reader::check_keys(sink, c, CLUSTER_KEYS, true);
     let s =
@@ -404,5 +488,87 @@ fn read_cluster(sink: &mut Sink, c: MapRef<'_>, name: &str) -> Cluster {
             "slurm_conf",
             "the slurm.conf the Slurm commands should use",
         ),
+        segment: reader::bool(
+            sink,
+            c,
+            "segment",
+            Need::Optional,
+            "true when the cluster's topology/block plugin takes sbatch --segment",
+        )
+        .unwrap_or(false),
+        env: env_section(sink, c, "env"),
+        worker_env: env_section(sink, c, "worker_env"),
+        ctx_env: env_section(sink, c, "ctx_env"),
+        gen_env: env_section(sink, c, "gen_env"),
+        server_env: env_section(sink, c, "server_env"),
+        benchmark_env: env_section(sink, c, "benchmark_env"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterFile, ConfigError> {
+        ClusterFile::parse(Path::new("clusters.yaml"), text)
+    }
+
+    #[test]
+    fn profiles_carry_environment_per_role_in_file_order() {
+        let file = parse(concat!(
+            "clusters:\n",
+            "  gb200:\n",
+            "    segment: true\n",
+            "    env: {ZED: 1, ALPHA: \"a b\", EMPTY: }\n",
+            "    worker_env: {W: 'x'}\n",
+            "    ctx_env: {C: c}\n",
+            "    gen_env: {G: g}\n",
+            "    server_env: {S: s}\n",
+            "    benchmark_env: {B: \"$(not run)\"}\n",
+        ))
+        .unwrap();
+        let c = &file.clusters["gb200"];
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(c.segment);
+        assert_eq!(
+            c.env,
+            pairs(&[("ZED", "1"), ("ALPHA", "a b"), ("EMPTY", "")])
+        );
+        assert_eq!(c.worker_env, pairs(&[("W", "x")]));
+        assert_eq!(c.ctx_env, pairs(&[("C", "c")]));
+        assert_eq!(c.gen_env, pairs(&[("G", "g")]));
+        assert_eq!(c.server_env, pairs(&[("S", "s")]));
+        assert_eq!(c.benchmark_env, pairs(&[("B", "$(not run)")]));
+        let plain = parse("clusters:\n  p: {partition: x}\n").unwrap();
+        assert!(!plain.clusters["p"].segment && plain.clusters["p"].env.is_empty());
+    }
+
+    #[test]
+    fn bad_environment_entries_are_all_reported_with_their_paths() {
+        let err = parse(concat!(
+            "clusters:\n",
+            "  c:\n",
+            "    env: {1BAD: x, DISAGG_RUN_DIR: /x, LIST: [a]}\n",
+            "    gen_env: [A=1]\n",
+            "    role_env: {}\n",
+        ))
+        .unwrap_err();
+        let d = err.diagnostics().unwrap();
+        let paths: Vec<&str> = d.errors().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "clusters.c.env.1BAD",
+                "clusters.c.env.DISAGG_RUN_DIR",
+                "clusters.c.env.LIST",
+                "clusters.c.gen_env",
+                "clusters.c.role_env",
+            ],
+            "{d}"
+        );
     }
 }

@@ -66,10 +66,13 @@ pub struct Slurm {
     pub account: Option<String>,
     /// `HH:MM:SS` time limit.
     pub job_time: Option<String>,
-    /// Extra sbatch arguments (examples only).
+    /// Extra sbatch arguments, split on whitespace as upstream's submit script does.
     pub extra_args: Option<String>,
-    /// Prefix workers with `numactl -m 0,1`.
+    /// Run workers under `numactl -m 0,1` (host memory from the CPU's NUMA nodes only).
     pub numa_bind: bool,
+    /// Ask for `--segment=<nodes>` (all nodes in one NVLink domain); `None`: not written
+    /// (upstream's default is to ask).
+    pub set_segment: Option<bool>,
     /// Bound for every wait, in seconds.
     pub timeout_s: Option<u64>,
 }
@@ -496,6 +499,7 @@ fn read_slurm(sink: &mut Sink, top: MapRef<'_>) -> Slurm {
         )),
         numa_bind: reader::bool(sink, s, "numa_bind", Need::Optional, "true or false")
             .unwrap_or(false),
+        set_segment: reader::bool(sink, s, "set_segment", Need::Optional, "true or false"),
         timeout_s: reader::int(
             sink,
             s,

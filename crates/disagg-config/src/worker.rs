@@ -44,6 +44,7 @@ pub struct WorkerOptions {
     moe_ep: u32,
     attention_dp: bool,
     max_batch_size: u32,
+    max_batch_size_set: bool,
     max_num_tokens: u32,
     max_seq_len: Option<u32>,
     stream_interval: u32,
@@ -172,6 +173,7 @@ impl WorkerOptions {
             moe_ep,
             attention_dp,
             max_batch_size,
+            max_batch_size_set: node.get("max_batch_size").is_some(),
             max_num_tokens,
             max_seq_len,
             stream_interval,
@@ -193,6 +195,7 @@ impl WorkerOptions {
             moe_ep: 1,
             attention_dp: false,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_batch_size_set: false,
             max_num_tokens: DEFAULT_MAX_NUM_TOKENS,
             max_seq_len: None,
             stream_interval: DEFAULT_STREAM_INTERVAL,
@@ -258,6 +261,11 @@ impl WorkerOptions {
     /// `max_batch_size` (upstream default 512).
     pub fn max_batch_size(&self) -> u32 {
         self.max_batch_size
+    }
+    /// `max_batch_size` only when the config writes it (upstream's gen-only queue cap falls back
+    /// to the concurrency, not to 512).
+    pub fn max_batch_size_written(&self) -> Option<u32> {
+        self.max_batch_size_set.then_some(self.max_batch_size)
     }
     /// `max_num_tokens` (upstream default 2048).
     pub fn max_num_tokens(&self) -> u32 {

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use disagg_plan::{plan, Placement, PlanInput, ServerGroup};
-//! use disagg_launch::sbatch::{render, JobSpec, RoleEnv};
+//! use disagg_launch::sbatch::{render, JobSpec, RoleEnv, Ucx};
 //! let p = plan(&PlanInput {
 //!     gpus_per_node: 4,
 //!     ctx: ServerGroup { count: 1, gpus: 4 },
@@ -22,7 +22,8 @@
 //!     test_name: "example".into(), job_name: "disagg-example".into(),
 //!     run_dir: "/shared/runs/1".into(), disagg_bin: "/shared/bin/disagg".into(), plan: &p,
 //!     partition: Some("batch".into()), account: None, time_limit: None, gres_gpus: false,
-//!     sbatch_args: vec![], container: None, mpi: Some("pmix".into()), install: vec![],
+//!     sbatch_args: vec![], extra_args: vec![], segment: false, ucx: Ucx::Clear, numa_bind: false,
+//!     notes: vec![], container: None, mpi: Some("pmix".into()), install: vec![],
 //!     env: RoleEnv::default(), step_stagger_s: 0, teardown_grace_s: 30, settle_s: 5, generator: "disagg".into(),
 //! }).unwrap();
 //! assert!(script.contains("#SBATCH --nodes=3"));

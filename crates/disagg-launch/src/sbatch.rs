@@ -12,7 +12,9 @@
 //! 3. Optional install step, once per node.
 //! 4. `GEN_i`, then `CTX_i` worker steps in the background (`--kill-on-bad-exit=1`, the MPI flag
 //!    only here), then `DISAGG_SERVER` and `BENCHMARK` on `--overlap` steps. Each step runs
-//!    `disagg role <ROLE> --run-dir <DIR>` with its role's environment exported.
+//!    `disagg role <ROLE> --run-dir <DIR>` with its role's environment exported, through a
+//!    short prelude inside the task ([`Ucx`], the workers' per-rank caches; see [`render`]) and,
+//!    for workers with [`JobSpec::numa_bind`], under `numactl -m 0,1`.
 //! 5. Wait for the first step to end. The benchmark ending first is the normal end and its exit
 //!    code is the job's; any other step ending first fails the job at once. Then every step is
 //!    sent SIGTERM, given a grace period, and killed.
@@ -37,6 +39,35 @@ pub struct ContainerSpec {
     pub workdir: Option<String>,
 }
 
+/// What every task does with UCX's transport variables before `disagg role` starts, by GPU type
+/// (upstream's `jenkins/scripts/perf/submit.py`). Done inside the task, so it also overrides what
+/// a container image sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Ucx {
+    /// `unset UCX_TLS UCX_NET_DEVICES`: UCX picks its transports itself.
+    #[default]
+    Clear,
+    /// `export UCX_TLS=<value>`.
+    Transports(String),
+}
+
+/// Workers' defaults set inside each task unless the step's environment sets them (upstream's
+/// submit.py puts them in front of the config's worker variables): a FlashInfer JIT cache per
+/// local rank, so the ranks of a node never compile into one directory, and a node-local
+/// Hugging Face home. The cache path is expanded by the task's shell, per rank.
+const WORKER_DEFAULTS: &[(&str, &str)] = &[
+    (
+        "FLASHINFER_JIT_DIR",
+        "/tmp/flashinfer_jit_cache_\"$SLURM_LOCALID\"",
+    ),
+    ("HF_HOME", "/tmp/hf_home"),
+];
+
+/// NUMA nodes whose memory the workers may use with [`JobSpec::numa_bind`]: the CPU's nodes
+/// on GB200/GB300 NVL72, where the GPUs' memory shows up as NUMA nodes too (upstream's
+/// `start_worker.sh`).
+const NUMA_NODES: &str = "0,1";
+
 /// Environment per role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleEnv {
@@ -56,15 +87,20 @@ pub struct RoleEnv {
 
 impl RoleEnv {
     /// The variables of one role's step (after [`RoleEnv::common`]): a worker gets `worker` then
-    /// its kind's, the coordinator `server`, the benchmark `benchmark`.
+    /// its kind's, the coordinator `server`, the benchmark `benchmark`. A name set twice keeps
+    /// its last value, in the place of its last setting.
     pub fn of(&self, role: Role) -> Vec<EnvVar> {
-        let own = match role {
-            Role::Ctx(_) => &self.ctx,
-            Role::Gen(_) => &self.gen_,
-            Role::DisaggServer => return self.server.clone(),
-            Role::Benchmark => return self.benchmark.clone(),
+        let vars: Vec<&EnvVar> = match role {
+            Role::Ctx(_) => self.worker.iter().chain(&self.ctx).collect(),
+            Role::Gen(_) => self.worker.iter().chain(&self.gen_).collect(),
+            Role::DisaggServer => self.server.iter().collect(),
+            Role::Benchmark => self.benchmark.iter().collect(),
         };
-        self.worker.iter().chain(own).cloned().collect()
+        vars.iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !vars[i + 1..].iter().any(|(later, _)| later == k))
+            .map(|(_, v)| (*v).clone())
+            .collect()
     }
 }
 
@@ -89,8 +125,18 @@ pub struct JobSpec<'a> {
     pub time_limit: Option<String>,
     /// Add `--gpus-per-node` (clusters with GPU GRES).
     pub gres_gpus: bool,
-    /// Extra `#SBATCH` arguments.
+    /// Extra `#SBATCH` arguments (the cluster profile's).
     pub sbatch_args: Vec<String>,
+    /// More `#SBATCH` arguments (the test config's `slurm.extra_args`), after `sbatch_args`.
+    pub extra_args: Vec<String>,
+    /// `--segment=<nodes>`: every node of the job in one segment (one NVLink domain).
+    pub segment: bool,
+    /// UCX's transports in every task.
+    pub ucx: Ucx,
+    /// Workers run under `numactl -m 0,1`.
+    pub numa_bind: bool,
+    /// Lines for the header comment (why a setting was or was not applied).
+    pub notes: Vec<String>,
     /// pyxis container, if any.
     pub container: Option<ContainerSpec>,
     /// `--mpi=` on worker steps.
@@ -187,6 +233,9 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
         plan.gpus_per_gen_server,
         plan.placement
     );
+    for note in &spec.notes {
+        let _ = writeln!(s, "# {}", note.replace(['\n', '\r'], " "));
+    }
     sbatch_line(&mut s, "--job-name", "job name", &spec.job_name)?;
     let _ = writeln!(s, "#SBATCH --nodes={}", plan.total_nodes);
     // One task per GPU (TensorRT-LLM's MPI ranks) or one per node (vLLM, SGLang).
@@ -217,10 +266,15 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
             "# (no #SBATCH --output: the run directory needs quoting; `disagg submit` passes it to sbatch)"
         );
     }
-    for arg in &spec.sbatch_args {
+    if spec.segment {
+        let _ = writeln!(s, "#SBATCH --segment={}", plan.total_nodes);
+    }
+    let args = (spec.sbatch_args.iter().map(|a| ("sbatch argument", a)))
+        .chain(spec.extra_args.iter().map(|a| ("slurm.extra_args", a)));
+    for (field, arg) in args {
         if !is_sbatch_safe(arg) {
             return Err(RenderError::UnsafeSbatchValue {
-                field: "sbatch argument",
+                field,
                 value: arg.clone(),
             });
         }
@@ -296,6 +350,16 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
     // Steps.
     s.push_str(TEARDOWN);
     s.push_str("\n# Steps, each running `disagg role` under srun, in the background.\n");
+    s.push_str(
+        "# Each task starts through a bash prelude: UCX's transports for the GPU type and, for workers,\n\
+         # per-rank caches (as upstream's submit.py); a variable the step's environment sets is left alone.\n",
+    );
+    if spec.numa_bind {
+        let _ = writeln!(
+            s,
+            "# Workers allocate host memory only on NUMA nodes {NUMA_NODES} (slurm.numa_bind), as upstream's start_worker.sh."
+        );
+    }
     let stagger = spec.step_stagger_s;
     let mut first = true;
     let workers = plan
@@ -333,7 +397,7 @@ pub fn render(spec: &JobSpec<'_>) -> Result<String, RenderError> {
             step.nodes, step.ntasks, step.ntasks_per_node, step.node_index
         );
         container_env(&mut s, spec, env, &[])?;
-        let _ = writeln!(s, "    \"$DISAGG\" role {role} --run-dir \"$RUN_DIR\"");
+        task(&mut s, spec, role, env, false);
         let _ = writeln!(s, ") &> \"$LOGS/slurm-{role}.log\" &");
         let _ = writeln!(s, "pids+=($!); names+=({role})");
     }
@@ -363,11 +427,13 @@ fn container_env(
     }
     let mut names: Vec<&str> = vec!["DISAGG_SERVING_TYPE", "DISAGG_RUN_DIR"];
     names.extend(extra);
-    for (k, _) in env {
+    for (k, _) in spec.env.common.iter().chain(env) {
         if !valid_name(k) {
             return Err(RenderError::BadEnvName(k.clone()));
         }
-        names.push(k);
+        if !names.contains(&k.as_str()) {
+            names.push(k);
+        }
     }
     let _ = writeln!(
         s,
@@ -375,6 +441,64 @@ fn container_env(
         names.join(",")
     );
     Ok(())
+}
+
+/// The command a step's tasks run: the prelude (when it has anything to do), `numactl` for
+/// workers with [`JobSpec::numa_bind`], then `disagg role`. The prelude is our own text with
+/// constant values, quoted twice (for the task's shell inside, for this script outside).
+fn task(s: &mut String, spec: &JobSpec<'_>, role: Role, env: &[EnvVar], worker: bool) {
+    let set = |name: &str| spec.env.common.iter().chain(env).any(|(k, _)| k == name);
+    let mut program: Vec<String> = Vec::new();
+    match &spec.ucx {
+        Ucx::Clear => {
+            let names: Vec<&str> = ["UCX_TLS", "UCX_NET_DEVICES"]
+                .into_iter()
+                .filter(|n| !set(n))
+                .collect();
+            if !names.is_empty() {
+                program.push(format!("unset {}", names.join(" ")));
+            }
+        }
+        Ucx::Transports(tls) if !set("UCX_TLS") => {
+            program.push(format!("export UCX_TLS={}", quote(tls)));
+        }
+        Ucx::Transports(_) => {}
+    }
+    if worker {
+        for (name, value) in WORKER_DEFAULTS {
+            if !set(name) {
+                program.push(format!("export {name}={value}"));
+            }
+        }
+    }
+    if worker && spec.numa_bind {
+        // Upstream's NUMA binding needs numactl in the task's environment: say so, not just 127.
+        program.push(
+            "command -v numactl >/dev/null || { echo \"$0: slurm.numa_bind is set but numactl is not \
+             installed on $(hostname); install it (Debian: apt-get install numactl) or set \
+             slurm.numa_bind: false\" >&2; exit 127; }"
+                .to_string(),
+        );
+    }
+    if !program.is_empty() {
+        // One statement a line; `$0` is the role, so the shell's own errors name it.
+        program.push("exec \"$@\"".to_string());
+        let _ = writeln!(
+            s,
+            "    bash -c {} {role} \\",
+            quote(&program.join("\n      "))
+        );
+    }
+    // numactl's policy is inherited by everything the role starts (the engine and its ranks).
+    let numa = if worker && spec.numa_bind {
+        format!("numactl -m {NUMA_NODES} ")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "    {numa}\"$DISAGG\" role {role} --run-dir \"$RUN_DIR\""
+    );
 }
 
 fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Result<(), RenderError> {
@@ -434,7 +558,7 @@ fn worker_step(s: &mut String, spec: &JobSpec<'_>, server: &ServerPlan) -> Resul
         server.nodes, server.ntasks, server.ntasks_per_node
     );
     container_env(s, spec, &env, &forwarded)?;
-    let _ = writeln!(s, "    \"$DISAGG\" role {role} --run-dir \"$RUN_DIR\"");
+    task(s, spec, role, &env, true);
     let _ = writeln!(s, ") &> \"$LOGS/slurm-{role}.log\" &");
     let _ = writeln!(s, "pids+=($!); names+=({role})");
     Ok(())
@@ -516,3 +640,165 @@ teardown
 echo "disagg: job finished with exit code $outcome after $SECONDS s"
 exit "$outcome"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use disagg_plan::{Placement, PlanInput, ServerGroup, plan};
+
+    fn one_by_one() -> Plan {
+        plan(&PlanInput {
+            gpus_per_node: 4,
+            ctx: ServerGroup { count: 1, gpus: 1 },
+            gen_: ServerGroup { count: 1, gpus: 2 },
+            placement: Placement::Upstream,
+            ranks: Default::default(),
+            ports_from: None,
+        })
+        .unwrap()
+    }
+
+    fn spec(p: &Plan) -> JobSpec<'_> {
+        JobSpec {
+            test_name: "t".into(),
+            job_name: "disagg-t".into(),
+            run_dir: "/runs/t".into(),
+            disagg_bin: "/bin/disagg".into(),
+            plan: p,
+            partition: None,
+            account: None,
+            time_limit: None,
+            gres_gpus: false,
+            sbatch_args: vec!["--exclusive".into()],
+            extra_args: vec![],
+            segment: false,
+            ucx: Ucx::Clear,
+            numa_bind: false,
+            notes: vec![],
+            container: None,
+            mpi: None,
+            install: vec![],
+            env: RoleEnv::default(),
+            step_stagger_s: 0,
+            teardown_grace_s: 1,
+            settle_s: 0,
+            generator: "test".into(),
+        }
+    }
+
+    /// The command a step's tasks run: the lines from `exec srun` to the step's end.
+    fn task_of(script: &str, role: &str) -> String {
+        let start = script
+            .find(&format!(
+                "exec srun --kill-on-bad-exit=1 --job-name={role} "
+            ))
+            .unwrap();
+        let end = start + script[start..].find(") &>").unwrap();
+        script[start..end]
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_task_clears_ucx_and_workers_get_per_rank_caches() {
+        let p = one_by_one();
+        let script = render(&spec(&p)).unwrap();
+        let gen_ = task_of(&script, "GEN_0");
+        assert_eq!(
+            gen_,
+            "    bash -c 'unset UCX_TLS UCX_NET_DEVICES\n      export FLASHINFER_JIT_DIR=/tmp/flashinfer_jit_cache_\"$SLURM_LOCALID\"\n      export HF_HOME=/tmp/hf_home\n      exec \"$@\"' GEN_0 \\\n    \"$DISAGG\" role GEN_0 --run-dir \"$RUN_DIR\""
+        );
+        let server = task_of(&script, "DISAGG_SERVER");
+        assert_eq!(
+            server,
+            "    bash -c 'unset UCX_TLS UCX_NET_DEVICES\n      exec \"$@\"' DISAGG_SERVER \\\n    \"$DISAGG\" role DISAGG_SERVER --run-dir \"$RUN_DIR\""
+        );
+        assert!(!script.contains("--segment") && !script.contains("numactl"));
+    }
+
+    #[test]
+    fn what_the_steps_environment_sets_is_left_to_it() {
+        let p = one_by_one();
+        let mut s = spec(&p);
+        s.ucx = Ucx::Transports("^ib".into());
+        s.env.common = vec![("HF_HOME".into(), "/shared/hf".into())];
+        s.env.ctx = vec![("UCX_TLS".into(), "rc".into())];
+        let script = render(&s).unwrap();
+        let ctx = task_of(&script, "CTX_0");
+        assert!(
+            ctx.starts_with("    bash -c 'export FLASHINFER_JIT_DIR="),
+            "{ctx}"
+        );
+        assert!(
+            !ctx.contains("UCX_TLS") && !ctx.contains("HF_HOME"),
+            "{ctx}"
+        );
+        let gen_ = task_of(&script, "GEN_0");
+        assert!(
+            gen_.starts_with("    bash -c 'export UCX_TLS='\\''^ib'\\''\n"),
+            "{gen_}"
+        );
+        assert!(!gen_.contains("HF_HOME"), "set job-wide: {gen_}");
+        let mut all = spec(&p);
+        all.env.common = [
+            "UCX_TLS",
+            "UCX_NET_DEVICES",
+            "FLASHINFER_JIT_DIR",
+            "HF_HOME",
+        ]
+        .map(|k| (k.to_string(), "x".to_string()))
+        .to_vec();
+        let script = render(&all).unwrap();
+        assert_eq!(
+            task_of(&script, "GEN_0"),
+            "    \"$DISAGG\" role GEN_0 --run-dir \"$RUN_DIR\"",
+            "nothing left for a prelude"
+        );
+    }
+
+    #[test]
+    fn numa_binding_segments_and_extra_arguments() {
+        let p = one_by_one();
+        let mut s = spec(&p);
+        s.numa_bind = true;
+        s.segment = true;
+        s.extra_args = vec!["--gres=gpu:4".into()];
+        s.notes = vec!["why\nnot".into()];
+        let script = render(&s).unwrap();
+        assert!(
+            task_of(&script, "CTX_0").ends_with(
+                "CTX_0 \\\n    numactl -m 0,1 \"$DISAGG\" role CTX_0 --run-dir \"$RUN_DIR\""
+            ),
+            "{script}"
+        );
+        assert!(!task_of(&script, "BENCHMARK").contains("numactl"));
+        let header: Vec<&str> = script
+            .lines()
+            .filter(|l| {
+                l.starts_with("#SBATCH") && !l.contains("--job-name") && !l.contains("--output")
+            })
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "#SBATCH --nodes=2",
+                "#SBATCH --ntasks=8",
+                "#SBATCH --ntasks-per-node=4",
+                "#SBATCH --segment=2",
+                "#SBATCH --exclusive",
+                "#SBATCH --gres=gpu:4"
+            ]
+        );
+        assert!(
+            script.contains("\n# why not\n"),
+            "a note stays one comment line"
+        );
+        s.extra_args = vec!["--comment=$(x)".into()];
+        assert_eq!(
+            render(&s).unwrap_err().to_string(),
+            "slurm.extra_args `--comment=$(x)` cannot go on an #SBATCH line: use only letters, digits and _-./:=@%+,"
+        );
+    }
+}

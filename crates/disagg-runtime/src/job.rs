@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use disagg_config::{Cluster, ContainerRuntime, Mode, TestConfig};
-use disagg_launch::sbatch::{ContainerSpec, JobSpec, RoleEnv};
+use disagg_config::{Cluster, ContainerRuntime, EngineKind, Mode, TestConfig};
+use disagg_launch::sbatch::{ContainerSpec, JobSpec};
 use disagg_launch::slurm::{JobState, Slurm};
 use disagg_plan::Plan;
 use disagg_results::junit;
 use serde::{Deserialize, Serialize};
 
 use crate::conclude::{Concluded, Failure, StoreTo, collect, conclude};
+use crate::environment::{gen_only_queue_size, role_env, ucx_for};
 use crate::error::InvalidInput;
 use crate::events::{Events, at};
 use crate::exit::ExitStatus;
@@ -85,46 +86,50 @@ pub fn job_name(config: &TestConfig, run_dir: &Path) -> String {
     format!("disagg-{cleaned}-{hash:08x}")
 }
 
-/// The environment of each role: the config's strings, plus upstream's gen-only switches.
-pub fn role_env(config: &TestConfig) -> RoleEnv {
-    let env = config.environment();
-    let mut role = RoleEnv {
-        common: Vec::new(),
-        worker: env.worker.clone(),
-        ctx: env.ctx_worker.clone(),
-        gen_: env.gen_worker.clone(),
-        server: env.server.clone(),
-        benchmark: env.benchmark.clone(),
-    };
-    let b = config.benchmark();
-    if matches!(b.mode, Mode::GenOnly | Mode::GenOnlyNoContext) {
-        // Upstream (submit.py, gen_only): the generation executor's fill gate opens at
-        // `concurrency` queued requests; the coordinator skips the context phase.
-        let first = b.concurrency.first().copied().unwrap_or(1);
-        let gen_only = [
-            ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY", "1".to_string()),
-            ("TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP", "1".to_string()),
-            ("TLLM_BENCHMARK_REQ_QUEUES_SIZE", first.to_string()),
-        ];
-        role.worker.splice(
-            0..0,
-            gen_only.iter().map(|(k, v)| ((*k).to_string(), v.clone())),
-        );
-        role.server
-            .insert(0, ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY".into(), "1".into()));
-    }
-    role
-}
-
-/// Everything the batch script of `config` needs.
+/// Everything the batch script of `config` needs, for workers running `engine`.
 pub fn job_spec<'p>(
     config: &TestConfig,
     cluster: Option<&Cluster>,
+    engine: EngineKind,
     plan: &'p Plan,
     run_dir: &Path,
     disagg_bin: &Path,
 ) -> JobSpec<'p> {
     let slurm = config.slurm();
+    let mut notes = Vec::new();
+    // Upstream asks for a segment unless the config says `set_segment: false`; only clusters
+    // with a block topology take the flag (older Slurm refuses it).
+    let wants_segment = slurm.set_segment.unwrap_or(true);
+    let segment = wants_segment && cluster.is_some_and(|c| c.segment);
+    if slurm.set_segment == Some(true) && !segment {
+        notes.push(match cluster {
+            Some(c) => format!(
+                "slurm.set_segment: no --segment, cluster `{}` does not declare `segment: true`",
+                c.name
+            ),
+            None => "slurm.set_segment: no --segment without a cluster profile that declares `segment: true`".to_string(),
+        });
+    }
+    let numa_bind = slurm.numa_bind && engine != EngineKind::Sim;
+    if slurm.numa_bind && !numa_bind {
+        notes.push(
+            "slurm.numa_bind: not applied, the sim engine allocates no GPU or pinned memory"
+                .to_string(),
+        );
+    }
+    if config.benchmark().mode == Mode::GenOnly {
+        let queue = gen_only_queue_size(config);
+        let concurrency = config.benchmark().concurrency.first().copied().unwrap_or(1);
+        if queue < concurrency {
+            let g = config.gen_();
+            notes.push(format!(
+                "TLLM_BENCHMARK_REQ_QUEUES_SIZE capped to {queue} (max_batch_size {}, tp {}, attention DP {}), not the concurrency {concurrency}, as upstream",
+                g.max_batch_size(),
+                g.tp(),
+                g.attention_dp()
+            ));
+        }
+    }
     let container = cluster.and_then(|c| match (c.container.runtime, &c.container.image) {
         (ContainerRuntime::Pyxis, Some(image)) => Some(ContainerSpec {
             image: image.clone(),
@@ -151,10 +156,21 @@ pub fn job_spec<'p>(
             .or_else(|| slurm.job_time.clone()),
         gres_gpus: cluster.is_some_and(|c| c.gres_gpus),
         sbatch_args: cluster.map(|c| c.sbatch_args.clone()).unwrap_or_default(),
+        extra_args: slurm
+            .extra_args
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        segment,
+        ucx: ucx_for(cluster.and_then(|c| c.gpu_type.as_deref())),
+        numa_bind,
+        notes,
         container,
         mpi: cluster.and_then(|c| c.mpi.clone()),
         install: cluster.map(|c| c.install.clone()).unwrap_or_default(),
-        env: role_env(config),
+        env: role_env(config, cluster),
         step_stagger_s: stagger,
         teardown_grace_s: 30,
         settle_s: 5,
@@ -162,10 +178,12 @@ pub fn job_spec<'p>(
     }
 }
 
-/// The batch script of `config`, for a run in `run_dir` with this binary (or `bin`).
+/// The batch script of `config` with `engine` workers, for a run in `run_dir` with this binary
+/// (or `bin`).
 pub fn render_script(
     config: &TestConfig,
     cluster: Option<&Cluster>,
+    engine: EngineKind,
     plan: &Plan,
     run_dir: &Path,
     bin: Option<&Path>,
@@ -174,7 +192,7 @@ pub fn render_script(
         Some(b) => b.to_path_buf(),
         None => std::env::current_exe().context("cannot locate the disagg binary")?,
     };
-    let spec = job_spec(config, cluster, plan, run_dir, &bin);
+    let spec = job_spec(config, cluster, engine, plan, run_dir, &bin);
     disagg_launch::sbatch::render(&spec).with_context(|| {
         format!(
             "cannot render the job script of {}",
@@ -185,7 +203,14 @@ pub fn render_script(
 
 /// Render the job script of a prepared run into `RUN/job.sbatch`.
 pub fn write_script(p: &Prepared, bin: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let script = render_script(&p.config, p.cluster.as_ref(), &p.plan, p.run.root(), bin)?;
+    let script = render_script(
+        &p.config,
+        p.cluster.as_ref(),
+        p.spec.engine,
+        &p.plan,
+        p.run.root(),
+        bin,
+    )?;
     let path = p.run.root().join("job.sbatch");
     write_atomic(&path, &script)?;
     Ok(path)
@@ -285,7 +310,7 @@ pub fn submit_and_follow(
         }
     };
     let failure = failure.or(verdict).map(|why| {
-        let tail = failing_role_tail(&p.run, &why);
+        let tail = failing_role_tail(&p.run, &p.spec.roles, &why);
         Failure {
             why: if tail.is_empty() {
                 why
@@ -402,15 +427,19 @@ pub fn indented_tail(log: &Path) -> String {
 }
 
 /// The last lines of the log of the role a failure message names (or of the first failed role).
-fn failing_role_tail(run: &RunDir, why: &str) -> String {
-    let roles = run.roles().unwrap_or_default();
-    let named = roles
+fn failing_role_tail(run: &RunDir, all: &[disagg_plan::Role], why: &str) -> String {
+    // The role the reason names first — from the run's roles, so a step that died before its
+    // role ever started (a missing program in the task's prelude) is found too — else the one
+    // that failed.
+    let named = all
         .iter()
-        .map(|r| r.role.to_string())
-        .filter(|r| why.contains(r.as_str()))
-        .max_by_key(|r| why.find(r.as_str()).map(|i| usize::MAX - i));
+        .map(ToString::to_string)
+        .filter_map(|r| why.find(r.as_str()).map(|i| (i, r)))
+        .min()
+        .map(|(_, r)| r);
     let role = named.or_else(|| {
-        roles
+        run.roles()
+            .unwrap_or_default()
             .iter()
             .find(|r| r.state == State::Failed)
             .map(|r| r.role.to_string())
@@ -597,39 +626,5 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         );
         assert_ne!(a, job_name(&config, Path::new("/runs/b")));
-    }
-
-    #[test]
-    fn gen_only_runs_get_upstreams_switches() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/local-sim.yaml"
-        ))
-        .unwrap();
-        let e2e = TestConfig::parse(Path::new("x.yaml"), &text).unwrap();
-        assert!(
-            role_env(&e2e)
-                .of(disagg_plan::Role::Gen(0))
-                .iter()
-                .all(|(k, _)| !k.starts_with("TRTLLM_DISAGG"))
-        );
-        let gen_only = text.replace("  mode: e2e", "  mode: gen_only");
-        let config = TestConfig::parse(Path::new("x.yaml"), &gen_only).unwrap();
-        let env = role_env(&config);
-        let gen_env = env.of(disagg_plan::Role::Gen(0));
-        assert_eq!(
-            gen_env[0],
-            ("TRTLLM_DISAGG_BENCHMARK_GEN_ONLY".into(), "1".into())
-        );
-        assert!(
-            gen_env
-                .iter()
-                .any(|(k, _)| k == "TLLM_BENCHMARK_REQ_QUEUES_SIZE")
-        );
-        assert_eq!(
-            env.of(disagg_plan::Role::DisaggServer)[0].0,
-            "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY"
-        );
-        assert!(env.of(disagg_plan::Role::Benchmark).is_empty());
     }
 }

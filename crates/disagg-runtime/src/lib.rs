@@ -23,6 +23,7 @@
 
 pub mod conclude;
 pub mod engine;
+pub mod environment;
 pub mod error;
 pub mod events;
 pub mod exit;

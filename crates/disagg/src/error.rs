@@ -23,7 +23,8 @@ pub fn report(err: &anyhow::Error) -> ExitStatus {
     if let Some(h) = hint.as_deref().or(config_hint) {
         let _ = writeln!(stderr, "hint: {h}");
     }
-    if err.chain().any(is_invalid_input) {
+    // A context layer is not in the chain as its own type; anyhow finds it by downcasting.
+    if err.chain().any(is_invalid_input) || err.downcast_ref::<InvalidInput>().is_some() {
         ExitStatus::InvalidInput
     } else {
         ExitStatus::Failure

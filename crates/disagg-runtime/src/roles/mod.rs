@@ -56,8 +56,13 @@ pub fn run(
     let env = |k: &str| std::env::var(k).ok();
     // Under srun every task of a step runs this; only rank 0 speaks for the server.
     let me = Arc::new(RoleRun::join(role, run_dir, host, rank(&env))?);
+    // A worker names the GPUs it was given, so a run's logs show who had which.
+    let gpus = match (role, env("CUDA_VISIBLE_DEVICES")) {
+        (Role::Ctx(_) | Role::Gen(_), Some(d)) => format!(", CUDA_VISIBLE_DEVICES={d}"),
+        _ => String::new(),
+    };
     eprintln!(
-        "{}: pid {}, rank {}, node {}, run {}, engine {}",
+        "{}: pid {}, rank {}, node {}, run {}, engine {}{gpus}",
         me.role,
         std::process::id(),
         me.rank,

@@ -36,6 +36,7 @@ pub fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
         let script = disagg_runtime::job::render_script(
             &config,
             cluster.as_ref(),
+            engine,
             &plan,
             &run_dir,
             args.disagg_bin.as_deref(),

@@ -108,6 +108,38 @@ fn plan_sbatch_for_a_pyxis_cluster() {
     insta::assert_snapshot!("sbatch_seed_gb200", out.stdout);
 }
 
+/// The environment contract on a GB200 and a B200 profile with TensorRT-LLM workers: UCX per GPU
+/// type, the IMEX channel on GB200, per-rank caches, `numactl` for `slurm.numa_bind`,
+/// `--segment` where the profile declares it, `slurm.extra_args`, the profiles' variables.
+#[test]
+fn plan_sbatch_with_trtllm_on_gb200_and_b200_profiles() {
+    for (cluster, config) in [
+        ("gb200", SEED),
+        (
+            "b200",
+            "fixtures/trtllm-configs/disaggregated/b200_deepseek-r1-fp4_8k1k_con1536_ctx1_dep4_gen1_dep8_eplb0_mtp1_ccb-NIXL.yaml",
+        ),
+    ] {
+        let out = disagg(&[
+            "--clusters",
+            &format!("{DATA}/clusters.yaml"),
+            "plan",
+            config,
+            "--cluster",
+            cluster,
+            "--engine",
+            "trtllm",
+            "--sbatch",
+            "--run-dir",
+            "/lustre/runs/seed",
+            "--disagg-bin",
+            "/lustre/bin/disagg",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        insta::assert_snapshot!(format!("sbatch_trtllm_{cluster}"), out.stdout);
+    }
+}
+
 #[test]
 fn plan_sbatch_per_engine_one_task_per_node_for_vllm_and_sglang() {
     for engine in ["vllm", "sglang"] {

@@ -793,3 +793,83 @@ fn the_sim_speaks_sglangs_and_vllms_hand_off_in_a_run_with_ports_from_the_plan()
         both(&out)
     );
 }
+
+/// The value a worker's log names as its `CUDA_VISIBLE_DEVICES` (its first line).
+fn logged_gpus(run: &Path, role: &str) -> String {
+    let log = read(run.join(format!("logs/{role}.log")));
+    let line = log
+        .lines()
+        .find(|l| l.contains("CUDA_VISIBLE_DEVICES="))
+        .unwrap_or_else(|| panic!("{role} names no GPUs: {log}"));
+    line.rsplit("CUDA_VISIBLE_DEVICES=")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn local_workers_on_different_planned_nodes_get_gpus_of_their_own() {
+    // CTX_0 (TP4) on node 2, GEN_0 (TP8) on nodes 0-1: on one machine they would otherwise both
+    // start at GPU 0.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out: Output = disagg()
+        .args([
+            "run",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/slurm-ctx4-gen8.yaml"
+            ),
+            "--concurrency",
+            "1",
+            "--num-prompts",
+            "2",
+            "--isl",
+            "16",
+            "--osl",
+            "2",
+            "--out",
+        ])
+        .arg(&run)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let gen_ = logged_gpus(&run, "GEN_0");
+    let ctx = logged_gpus(&run, "CTX_0");
+    assert_eq!(gen_, "0,1,2,3,4,5,6,7");
+    assert_eq!(ctx, "8,9,10,11");
+    for role in ["DISAGG_SERVER", "BENCHMARK"] {
+        let log = read(run.join(format!("logs/{role}.log")));
+        assert!(!log.contains("CUDA_VISIBLE_DEVICES"), "{role}: {log}");
+    }
+}
+
+#[test]
+fn a_multi_gpu_trtllm_server_is_refused_locally_with_the_command_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/slurm-ctx4-gen8.yaml"
+    );
+    let out: Output = disagg()
+        .args(["run", config, "--engine", "trtllm", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        stderr.contains("engine trtllm with CTX_0 (4 GPUs), GEN_0 (8 GPUs): ")
+            && stderr.contains("one MPI rank per GPU"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("hint: run it as a Slurm job, one rank per GPU as upstream does: `disagg submit {config} --cluster <profile>`")),
+        "{stderr}"
+    );
+    // Nothing started; the run directory records why.
+    assert!(role_json(&run, "GEN_0").is_none());
+    assert!(read(run.join("rendezvous/benchmark_status.txt")).starts_with("Failed: "));
+}
