@@ -5,7 +5,8 @@
 //!   files, `run.json`), the contract every `disagg role` process reads and writes.
 //! - [`lifecycle`]: one role's life (publish, heartbeat, watch the others, wait, finish) and
 //!   [`roles`]: the bodies of the workers, the coordinator and the benchmark; [`Role`] names
-//!   them all; [`engine`]: the command lines of external engines.
+//!   them all; [`engine`]: the command lines of external engines; [`options`]: the options file
+//!   an engine reads.
 //! - [`prepare`]: config + options → a run directory and its plan; [`local`]: every role as a
 //!   supervised child of this machine ([`supervise`]); [`job`]: the same run as a Slurm job.
 //! - [`conclude`], [`store`]: the ending of every run — summary, JUnit, store, check.
@@ -29,6 +30,7 @@ pub mod exit;
 pub mod job;
 pub mod lifecycle;
 pub mod local;
+pub mod options;
 pub mod prepare;
 pub mod probe;
 pub mod report;

@@ -107,14 +107,14 @@ async fn external(
         ServerKind::Ctx => me.config.ctx(),
         ServerKind::Gen => me.config.gen_(),
     };
-    // The worker section, minus the harness's keys, is the engine's options file.
-    // Aggregated servers transfer no KV: no cache transceiver.
-    let options: serde_json::Map<String, serde_json::Value> = w
-        .engine_options()
-        .into_iter()
-        .filter(|(k, _)| !(me.config.aggregated() && *k == "cache_transceiver_config"))
-        .map(|(k, v)| (k.to_string(), v.to_json()))
-        .collect();
+    // The worker section, minus the harness's keys and with upstream's paths resolved, is the
+    // engine's options file (checked when the run was prepared).
+    let roots = crate::options::Roots {
+        models: me.spec.models_root.as_deref(),
+        llm: me.spec.llm_root.as_deref(),
+    };
+    let options = crate::options::options_file(w, me.config.aggregated(), roots)
+        .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
     let engines = me.run.root().join("engines");
     std::fs::create_dir_all(&engines)
         .with_context(|| format!("cannot create {}", engines.display()))?;
