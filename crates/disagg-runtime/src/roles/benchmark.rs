@@ -7,6 +7,7 @@ use anyhow::anyhow;
 use disagg_bench::drive::{Hooks, execute};
 use disagg_bench::plan::{BenchPlan, Dataset};
 use disagg_bench::runner::Load;
+use disagg_config::{EngineKind, Mode};
 use disagg_plan::Role;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,9 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
         });
     }
     let plan = bench_plan(me, url);
+    // Gen-only: where the generation workers' logs are now, so that the step times read after
+    // the run are the run's own.
+    let gen_logs = me.gen_only().then(|| gen_logs(me));
     eprintln!(
         "BENCHMARK: {} against {}, concurrencies {:?}",
         me.config.name(),
@@ -80,6 +84,23 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
             me.finish(&ending)
         }
         (Ok(_), _) => {
+            let after = gen_logs
+                .map(|logs| step_times(me, &logs))
+                .unwrap_or(Ok(()));
+            if let Err(e) = after {
+                if stop.is_cancelled() {
+                    let ending = why_stopped
+                        .lock()
+                        .ok()
+                        .and_then(|mut w| w.take())
+                        .unwrap_or(Ending::Signal);
+                    return me.finish(&ending);
+                }
+                let _ = me
+                    .run
+                    .write_status_once(&Status::Failed(format!("BENCHMARK: {e:#}")));
+                return me.fail(&e);
+            }
             if let Err(e) = me.run.write_status_once(&Status::Done) {
                 return me.fail(&e.into());
             }
@@ -88,43 +109,60 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
     }
 }
 
-/// Wait for the router to be published and healthy: its URL.
-async fn router_url(
-    me: &RoleRun,
-    signal: &CancellationToken,
-) -> anyhow::Result<Result<String, Ending>> {
-    let published = me
-        .wait_for("DISAGG_SERVER", 20.0, signal, || {
-            let roles = me.run.roles();
-            async move {
-                Ok(roles?
-                    .iter()
-                    .any(|r| r.role == Role::DisaggServer && r.state == State::Ready))
-            }
+/// Each generation worker's log and its length now.
+fn gen_logs(me: &RoleRun) -> Vec<(std::path::PathBuf, u64)> {
+    me.spec
+        .roles
+        .iter()
+        .filter(|r| matches!(r, Role::Gen(_)))
+        .map(|role| {
+            // On Slurm a step's output is `slurm-<ROLE>.log`; a local run's `<ROLE>.log`.
+            let slurm = me.run.log_file(&format!("slurm-{role}"));
+            let path = if slurm.exists() {
+                slurm
+            } else {
+                me.run.log_file(&role.to_string())
+            };
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            (path, len)
         })
-        .await?;
-    if let Err(e) = published {
-        return Ok(Err(e));
+        .collect()
+}
+
+/// The gen-only metric: the generation workers' per-iteration device step time over the run,
+/// printed as upstream appends it and written into the run's record. None found is a failure,
+/// as upstream's `check_test_failure` makes it.
+fn step_times(me: &RoleRun, logs: &[(std::path::PathBuf, u64)]) -> anyhow::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    let mut workers = Vec::new();
+    for (path, from) in logs {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let _ = f.seek(std::io::SeekFrom::Start(*from));
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        workers.push(disagg_bench::steptime::scan(&text));
     }
-    let addr = me
-        .run
-        .roles()?
-        .into_iter()
-        .find(|r| r.role == Role::DisaggServer)
-        .and_then(|r| r.address())
-        .ok_or_else(|| anyhow!("DISAGG_SERVER is ready but has no address"))?;
-    let probe = addr.clone();
-    let healthy = me
-        .wait_for("the router's /health", 20.0, signal, move || {
-            let probe = probe.clone();
-            async move {
-                Ok(crate::probe::health(&probe, Duration::from_secs(2))
-                    .await
-                    .unwrap_or(false))
-            }
-        })
-        .await?;
-    Ok(healthy.map(|()| format!("http://{addr}")))
+    let Some(stats) = disagg_bench::steptime::stats(&workers) else {
+        anyhow::bail!(
+            "gen-only: no generation worker logged a usable iteration (`iter = N, ... \
+             prev_device_step_time = X ms` with N ≥ 5) in {}; set worker_config.gen.print_iter_log: \
+             true",
+            logs.iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    print!("{}", disagg_bench::steptime::summary_lines(&stats));
+    for (path, mut record) in disagg_bench::record::load_records(&me.run.results_dir())? {
+        record.gen_step_time_ms = Some(stats);
+        disagg_bench::record::write_atomic(&path, &serde_json::to_string_pretty(&record)?)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The benchmark of the run: the config's, with the launcher's overrides, and upstream's
@@ -142,24 +180,129 @@ pub fn bench_plan(me: &RoleRun, url: String) -> BenchPlan {
         }
         None => Dataset::Random,
     };
+    let shape = Shape::of(&me.config);
     BenchPlan {
-        loads: b
+        loads: shape
             .concurrency
             .iter()
             .map(|&c| Load::Concurrency(c as usize))
             .collect(),
         num_prompts: me.spec.overrides.num_prompts,
-        multi_round: b.multi_round.max(1) as usize,
+        multi_round: shape.multi_round as usize,
         isl: b.isl,
         osl: b.osl,
         range_ratio: b.range_ratio,
         dataset,
         ignore_eos: true,
         stream: b.streaming,
+        warmup: shape.warmup,
         percentiles: vec![50.0, 90.0, 99.0],
         timeout: me.spec.timeouts.request_s,
         max_duration: me.spec.timeouts.run_s,
         out: Some(me.run.results_dir()),
+        // The engines that report TensorRT-LLM's per-choice field: the simulator (from its
+        // speculation) and TensorRT-LLM itself.
+        require_decoded_per_iter: shape.speculative
+            && matches!(me.spec.engine, EngineKind::Sim | EngineKind::Trtllm),
         ..BenchPlan::new(url, me.model())
+    }
+}
+
+/// The concurrencies the benchmark runs: the config's, or its first alone in the gen-only modes.
+pub fn planned_concurrency(config: &disagg_config::TestConfig) -> Vec<u32> {
+    Shape::of(config).concurrency
+}
+
+/// What upstream's harness makes of the config's `benchmark` section for its clients
+/// (`_parse_disagg_config_file` in `tests/integration/defs/perf/test_perf_sanity.py`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    /// The concurrencies run: all, or the first alone in the gen-only modes.
+    concurrency: Vec<u32>,
+    /// Prompts per concurrency = concurrency × this: `multi_round`, or 1 in the gen-only modes.
+    multi_round: u32,
+    /// Requests sent before each run and not measured: upstream's initial test prompt, sent in
+    /// `e2e` only (`WARMUP_BENCHMARK_MODES`).
+    warmup: usize,
+    /// The context or the generation servers decode speculatively.
+    speculative: bool,
+}
+
+impl Shape {
+    fn of(config: &disagg_config::TestConfig) -> Shape {
+        let b = config.benchmark();
+        let gen_only = b.mode != Mode::E2e;
+        let speculative = [config.ctx(), config.gen_()]
+            .iter()
+            .any(|w| w.speculative().is_some_and(|s| !s.decoding_type.is_empty()));
+        Shape {
+            concurrency: if gen_only {
+                b.concurrency.iter().take(1).copied().collect()
+            } else {
+                b.concurrency.clone()
+            },
+            multi_round: if gen_only { 1 } else { b.multi_round.max(1) },
+            warmup: usize::from(!gen_only),
+            speculative,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use disagg_config::TestConfig;
+
+    use super::*;
+
+    fn config(mode: &str, extra_gen: &str) -> TestConfig {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap()
+        .replace("  mode: e2e\n", &format!("  mode: {mode}\n"))
+        .replace(
+            "    stream_interval: 1\n",
+            &format!("    stream_interval: 1\n{extra_gen}"),
+        );
+        TestConfig::parse(Path::new("x.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn gen_only_runs_the_first_concurrency_once_without_a_warm_up() {
+        // The example: concurrencies 1 4 16, multi_round 4.
+        let e2e = Shape::of(&config("e2e", ""));
+        assert_eq!(
+            e2e,
+            Shape {
+                concurrency: vec![1, 4, 16],
+                multi_round: 4,
+                warmup: 1,
+                speculative: false,
+            }
+        );
+        for mode in ["gen_only", "gen_only_no_context"] {
+            let g = Shape::of(&config(mode, ""));
+            assert_eq!(
+                g,
+                Shape {
+                    concurrency: vec![1],
+                    multi_round: 1,
+                    warmup: 0,
+                    speculative: false,
+                },
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decoding_type_on_either_side_makes_the_run_speculative() {
+        let mtp = "    speculative_config: {decoding_type: MTP, num_nextn_predict_layers: 1}\n";
+        assert!(Shape::of(&config("e2e", mtp)).speculative);
+        let none = "    speculative_config: {num_nextn_predict_layers: 1}\n";
+        assert!(!Shape::of(&config("e2e", none)).speculative);
     }
 }

@@ -9,6 +9,7 @@ mod benchmark;
 mod server;
 mod worker;
 
+pub use benchmark::planned_concurrency;
 pub use server::router_policy;
 
 use std::path::Path;

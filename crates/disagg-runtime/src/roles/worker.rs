@@ -69,9 +69,13 @@ async fn sim(
         params: me.spec.overrides.sim.clone(),
         ..SimOptions::default()
     };
-    let (cfg, limits) = options
+    let (mut cfg, limits) = options
         .resolve(Some((&me.config, side)))
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    // The gen-only benchmark reads its metric from the generation workers' iteration logs.
+    if me.gen_only() && side == WorkerSide::Gen {
+        cfg.print_iter_log = true;
+    }
     let bind = format!("{}:0", me.address.bind);
     let sim = disagg_sim::Sim::bind(&bind, cfg, limits)
         .await

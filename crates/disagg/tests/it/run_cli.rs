@@ -610,3 +610,88 @@ exec "$DISAGG_BIN" sim --host "$host" --port 0 --report-addr "$report" --role bo
     }
     assert_nothing_left(&run);
 }
+
+#[test]
+fn gen_only_runs_once_at_the_first_concurrency_and_records_the_step_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("  mode: e2e\n", "  mode: gen_only\n");
+    let config = dir.path().join("gen-only.yaml");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .args(["--isl", "32", "--osl", "16", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The example's concurrencies are 1 4 16 with multi_round 4: gen-only runs con1, once.
+    assert!(
+        stdout.contains("con1") && !stdout.contains("con4"),
+        "{stdout}"
+    );
+    let log = read(run.join("logs/BENCHMARK.log"));
+    assert!(
+        log.contains("Average Per Iter Device Step Time (ms): 8.05\n"),
+        "{log}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/con1.json"))).unwrap();
+    assert_eq!(record["metrics"]["total_requests"], 1);
+    let mean = record["gen_step_time_ms"]["mean"].as_f64().unwrap();
+    // The sim's default cost: 8 ms a step plus 0.05 ms a decoding sequence.
+    assert!((mean - 8.05).abs() < 1e-9, "{mean}");
+    assert!(read(run.join("logs/GEN_0.log")).contains("prev_device_step_time = 8.05ms"));
+}
+
+#[test]
+fn speculative_decoding_on_the_sim_gives_upstreams_d_al() {
+    let dir = tempfile::tempdir().unwrap();
+    // MTP with 3 drafts, 1 accepted (forced, as upstream's configs do): the generation server
+    // emits the context's token and 2 decoded ones, then 2 a step: 8 tokens in 4 steps.
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(
+            "    stream_interval: 1\n",
+            "    stream_interval: 1\n    speculative_config: {decoding_type: MTP, num_nextn_predict_layers: 3}\n",
+        )
+        .replace(
+            "TLLM_LOG_LEVEL=INFO",
+            "TLLM_LOG_LEVEL=INFO TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=1",
+        );
+    let config = dir.path().join("mtp.yaml");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .args([
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--isl",
+            "32",
+            "--osl",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let log = read(run.join("logs/BENCHMARK.log"));
+    assert!(
+        log.contains("Mean Avg Decoded Tokens per Iter:        2.00"),
+        "{log}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/con2.json"))).unwrap();
+    let per_iter = &record["metrics"]["avg_decoded_tokens_per_iter"];
+    assert_eq!(per_iter["summary"]["mean"], 2.0);
+    assert_eq!(per_iter["summary"]["count"], 4);
+}
