@@ -65,11 +65,14 @@ fn capture<T: std::str::FromStr>(c: &regex::Captures<'_>, i: usize) -> Option<T>
     c.get(i)?.as_str().parse().ok()
 }
 
+/// A rank's previous iteration line: its iteration and scheduled requests, when they parse.
+type Predecessor = (Option<u64>, Option<u64>);
+
 /// The usable rows of one worker's log text (the part written during the measured run).
 pub fn scan(log: &str) -> Vec<IterRow> {
     let mut rows = Vec::new();
     // Per emitting rank: (iteration, scheduled requests) of its previous line.
-    let mut previous: Vec<(Option<u64>, (Option<u64>, Option<u64>))> = Vec::new();
+    let mut previous: Vec<(Option<u64>, Predecessor)> = Vec::new();
     for line in log.lines() {
         if !line.contains("prev_device_step_time") {
             continue;

@@ -257,9 +257,9 @@ fn speculation(config: &TestConfig, side: WorkerSide) -> Speculation {
         .worker
         .iter()
         .chain(extra)
+        .rev()
         .filter(|(k, _)| k == "TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS")
-        .filter_map(|(_, v)| v.parse::<u32>().ok())
-        .last();
+        .find_map(|(_, v)| v.parse::<u32>().ok());
     Speculation {
         draft_len: spec.draft_len,
         accepted: forced.unwrap_or(spec.draft_len).min(spec.draft_len),
