@@ -264,6 +264,19 @@ pub fn prepare(
     };
     let engine = engine_of(&config, options.engine);
     let config = config.with_overrides(&options.overrides)?;
+    // A local run (every role on this machine) needs its tools here, found before anything is
+    // created; on Slurm every role checks its own on its node.
+    if host.is_some() {
+        let tools = crate::preflight::needed(&config, engine, true, true);
+        crate::preflight::check_here(&config, &tools)?;
+    }
+    if config.profiling().nsys_on && !crate::preflight::profiles(engine) {
+        eprintln!(
+            "warning: {}: profiling.nsys_on is ignored with engine {engine}: only TensorRT-LLM \
+             (and engine.command) workers answer TLLM_PROFILE_START_STOP",
+            config.path().display()
+        );
+    }
     let router = config.extensions().router.clone().unwrap_or_default();
     if engine == EngineKind::Sglang && router.implementation == Some("trtllm") {
         return Err(InvalidInput(format!(

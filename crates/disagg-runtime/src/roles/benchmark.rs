@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use disagg_bench::drive::{Hooks, execute};
 use disagg_bench::plan::{BenchPlan, Dataset};
 use disagg_bench::runner::Load;
@@ -18,6 +18,12 @@ use crate::rundir::{State, Status};
 
 /// The benchmark's body (it runs its own multi-thread runtime: the load needs every core).
 pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
+    // The accuracy step's tool, found before the benchmark waits for anything (on Slurm this is
+    // the first check of it; a local run checked it before it started any role).
+    let tools = crate::preflight::needed(&me.config, me.spec.engine, false, true);
+    if let Err(e) = crate::preflight::check_here(&me.config, &tools) {
+        return me.fail(&e.into());
+    }
     let rt = match crate::serving::runtime(0) {
         Ok(rt) => rt,
         Err(e) => return me.fail(&e),
@@ -55,6 +61,7 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
             stop.cancel();
         });
     }
+    let router = url.trim_start_matches("http://").to_string();
     let plan = bench_plan(me, url);
     // Gen-only: where the generation workers' logs are now, so that the step times read after
     // the run are the run's own.
@@ -86,7 +93,11 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
         (Ok(_), _) => {
             let after = gen_logs
                 .map(|logs| step_times(me, &logs))
-                .unwrap_or(Ok(()));
+                .unwrap_or(Ok(()))
+                .and_then(|()| match me.config.accuracy() {
+                    Some(a) => accuracy(me, a, &router, &stop),
+                    None => Ok(()),
+                });
             if let Err(e) = after {
                 if stop.is_cancelled() {
                     let ending = why_stopped
@@ -163,6 +174,177 @@ fn step_times(me: &RoleRun, logs: &[(std::path::PathBuf, u64)]) -> anyhow::Resul
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The accuracy step: every task's lm_eval against the router, then the record and the gate.
+fn accuracy(
+    me: &RoleRun,
+    a: &disagg_config::Accuracy,
+    router: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::accuracy::{self as acc, AccuracyRecord, TaskRun};
+    let results = me.run.results_dir();
+    let model = std::env::var("DISAGG_MODEL_PATH")
+        .ok()
+        .or_else(|| me.spec.model_path.clone())
+        .unwrap_or_else(|| me.model());
+    let mut runs = Vec::new();
+    for task in &a.tasks {
+        let out = acc::output_dir(&results, task);
+        let include = match (acc::include_path(task), acc::custom_config(task)) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(file)) => Some(custom_config_dir(me, file)?),
+            (None, None) => None,
+        };
+        let argv = acc::command(task, &model, router, &out, include.as_deref());
+        let log = me.run.log_file(&format!("accuracy_eval_{}", task.tasks));
+        eprintln!(
+            "BENCHMARK: accuracy: {} (log {})",
+            argv.join(" "),
+            log.display()
+        );
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).envs(a.env.iter().map(|(k, v)| (k, v)));
+        let mut child = crate::supervise::spawn(&argv[0], cmd, &log)
+            .with_context(|| format!("cannot start `{}`", argv[0]))?;
+        let status = loop {
+            if let Some(status) = child.poll() {
+                break status;
+            }
+            if stop.is_cancelled() {
+                crate::supervise::stop_all(
+                    std::slice::from_mut(&mut child),
+                    Duration::from_secs(10),
+                );
+                anyhow::bail!("the run ended while lm_eval ran");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut run = TaskRun {
+            tasks: task.tasks.clone(),
+            command: argv,
+            exit_code: status.code(),
+            results_file: None,
+            scores: Vec::new(),
+            error: None,
+        };
+        if !status.success() {
+            run.error = Some(format!(
+                "lm_eval {} (its log: {})",
+                crate::supervise::describe(status),
+                log.display()
+            ));
+        } else if let Some(file) = acc::find_results(&out) {
+            run.results_file = Some(file.display().to_string());
+            match std::fs::read_to_string(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| acc::parse_results(&t))
+            {
+                Ok(scores) => run.scores = scores,
+                Err(e) => run.error = Some(format!("{}: {e}", file.display())),
+            }
+        } else {
+            run.error = Some(format!(
+                "lm_eval wrote no results_*.json under {}",
+                out.display()
+            ));
+        }
+        runs.push(run);
+    }
+    let scores: Vec<acc::Score> = runs.iter().flat_map(|r| r.scores.clone()).collect();
+    let record = AccuracyRecord {
+        record_version: acc::ACCURACY_RECORD_VERSION,
+        verdicts: acc::gate(&scores, &a.thresholds),
+        runs,
+    };
+    let path = results.join("accuracy.json");
+    disagg_bench::record::write_atomic(&path, &serde_json::to_string_pretty(&record)?)
+        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    for s in &scores {
+        eprintln!(
+            "BENCHMARK: accuracy: {} {},{} = {:.4}",
+            s.task, s.metric, s.filter, s.value
+        );
+    }
+    let failures = record.failures();
+    if !failures.is_empty() {
+        anyhow::bail!("accuracy: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Upstream's `custom_config`: the task YAML (relative to the TensorRT-LLM source tree) with
+/// `LLM_MODELS_ROOT` replaced by the models root, written with its sibling `utils.py` to
+/// `results/lm_eval_configs/`, which becomes `--include_path`.
+fn custom_config_dir(me: &RoleRun, file: &str) -> anyhow::Result<String> {
+    let source = match (file.starts_with('/'), me.spec.llm_root.as_deref()) {
+        (true, _) => std::path::PathBuf::from(file),
+        (false, Some(root)) => std::path::Path::new(root).join(file),
+        (false, None) => anyhow::bail!(
+            "accuracy custom_config `{file}` is relative to the TensorRT-LLM source tree, and this \
+             run has none: give the cluster profile an llm_root (or set LLM_ROOT)"
+        ),
+    };
+    let text = std::fs::read_to_string(&source)
+        .with_context(|| format!("cannot read {}", source.display()))?;
+    let text = match me.spec.models_root.as_deref() {
+        Some(root) => text.replace("LLM_MODELS_ROOT", root),
+        None => text,
+    };
+    let dir = me.run.results_dir().join("lm_eval_configs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = source.file_name().unwrap_or_default();
+    std::fs::write(dir.join(name), text)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    if let Some(utils) = source
+        .parent()
+        .map(|p| p.join("utils.py"))
+        .filter(|p| p.exists())
+    {
+        std::fs::copy(&utils, dir.join("utils.py"))
+            .with_context(|| format!("cannot copy {}", utils.display()))?;
+    }
+    Ok(dir.display().to_string())
+}
+
+/// Wait for the router to be published and healthy: its URL.
+async fn router_url(
+    me: &RoleRun,
+    signal: &CancellationToken,
+) -> anyhow::Result<Result<String, Ending>> {
+    let published = me
+        .wait_for("DISAGG_SERVER", 20.0, signal, || {
+            let roles = me.run.roles();
+            async move {
+                Ok(roles?
+                    .iter()
+                    .any(|r| r.role == Role::DisaggServer && r.state == State::Ready))
+            }
+        })
+        .await?;
+    if let Err(e) = published {
+        return Ok(Err(e));
+    }
+    let addr = me
+        .run
+        .roles()?
+        .into_iter()
+        .find(|r| r.role == Role::DisaggServer)
+        .and_then(|r| r.address())
+        .ok_or_else(|| anyhow!("DISAGG_SERVER is ready but has no address"))?;
+    let probe = addr.clone();
+    let healthy = me
+        .wait_for("the router's /health", 20.0, signal, move || {
+            let probe = probe.clone();
+            async move {
+                Ok(crate::probe::health(&probe, Duration::from_secs(2))
+                    .await
+                    .unwrap_or(false))
+            }
+        })
+        .await?;
+    Ok(healthy.map(|()| format!("http://{addr}")))
 }
 
 /// The benchmark of the run: the config's, with the launcher's overrides, and upstream's

@@ -234,8 +234,29 @@ async fn external(
         multi_node,
     };
     let template = engine.as_ref().and_then(|e| e.command.clone());
-    let argv = command_line(me.spec.engine, template.as_deref(), &params)
+    let mut argv = command_line(me.spec.engine, template.as_deref(), &params)
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    let profiling = me.config.profiling();
+    if profiling.nsys_on && crate::preflight::profiles(me.spec.engine) {
+        crate::preflight::check_here(&me.config, &[crate::preflight::Tool::Nsys])?;
+        let dir = me.run.root().join("profiles");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let output = crate::engine::nsys_output(&dir.display().to_string(), me.role, me.rank);
+        let range = match kind {
+            ServerKind::Ctx => &profiling.ctx_profile_range,
+            ServerKind::Gen => &profiling.gen_profile_range,
+        };
+        let (wrapped, profile_env) = crate::engine::nsys_wrap(
+            argv,
+            crate::engine::Nsys {
+                output: &output,
+                range,
+            },
+        );
+        argv = wrapped;
+        env.extend(profile_env);
+    }
     let what = format!("the {} engine", me.spec.engine);
     serve_child(me, &argv, &env, port, &what, signal).await
 }

@@ -611,6 +611,154 @@ exec "$DISAGG_BIN" sim --host "$host" --port 0 --report-addr "$report" --role bo
     assert_nothing_left(&run);
 }
 
+/// The example config with `extra` appended and `metadata_extra` under `metadata:`, written to
+/// `dir/name.yaml`.
+fn config_with(dir: &Path, name: &str, metadata_extra: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("metadata:\n", &format!("metadata:\n{metadata_extra}"))
+        + extra;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const ACCURACY: &str = "accuracy:\n  enable_accuracy_test: true\n  tasks:\n    gsm8k:\n      model_args_extra: num_concurrent=4,max_gen_toks=16\n";
+
+#[test]
+fn an_accuracy_step_without_lm_eval_stops_the_run_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), "acc", "", ACCURACY);
+    let empty = dir.path().join("bin");
+    std::fs::create_dir(&empty).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`lm_eval` is not on PATH; accuracy.enable_accuracy_test is true"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pip install"), "{stderr}");
+    assert!(!run.exists(), "no run directory, no role started");
+}
+
+/// A stand-in for `lm_eval`: records its arguments and environment, then writes a results file
+/// shaped as lm_eval writes it (gsm8k, flexible-extract 0.95) under `--output_path`.
+fn fake_lm_eval(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("lm_eval");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+printf '%s\n' "$@" > "$FAKE_LM_EVAL_ARGS"
+out=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--output_path" ]; then out="$2"; fi
+  shift
+done
+mkdir -p "$out/sim-llama-8b"
+cat > "$out/sim-llama-8b/results_2026-01-01T00-00-00.json" <<'JSON'
+{"results": {"gsm8k": {"alias": "gsm8k",
+  "exact_match,strict-match": 0.93, "exact_match_stderr,strict-match": 0.007,
+  "exact_match,flexible-extract": 0.95, "exact_match_stderr,flexible-extract": 0.006}},
+ "n-samples": {"gsm8k": {"original": 1319, "effective": 1319}}}
+JSON
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn the_accuracy_step_runs_lm_eval_against_the_router_and_gates_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_lm_eval(dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let args = |name: &str| dir.path().join(format!("args-{name}"));
+    let gate = |expected: &str| {
+        format!("  accuracy:\n    datasets:\n    - name: gsm8k\n      expected_value: {expected}\n")
+    };
+    let mut runs = Vec::new();
+    for (name, expected) in [("pass", "0.95"), ("fail", "0.99")] {
+        let env = format!(
+            "  env_var: {{FAKE_LM_EVAL_ARGS: {}}}\n",
+            args(name).display()
+        );
+        let accuracy = ACCURACY.replace("  tasks:\n", &format!("{env}  tasks:\n"));
+        let config = config_with(dir.path(), name, &gate(expected), &accuracy);
+        let run = dir.path().join(format!("run-{name}"));
+        let out = disagg()
+            .arg("run")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "2",
+                "--num-prompts",
+                "2",
+                "--osl",
+                "4",
+                "--out",
+            ])
+            .arg(&run)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        runs.push((run, out));
+    }
+    let (run, out) = &runs[0];
+    assert_eq!(out.status.code(), Some(0), "{}", both(out));
+    let argv = read(args("pass"));
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        ["--model", "local-completions", "--tasks", "gsm8k"]
+    );
+    let router = role_json(run, "DISAGG_SERVER").unwrap();
+    let base_url = format!(
+        "base_url=http://127.0.0.1:{}/v1/completions,",
+        router["port"].as_u64().unwrap()
+    );
+    assert!(
+        lines[5].starts_with("model=sim-llama-8b,") && lines[5].contains(&base_url),
+        "{argv}"
+    );
+    assert!(
+        lines[5].ends_with(",num_concurrent=4,max_gen_toks=16"),
+        "{}",
+        lines[5]
+    );
+    assert_eq!(lines[6..8], ["--log_samples", "--output_path"]);
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/accuracy.json"))).unwrap();
+    assert_eq!(record["runs"][0]["exit_code"], 0);
+    assert_eq!(record["runs"][0]["scores"].as_array().unwrap().len(), 2);
+    // 95 − 1.6449 × sqrt(5000 / 1319) = 91.80 ≤ 95.
+    assert_eq!(record["verdicts"][0]["passed"], true);
+    // A reference of 0.99: 95.00 < 95.80, the run fails with the verdict.
+    let (run, out) = &runs[1];
+    assert_eq!(out.status.code(), Some(1), "{}", both(out));
+    assert!(
+        both(out)
+            .contains("gsm8k flexible-extract: actual 95.00%, expected 99.00%, threshold 95.80%"),
+        "{}",
+        both(out)
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/accuracy.json"))).unwrap();
+    assert_eq!(record["verdicts"][0]["passed"], false);
+}
+
 #[test]
 fn gen_only_runs_once_at_the_first_concurrency_and_records_the_step_time() {
     let dir = tempfile::tempdir().unwrap();
