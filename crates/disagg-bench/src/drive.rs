@@ -43,7 +43,12 @@ pub struct Outcome {
 }
 
 /// Why a run cannot be trusted.
-fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<String> {
+fn validity(
+    m: &RunMetrics,
+    timelines: &[Timeline],
+    ignore_eos: bool,
+    require_decoded_per_iter: bool,
+) -> Vec<String> {
     let mut reasons = Vec::new();
     if m.failed > 0 {
         reasons.push(format!(
@@ -64,6 +69,13 @@ fn validity(m: &RunMetrics, timelines: &[Timeline], ignore_eos: bool) -> Vec<Str
                 "{short} requests returned another output length than requested despite ignore_eos"
             ));
         }
+    }
+    if require_decoded_per_iter && m.completed > 0 && m.avg_decoded_tokens_per_iter.is_none() {
+        reasons.push(
+            "speculative decoding, but no response carried avg_decoded_tokens_per_iter \
+             (upstream's d_al is missing)"
+                .to_string(),
+        );
     }
     reasons
 }
@@ -200,7 +212,12 @@ pub fn execute(
             }
         }
         let metrics = compute(&timelines, &plan.percentiles, plan.slo);
-        let mut reasons = validity(&metrics, &timelines, plan.ignore_eos);
+        let mut reasons = validity(
+            &metrics,
+            &timelines,
+            plan.ignore_eos,
+            plan.require_decoded_per_iter,
+        );
         if outcome.interrupted {
             let why = if stop.is_cancelled() {
                 "interrupted"
@@ -243,6 +260,7 @@ pub fn execute(
                         label: label.clone(),
                         source,
                     })?,
+                gen_step_time_ms: None,
             };
             let path = dir.join(format!("{label}.json"));
             let text =
@@ -306,6 +324,46 @@ mod tests {
         let path = dir.path().join("missing").join("con1.json");
         let e = write_atomic(&path, "{}").unwrap_err();
         assert_eq!(e.to_string(), format!("cannot write {}", path.display()));
+    }
+
+    #[test]
+    fn a_speculative_run_without_decoded_tokens_per_iter_is_invalid() {
+        use crate::timeline::{Chunk, DecodedPerIter};
+        let ms = Duration::from_millis;
+        let mut t = Timeline {
+            intended: ms(0),
+            sent: ms(0),
+            end: ms(21),
+            prompt_tokens: 8,
+            requested_output_tokens: 4,
+            chunks: vec![
+                Chunk {
+                    at: ms(10),
+                    tokens: 1,
+                },
+                Chunk {
+                    at: ms(20),
+                    tokens: 3,
+                },
+            ],
+            usage_output_tokens: Some(4),
+            usage_prompt_tokens: Some(8),
+            output_text: None,
+            tokenizer_output_tokens: None,
+            decoded_per_iter: DecodedPerIter::NotSent,
+            error: None,
+        };
+        let m = compute(std::slice::from_ref(&t), &[99.0], None);
+        assert!(validity(&m, std::slice::from_ref(&t), true, false).is_empty());
+        let reasons = validity(&m, std::slice::from_ref(&t), true, true);
+        assert_eq!(reasons.len(), 1);
+        assert!(
+            reasons[0].contains("avg_decoded_tokens_per_iter"),
+            "{reasons:?}"
+        );
+        t.decoded_per_iter = DecodedPerIter::Value(2.0);
+        let m = compute(std::slice::from_ref(&t), &[99.0], None);
+        assert!(validity(&m, std::slice::from_ref(&t), true, true).is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   statistics ([`stats`]) and the TensorRT-LLM result block ([`report`]) that the upstream
 //!   pipeline's regexes parse.
 //! - [`record`]: the versioned JSON record of one run, written here and read back by
-//!   `disagg-results`.
+//!   `disagg-results`; [`steptime`]: the gen-only metric, the generation workers' per-iteration
+//!   device step time read from their iteration logs.
 //!
 //! A plan starts from the defaults of `disagg bench`:
 //!
@@ -52,7 +53,8 @@
 //!     intended: ms(0), sent: ms(0), end: ms(31), prompt_tokens: 8, requested_output_tokens: 3,
 //!     chunks: vec![Chunk { at: ms(10), tokens: 1 }, Chunk { at: ms(20), tokens: 1 }, Chunk { at: ms(30), tokens: 1 }],
 //!     usage_output_tokens: Some(3), usage_prompt_tokens: Some(8),
-//!     output_text: None, tokenizer_output_tokens: None, error: None,
+//!     output_text: None, tokenizer_output_tokens: None, decoded_per_iter: Default::default(),
+//!     error: None,
 //! };
 //! let m = metrics::compute(&[t], &[99.0], None);
 //! assert_eq!(m.tpot_ms.mean, 10.0);
@@ -69,6 +71,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod steptime;
 pub mod timeline;
 
 pub use drive::{Hooks, Outcome, execute};

@@ -11,6 +11,7 @@
 //! | total token throughput | (Σ dataset prompt tokens + Σ output tokens) / duration (text prompts of unknown length count the server's `usage.prompt_tokens`) |
 //! | user throughput | mean over successful requests of output / E2EL (TTFT included) |
 //! | goodput | requests meeting every SLO / duration (TPOT counts as 0 for one-token outputs) |
+//! | avg decoded tokens per iter | per successful request, the last `choices[0].avg_decoded_tokens_per_iter` its chunks carried (0 when none did; a last `null` leaves it out); mean, median, std, min, max, percentiles; reported when the mean is above 0 (upstream `benchmark_serving.py` @ 0228a71; its mean is the perf tests' `d_al`) |
 //!
 //! Statistics: mean, median, population std, numpy-linear percentiles, in milliseconds; an
 //! empty sample gives 0. Failed requests are counted and excluded from every latency and token
@@ -32,6 +33,32 @@ pub struct Slo {
     pub tpot_ms: Option<f64>,
     /// E2EL bound.
     pub e2el_ms: Option<f64>,
+}
+
+/// Statistics of the per-request tokens per decoding iteration (speculative decoding's
+/// acceptance, upstream's "Avg Decoded Tokens per Iter"), in tokens, with the minimum and the
+/// maximum upstream prints besides the usual ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerIterStats {
+    /// Mean, median, std and percentiles.
+    pub summary: Summary,
+    /// Smallest request value.
+    pub min: f64,
+    /// Largest request value.
+    pub max: f64,
+}
+
+impl PerIterStats {
+    /// Upstream's statistics of `values`; `None` when their mean is not above 0 (upstream then
+    /// prints no section, so its `d_al` regex finds nothing).
+    pub fn of(values: &[f64], percentiles: &[f64]) -> Option<PerIterStats> {
+        let summary = summarize(values, percentiles);
+        (summary.mean > 0.0).then(|| PerIterStats {
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            summary,
+        })
+    }
 }
 
 /// The metrics of one run (one concurrency or rate).
@@ -73,6 +100,9 @@ pub struct RunMetrics {
     pub e2el_ms: Summary,
     /// How late the client sent each request after it was due (its own scheduling lag), ms.
     pub send_lag_ms: Summary,
+    /// Tokens per decoding iteration, when the server reported speculative decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_decoded_tokens_per_iter: Option<PerIterStats>,
     /// Failure reasons with their counts, most frequent first.
     pub errors: Vec<(String, usize)>,
 }
@@ -97,6 +127,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
     let mut itl_tok = Vec::new();
     let mut e2el = Vec::new();
     let mut user = Vec::new();
+    let mut per_iter = Vec::new();
     let (mut input, mut output) = (0u64, 0u64);
     let mut source = TokenSource::Usage;
     let mut good = 0usize;
@@ -133,6 +164,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
         if last > Duration::ZERO {
             user.push(f64::from(n) / last.as_secs_f64());
         }
+        per_iter.extend(t.decoded_per_iter.sample());
         if let Some(s) = slo {
             let within = |bound: Option<f64>, v: f64| bound.is_none_or(|b| v <= b);
             if within(s.ttft_ms, ms(first))
@@ -183,6 +215,7 @@ pub fn compute(timelines: &[Timeline], percentiles: &[f64], slo: Option<Slo>) ->
         itl_per_token_ms: summarize(&itl_tok, percentiles),
         e2el_ms: summarize(&e2el, percentiles),
         send_lag_ms: summarize(&lag, percentiles),
+        avg_decoded_tokens_per_iter: PerIterStats::of(&per_iter, percentiles),
         errors,
     }
 }
@@ -211,6 +244,7 @@ mod tests {
             usage_prompt_tokens: Some(100),
             output_text: None,
             tokenizer_output_tokens: None,
+            decoded_per_iter: crate::timeline::DecodedPerIter::NotSent,
             error: None,
         }
     }
@@ -318,5 +352,45 @@ mod tests {
             close(r.send_lag_ms.mean, 30.0),
             "the client's own lag is reported"
         );
+    }
+
+    #[test]
+    fn decoded_tokens_per_iter_follow_upstreams_list_rules() {
+        use crate::timeline::DecodedPerIter;
+        // Five successful requests: 3.0, 2.0, never sent (0.0), 2.5, and a last `null` (left
+        // out); one failed request with 4.0 (left out, as every failure).
+        let mut ts: Vec<Timeline> = [3.0, 2.0]
+            .into_iter()
+            .map(|v| {
+                let mut t = timeline(0, &[(10, 1), (20, 3)], Some(4));
+                t.decoded_per_iter = DecodedPerIter::Value(v);
+                t
+            })
+            .collect();
+        ts.push(timeline(0, &[(10, 1), (20, 3)], Some(4)));
+        let mut t = timeline(0, &[(10, 1), (20, 3)], Some(4));
+        t.decoded_per_iter = DecodedPerIter::Value(2.5);
+        ts.push(t);
+        let mut null = timeline(0, &[(10, 1)], Some(1));
+        null.decoded_per_iter = DecodedPerIter::Null;
+        ts.push(null);
+        let mut failed = timeline(0, &[(10, 1)], Some(1));
+        failed.decoded_per_iter = DecodedPerIter::Value(4.0);
+        failed.error = Some("HTTP 500".into());
+        ts.push(failed);
+        let r = compute(&ts, &[50.0, 99.0], None);
+        let s = r.avg_decoded_tokens_per_iter.unwrap();
+        // [3, 2, 0, 2.5]: mean 1.875, sorted [0, 2, 2.5, 3], median 2.25,
+        // std sqrt(((1.125)^2 + (0.125)^2 + (1.875)^2 + (0.625)^2) / 4) = sqrt(5.1875 / 4),
+        // p99 = 2.5 + 0.97 × 0.5 = 2.985.
+        assert_eq!(s.summary.count, 4);
+        assert!(close(s.summary.mean, 1.875));
+        assert!(close(s.summary.median, 2.25));
+        assert!(close(s.summary.std, (5.1875f64 / 4.0).sqrt()));
+        assert!(close(s.summary.percentile(99.0).unwrap(), 2.985));
+        assert_eq!((s.min, s.max), (0.0, 3.0));
+        // Nothing sent anywhere: a mean of 0, so no statistics (upstream prints no section).
+        let plain = compute(&[timeline(0, &[(10, 1), (20, 1)], Some(2))], &[99.0], None);
+        assert_eq!(plain.avg_decoded_tokens_per_iter, None);
     }
 }

@@ -64,6 +64,10 @@ pub struct BenchPlan {
     pub tokenizer: Option<PathBuf>,
     /// Put every request's timeline into the JSON record (`--save-timelines`).
     pub save_timelines: bool,
+    /// The servers decode speculatively and report `avg_decoded_tokens_per_iter`: a run whose
+    /// requests carried none is invalid, as upstream fails a speculative-decoding test whose
+    /// output lacks "Mean Avg Decoded Tokens per Iter" (its `d_al`).
+    pub require_decoded_per_iter: bool,
 }
 
 /// Where the prompts come from.
@@ -125,6 +129,7 @@ impl BenchPlan {
             out: None,
             tokenizer: None,
             save_timelines: false,
+            require_decoded_per_iter: false,
         }
     }
 

@@ -92,9 +92,22 @@ pub struct RunRecord {
     /// Every request's timeline, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timelines: Option<serde_json::Value>,
+    /// Gen-only runs: the generation workers' per-iteration device step time, ms (upstream's
+    /// `d_*_gen_worker_per_iter_device_step_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gen_step_time_ms: Option<crate::steptime::StepTimeStats>,
 }
 
 impl RunRecord {
+    /// Upstream's `d_al` (speculative decoding's mean tokens per decoding iteration), when the
+    /// servers reported it.
+    pub fn al(&self) -> Option<f64> {
+        self.metrics
+            .avg_decoded_tokens_per_iter
+            .as_ref()
+            .map(|a| a.summary.mean)
+    }
+
     /// The concurrency of a `con<C>` run.
     pub fn concurrency(&self) -> Option<u32> {
         self.load.strip_prefix("con")?.parse().ok()
@@ -245,6 +258,7 @@ mod tests {
             usage_prompt_tokens: Some(8),
             output_text: None,
             tokenizer_output_tokens: None,
+            decoded_per_iter: Default::default(),
             error: None,
         };
         RunRecord {
@@ -268,6 +282,7 @@ mod tests {
             invalid_reasons: Vec::new(),
             metrics: crate::metrics::compute(&[t], &[99.0], None),
             timelines: None,
+            gen_step_time_ms: None,
         }
     }
 

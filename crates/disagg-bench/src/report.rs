@@ -71,6 +71,20 @@ pub fn console_block(m: &RunMetrics) -> String {
         m.total_token_throughput,
     );
     float_row(&mut out, "User throughput (tok/s):", m.user_throughput);
+    if let Some(a) = &m.avg_decoded_tokens_per_iter {
+        // Upstream prints this section first, without a unit, with min and max after the std
+        // (`process_one_metric(..., unit_suffix="")`); its mean row is the perf tests' `d_al`.
+        let name = "Avg Decoded Tokens per Iter";
+        header(&mut out, name, '-');
+        float_row(&mut out, &format!("Mean {name}:"), a.summary.mean);
+        float_row(&mut out, &format!("Median {name}:"), a.summary.median);
+        float_row(&mut out, &format!("Std Dev {name}:"), a.summary.std);
+        float_row(&mut out, &format!("Min {name}:"), a.min);
+        float_row(&mut out, &format!("Max {name}:"), a.max);
+        for (p, v) in &a.summary.percentiles {
+            float_row(&mut out, &format!("P{} {name}:", p_word(*p)), *v);
+        }
+    }
     section(&mut out, "Time to First Token", "TTFT", &m.ttft_ms);
     section(
         &mut out,
@@ -173,5 +187,51 @@ mod tests {
             (p_word(99.0), p_word(99.9), p_word(50.0)),
             ("99".into(), "99.9".into(), "50".into())
         );
+    }
+
+    #[test]
+    fn the_decoded_tokens_section_reads_as_upstream_prints_it() {
+        use crate::metrics::compute;
+        use crate::timeline::{Chunk, DecodedPerIter, Timeline};
+        let ms = std::time::Duration::from_millis;
+        let t = |v: f64| Timeline {
+            intended: ms(0),
+            sent: ms(0),
+            end: ms(21),
+            prompt_tokens: 8,
+            requested_output_tokens: 4,
+            chunks: vec![
+                Chunk {
+                    at: ms(10),
+                    tokens: 1,
+                },
+                Chunk {
+                    at: ms(20),
+                    tokens: 3,
+                },
+            ],
+            usage_output_tokens: Some(4),
+            usage_prompt_tokens: Some(8),
+            output_text: None,
+            tokenizer_output_tokens: None,
+            decoded_per_iter: DecodedPerIter::Value(v),
+            error: None,
+        };
+        let block = console_block(&compute(&[t(2.0), t(3.0)], &[99.0], None));
+        let section = "-----------Avg Decoded Tokens per Iter------------\n\
+             Mean Avg Decoded Tokens per Iter:        2.50      \n\
+             Median Avg Decoded Tokens per Iter:      2.50      \n\
+             Std Dev Avg Decoded Tokens per Iter:     0.50      \n\
+             Min Avg Decoded Tokens per Iter:         2.00      \n\
+             Max Avg Decoded Tokens per Iter:         3.00      \n\
+             P99 Avg Decoded Tokens per Iter:         2.99      \n\
+             ---------------Time to First Token----------------\n";
+        assert!(block.contains(section), "{block}");
+        // The upstream perf test's `al` regex finds the mean.
+        let al = block
+            .lines()
+            .find_map(|l| l.strip_prefix("Mean Avg Decoded Tokens per Iter:"))
+            .map(|v| v.trim().parse::<f64>().unwrap());
+        assert_eq!(al, Some(2.5));
     }
 }

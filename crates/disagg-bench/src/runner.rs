@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::dataset::{PromptInput, Request};
-use crate::timeline::{Chunk, Timeline};
+use crate::timeline::{Chunk, DecodedPerIter, Timeline};
 
 /// Which OpenAI endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,7 @@ async fn one(
         usage_prompt_tokens: None,
         output_text: spec.keep_text.then(String::new),
         tokenizer_output_tokens: None,
+        decoded_per_iter: DecodedPerIter::NotSent,
         error: None,
     };
     let call = async {
@@ -198,6 +199,9 @@ async fn one(
                         at,
                         tokens: chunk_tokens(&v),
                     });
+                    if let Some(d) = DecodedPerIter::from_choice(&v["choices"][0]) {
+                        t.decoded_per_iter = d;
+                    }
                     if let Some(text) = &mut t.output_text {
                         let c = &v["choices"][0];
                         let piece = c["text"].as_str().or(c["delta"]["content"].as_str());
@@ -223,6 +227,9 @@ async fn one(
                         .or(c["message"]["content"].as_str())
                         .unwrap_or(""),
                 );
+            }
+            if let Some(d) = DecodedPerIter::from_choice(&v["choices"][0]) {
+                t.decoded_per_iter = d;
             }
             // A non-streamed answer is one chunk, at its arrival.
             t.chunks.push(Chunk {

@@ -15,8 +15,45 @@ pub struct Chunk {
     pub tokens: u32,
 }
 
+/// The last `choices[0].avg_decoded_tokens_per_iter` of a request's chunks: TensorRT-LLM's
+/// speculative-decoding acceptance (tokens per decoding iteration, `≥ 1`), a non-standard
+/// field. Upstream's client (`backend_request_func.py`) starts from `0.0`, lets every chunk that
+/// carries the key overwrite it, and leaves out of the statistics only a request whose last
+/// value was `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodedPerIter {
+    /// No chunk carried the key: counts as `0.0`.
+    #[default]
+    NotSent,
+    /// The last chunk that carried it sent `null`: left out.
+    Null,
+    /// The value the last chunk that carried it sent.
+    Value(f64),
+}
+
+impl DecodedPerIter {
+    /// What a chunk's `choices[0]` says: `None` when it has no such key.
+    pub fn from_choice(choice: &serde_json::Value) -> Option<DecodedPerIter> {
+        let v = choice.get("avg_decoded_tokens_per_iter")?;
+        Some(match v.as_f64() {
+            Some(x) => DecodedPerIter::Value(x),
+            None => DecodedPerIter::Null,
+        })
+    }
+
+    /// The value upstream's statistics take for the request: `None` when it is left out.
+    pub fn sample(self) -> Option<f64> {
+        match self {
+            DecodedPerIter::NotSent => Some(0.0),
+            DecodedPerIter::Null => None,
+            DecodedPerIter::Value(x) => Some(x),
+        }
+    }
+}
+
 /// One request's timeline. Times are offsets from the start of the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Timeline {
     /// When it was due. Latencies count from here, so a late send is the system's delay, not
     /// hidden (no coordinated omission). In a closed loop it equals `sent`.
@@ -40,6 +77,8 @@ pub struct Timeline {
     pub output_text: Option<String>,
     /// Output tokens counted by the client's tokenizer, when it has one.
     pub tokenizer_output_tokens: Option<u32>,
+    /// Speculative decoding's tokens per iteration, as the server reported it.
+    pub decoded_per_iter: DecodedPerIter,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }

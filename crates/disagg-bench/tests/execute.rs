@@ -13,7 +13,7 @@ use disagg_bench::progress::Progress;
 use disagg_bench::record::{RECORD_VERSION, RunRecord, load_records};
 use disagg_bench::runner::Load;
 use disagg_bench::{BenchPlan, Hooks, Outcome, execute};
-use disagg_sim::scheduler::{CostModel, Limits};
+use disagg_sim::scheduler::{CostModel, Limits, Speculation};
 use disagg_sim::{Role, SimConfig};
 use disagg_test_support::TestSim;
 use tokio::runtime::Runtime;
@@ -129,6 +129,44 @@ fn each_concurrency_is_run_and_recorded() {
         .collect();
     names.sort();
     assert_eq!(names, ["con1.json", "con2.json", "results.csv"]);
+}
+
+#[test]
+fn speculative_decoding_reports_upstreams_decoded_tokens_per_iter() {
+    // MTP with 3 drafts of which 2 are accepted: an 8-token output is the prefill's token, then
+    // 3 + 3 + 1 decoded ones, so 8 tokens in 4 iterations, 2.0 per iteration for every request.
+    let rt = runtime();
+    let s = rt.block_on(TestSim::start(
+        SimConfig {
+            role: Role::Both,
+            cost: CostModel::zero(),
+            stream_interval: 1,
+            speculation: Speculation {
+                draft_len: 3,
+                accepted: 2,
+            },
+            ..SimConfig::default()
+        },
+        Limits::default(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(s.url(), dir.path());
+    p.loads = vec![Load::Concurrency(2)];
+    p.require_decoded_per_iter = true;
+    let outcome = execute(&p, &rt, &Hooks::default()).unwrap();
+    assert!(!outcome.any_invalid);
+    let r = &records(dir.path())[0];
+    assert_eq!(r.al(), Some(2.0));
+    let a = r.metrics.avg_decoded_tokens_per_iter.as_ref().unwrap();
+    assert_eq!((a.min, a.max, a.summary.count), (2.0, 2.0, 2));
+    // Without speculation the servers send nothing: the run is invalid when it is required.
+    let plain = sim(&rt, CostModel::zero());
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(plain.url(), dir.path());
+    p.loads = vec![Load::Concurrency(1)];
+    p.require_decoded_per_iter = true;
+    assert!(execute(&p, &rt, &Hooks::default()).unwrap().any_invalid);
+    assert_eq!(records(dir.path())[0].al(), None);
 }
 
 #[test]

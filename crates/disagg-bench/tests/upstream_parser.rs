@@ -73,6 +73,7 @@ fn timeline(i: u64, fail: bool) -> Timeline {
         usage_prompt_tokens: Some(128),
         output_text: None,
         tokenizer_output_tokens: None,
+        decoded_per_iter: Default::default(),
         error: fail.then(|| "HTTP 500".to_string()),
     }
 }

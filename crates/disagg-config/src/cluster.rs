@@ -82,6 +82,9 @@ pub struct Cluster {
     pub models_root: Option<String>,
     /// Model key → path under the models root.
     pub models: BTreeMap<String, String>,
+    /// The TensorRT-LLM source tree on the nodes (`LLM_ROOT` overrides): relative offline-EPLB
+    /// files (`moe_config.load_balancer`) resolve under it, as upstream's `get_llm_root()`.
+    pub llm_root: Option<String>,
     /// Extra `#SBATCH` arguments.
     pub sbatch_args: Vec<String>,
     /// Commands run once per node before the roles start.
@@ -118,6 +121,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "mpi",
     "models_root",
     "models",
+    "llm_root",
     "sbatch_args",
     "install",
     "run_root",
@@ -293,7 +297,7 @@ pub fn load_cluster(
 
 impl Cluster {
     /// Apply the upstream CI's environment overrides: `CLUSTER_PARTITION`, `CLUSTER_ACCOUNT`,
-    /// `CLUSTER_LLM_DATA`, `DOCKER_IMAGE`, `MPI_TYPE`. Empty values are ignored.
+    /// `CLUSTER_LLM_DATA`, `LLM_ROOT`, `DOCKER_IMAGE`, `MPI_TYPE`. Empty values are ignored.
     pub fn with_env(mut self, env: &dyn Fn(&str) -> Option<String>) -> Cluster {
         let get = |k: &str| env(k).filter(|v| !v.is_empty());
         if let Some(v) = get("CLUSTER_PARTITION") {
@@ -304,6 +308,9 @@ impl Cluster {
         }
         if let Some(v) = get("CLUSTER_LLM_DATA") {
             self.models_root = Some(v);
+        }
+        if let Some(v) = get("LLM_ROOT") {
+            self.llm_root = Some(v);
         }
         if let Some(v) = get("DOCKER_IMAGE") {
             self.container.image = Some(v);
@@ -480,6 +487,11 @@ fn read_cluster(sink: &mut Sink, c: MapRef<'_>, name: &str) -> Cluster {
         mpi,
         models_root: s(sink, "models_root", "the directory holding the models"),
         models,
+        llm_root: s(
+            sink,
+            "llm_root",
+            "the TensorRT-LLM source tree on the nodes",
+        ),
         sbatch_args: string_list(sink, c, "sbatch_args"),
         install: string_list(sink, c, "install"),
         run_root: s(sink, "run_root", "a directory on the shared filesystem"),

@@ -3,7 +3,8 @@
 //! profiles and upstream test ids.
 //!
 //! Main types: [`TestConfig`] (a validated test config), [`WorkerOptions`] (the engine options
-//! of `worker_config.ctx|gen`, passed through in order, with typed access), [`ClusterFile`] /
+//! of `worker_config.ctx|gen`, passed through in order, with typed access), [`Profiling`] and
+//! [`Accuracy`] (the `profiling` and `accuracy` sections), [`ClusterFile`] /
 //! [`Cluster`], [`TestId`], and [`Diagnostics`] — every problem in a file at once, each with
 //! file, line:column, YAML path, value and a hint.
 //!
@@ -26,6 +27,7 @@ mod cluster;
 mod coordinator;
 mod diag;
 mod envvars;
+mod evaluation;
 pub mod extensions;
 mod name;
 mod overrides;
@@ -44,6 +46,7 @@ pub use cluster::{
 pub use coordinator::{CoordinatorConfig, RouterPolicy, ServerPool};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
+pub use evaluation::{Accuracy, AccuracyTask, DatasetThreshold, KwargValue, Profiling};
 pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};
 pub use name::{NameFields, Parallel, decode as decode_name};
 pub use overrides::Overrides;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::auth_key::AuthKey;
 use crate::diag::{Diagnostics, Sink};
 use crate::envvars::parse_env_assignments;
+use crate::evaluation::{Accuracy, Profiling, read_accuracy, read_profiling};
 use crate::extensions::Extensions;
 use crate::reader::{self, MapRef, Need, is_placeholder, join};
 use crate::worker::WorkerOptions;
@@ -141,6 +142,8 @@ pub struct TestConfig {
     pub(crate) benchmark: Benchmark,
     hardware: Hardware,
     environment: Environment,
+    profiling: Profiling,
+    accuracy: Option<Accuracy>,
     ctx: WorkerOptions,
     gen_: WorkerOptions,
     extensions: Extensions,
@@ -175,6 +178,7 @@ const METADATA_KEYS: &[&str] = &[
     "script_file",
     "benchmark_type",
     "config_index",
+    "accuracy",
 ];
 const SLURM_KEYS: &[&str] = &[
     "script_file",
@@ -225,7 +229,6 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "server_health_timeout",
     "dataset_file",
 ];
-const PROFILING_KEYS: &[&str] = &["nsys_on", "ctx_profile_range", "gen_profile_range"];
 const WORKER_CONFIG_KEYS: &[&str] = &["ctx", "gen", "eplb_num_slots"];
 
 /// Largest value accepted for counts and lengths.
@@ -296,6 +299,14 @@ impl TestConfig {
     pub fn environment(&self) -> &Environment {
         &self.environment
     }
+    /// `profiling`.
+    pub fn profiling(&self) -> &Profiling {
+        &self.profiling
+    }
+    /// `accuracy`, when `enable_accuracy_test` is true.
+    pub fn accuracy(&self) -> Option<&Accuracy> {
+        self.accuracy.as_ref()
+    }
     /// `worker_config.ctx`.
     pub fn ctx(&self) -> &WorkerOptions {
         &self.ctx
@@ -346,9 +357,8 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
     let benchmark = read_benchmark(sink, top);
     let hardware = read_hardware(sink, top);
     let environment = read_environment(sink, top);
-    if let Some(p) = reader::section(sink, top, "profiling", "profiling") {
-        reader::check_keys(sink, p, PROFILING_KEYS, false);
-    }
+    let profiling = read_profiling(sink, top);
+    let accuracy = read_accuracy(sink, top);
     let (ctx, gen_) = read_workers(sink, top);
     let extensions = Extensions::read(sink, top);
     let auth_key = crate::auth_key::read(sink, top);
@@ -380,6 +390,8 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
         benchmark: benchmark?,
         hardware: hardware?,
         environment,
+        profiling,
+        accuracy,
         ctx,
         gen_,
         extensions,

@@ -3,9 +3,12 @@
 
 use crate::diag::Sink;
 use crate::reader::{self, MapRef, Need};
-use crate::yaml::{Node, Pos};
+use crate::yaml::{Node, Pos, Scalar, Value};
 
-/// Keys the upstream harness strips before writing the engine's options file.
+/// Keys the upstream harness strips before writing the engine's options file, exactly its
+/// `exclude_keys` (`tests/integration/defs/perf/test_perf_sanity.py`, `ServerConfig.__init__`).
+/// `internal_request_auth_key` is not among them: upstream puts the run's key into every
+/// worker's options on purpose, and a key written under `worker_config` reaches the engine too.
 pub const HARNESS_KEYS: &[&str] = &[
     "mode",
     "concurrency",
@@ -19,7 +22,6 @@ pub const HARNESS_KEYS: &[&str] = &[
     "backend",
     "extra_llm_api_config_path",
     "server_env_var",
-    "internal_request_auth_key",
 ];
 
 /// Speculative decoding settings.
@@ -51,6 +53,7 @@ pub struct WorkerOptions {
     cache_transceiver_backend: Option<String>,
     moe_backend: Option<String>,
     eplb_slots: Option<u32>,
+    load_balancer_file: Option<String>,
     speculative: Option<Speculative>,
     tp_pos: Option<Pos>,
 }
@@ -147,20 +150,10 @@ impl WorkerOptions {
             )
         });
         let lb_path = format!("{moe_path}.load_balancer");
-        let eplb_slots = moe
-            .and_then(|m| reader::section(sink, m, "load_balancer", &lb_path))
-            .and_then(|lb| {
-                reader::int(
-                    sink,
-                    lb,
-                    "num_slots",
-                    Need::Optional,
-                    0,
-                    i64::from(u32::MAX),
-                    "number of expert slots for the load balancer",
-                )
-            })
-            .map(|v| v as u32);
+        let (eplb_slots, load_balancer_file) = match moe {
+            Some(m) => read_load_balancer(sink, m, &lb_path),
+            None => (None, None),
+        };
         let spec_path = format!("{path}.speculative_config");
         let speculative = reader::section(sink, map, "speculative_config", &spec_path)
             .map(|s| read_speculative(sink, s));
@@ -180,6 +173,7 @@ impl WorkerOptions {
             cache_transceiver_backend,
             moe_backend,
             eplb_slots,
+            load_balancer_file,
             speculative,
             tp_pos: node.get("tensor_parallel_size").map(|n| n.pos),
         }
@@ -202,6 +196,7 @@ impl WorkerOptions {
             cache_transceiver_backend: None,
             moe_backend: None,
             eplb_slots: None,
+            load_balancer_file: None,
             speculative: None,
             tp_pos: None,
         }
@@ -287,14 +282,50 @@ impl WorkerOptions {
     pub fn moe_backend(&self) -> Option<&str> {
         self.moe_backend.as_deref()
     }
-    /// `moe_config.load_balancer.num_slots`.
+    /// `moe_config.load_balancer.num_slots` (`None` when the balancer is a file: its slots are
+    /// in the file, which upstream does not read either).
     pub fn eplb_slots(&self) -> Option<u32> {
         self.eplb_slots
+    }
+    /// `moe_config.load_balancer` when it is a string: the path of an offline-EPLB YAML the
+    /// engine loads, as written.
+    pub fn load_balancer_file(&self) -> Option<&str> {
+        self.load_balancer_file.as_deref()
     }
     /// `speculative_config`.
     pub fn speculative(&self) -> Option<&Speculative> {
         self.speculative.as_ref()
     }
+}
+
+/// `moe_config.load_balancer`: inline (`num_slots`, `layer_updates_per_iter`) or, as upstream
+/// accepts it, a string naming an offline-EPLB YAML (`ServerConfig.__init__` in
+/// `test_perf_sanity.py` skips the inline fields then).
+fn read_load_balancer(
+    sink: &mut Sink,
+    moe: MapRef<'_>,
+    path: &str,
+) -> (Option<u32>, Option<String>) {
+    let Some(node) = moe.get("load_balancer") else {
+        return (None, None);
+    };
+    if let Value::Scalar { text, .. } = &node.value {
+        if matches!(node.scalar(), Some(Scalar::Str(_))) && !text.is_empty() {
+            return (None, Some(text.clone()));
+        }
+    }
+    let slots = reader::section(sink, moe, "load_balancer", path).and_then(|lb| {
+        reader::int(
+            sink,
+            lb,
+            "num_slots",
+            Need::Optional,
+            0,
+            i64::from(u32::MAX),
+            "number of expert slots for the load balancer",
+        )
+    });
+    (slots.map(|v| v as u32), None)
 }
 
 fn read_speculative(sink: &mut Sink, spec: MapRef<'_>) -> Speculative {

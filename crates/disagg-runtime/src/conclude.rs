@@ -123,10 +123,7 @@ pub fn collect(
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    let planned: Vec<String> = p
-        .config
-        .benchmark()
-        .concurrency
+    let planned: Vec<String> = crate::roles::planned_concurrency(&p.config)
         .iter()
         .map(|c| format!("con{c}"))
         .collect();

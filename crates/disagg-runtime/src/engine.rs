@@ -393,9 +393,104 @@ pub fn command_line(
         .collect())
 }
 
+/// Nsight Systems around one worker's engine (`profiling.nsys_on`), as upstream's
+/// `examples/disaggregated/slurm/benchmark/start_worker.sh` and `submit.py`
+/// (`build_worker_environment`) do it: every rank's process under `nsys profile`, capture between
+/// the `cudaProfilerStart/Stop` calls TensorRT-LLM makes at the iterations of
+/// `TLLM_PROFILE_START_STOP`.
+#[derive(Debug, Clone, Copy)]
+pub struct Nsys<'a> {
+    /// The report's path without its `.nsys-rep` extension.
+    pub output: &'a str,
+    /// The iterations to capture (`profiling.ctx_profile_range` or `gen_profile_range`).
+    pub range: &'a str,
+}
+
+/// `argv` under `nsys profile`, and the environment the engine then needs.
+pub fn nsys_wrap(argv: Vec<String>, n: Nsys<'_>) -> (Vec<String>, Vec<(String, String)>) {
+    let prefix = [
+        "nsys",
+        "profile",
+        "-o",
+        n.output,
+        "-f",
+        "true",
+        "-t",
+        "cuda,nvtx,python-gil",
+        "-c",
+        "cudaProfilerApi",
+        "--cuda-graph-trace",
+        "node",
+        "--capture-range-end=stop",
+        "--gpu-metrics-devices=none",
+    ];
+    let env = [
+        ("TLLM_PROFILE_RECORD_GC", "1"),
+        ("TLLM_NVTX_DEBUG", "1"),
+        ("NSYS_MPI_STORE_TEAMS_PER_RANK", "1"),
+        ("TLLM_PROFILE_START_STOP", n.range),
+    ];
+    (
+        prefix
+            .iter()
+            .map(|s| (*s).to_string())
+            .chain(argv)
+            .collect(),
+        env.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+    )
+}
+
+/// Where a worker rank's report goes: upstream's `nsys_worker_proc_<ROLE>_<instance>_<procid>`
+/// under `dir`.
+pub fn nsys_output(dir: &str, role: Role, rank: u32) -> String {
+    let (kind, index) = match role {
+        Role::Ctx(i) => ("CTX", i),
+        Role::Gen(i) => ("GEN", i),
+        _ => ("SERVER", 0),
+    };
+    format!("{dir}/nsys_worker_proc_{kind}_{index}_{rank}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nsys_wraps_the_whole_launch_as_upstream() {
+        let argv = command_line(EngineKind::Trtllm, None, &params(4)).unwrap();
+        let out = nsys_output("/runs/x/profiles", Role::Gen(1), 3);
+        assert_eq!(out, "/runs/x/profiles/nsys_worker_proc_GEN_1_3");
+        let (wrapped, env) = nsys_wrap(
+            argv,
+            Nsys {
+                output: &out,
+                range: "200-250",
+            },
+        );
+        assert_eq!(
+            wrapped.join(" "),
+            "nsys profile -o /runs/x/profiles/nsys_worker_proc_GEN_1_3 -f true -t cuda,nvtx,python-gil \
+             -c cudaProfilerApi --cuda-graph-trace node --capture-range-end=stop \
+             --gpu-metrics-devices=none trtllm-llmapi-launch trtllm-serve /models/ds r1 --backend \
+             pytorch --config /runs/x/engines/CTX_0.yaml --host node1 --port 8336"
+        );
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            env,
+            [
+                "TLLM_PROFILE_RECORD_GC=1",
+                "TLLM_NVTX_DEBUG=1",
+                "NSYS_MPI_STORE_TEAMS_PER_RANK=1",
+                "TLLM_PROFILE_START_STOP=200-250"
+            ]
+        );
+        assert_eq!(
+            nsys_output("/p", Role::Ctx(0), 0),
+            "/p/nsys_worker_proc_CTX_0_0"
+        );
+    }
 
     fn params(gpus: u32) -> EngineParams<'static> {
         EngineParams {

@@ -5,7 +5,9 @@
 //!   files, `run.json`), the contract every `disagg role` process reads and writes.
 //! - [`lifecycle`]: one role's life (publish, heartbeat, watch the others, wait, finish) and
 //!   [`roles`]: the bodies of the workers, the coordinator and the benchmark; [`Role`] names
-//!   them all; [`engine`]: the command lines of external engines.
+//!   them all; [`engine`]: the command lines of external engines; [`options`]: the options file
+//!   an engine reads; [`preflight`]: the other programs a run needs, found before it starts;
+//!   [`accuracy`]: the lm_eval step after the benchmark.
 //! - [`prepare`]: config + options → a run directory and its plan; [`local`]: every role as a
 //!   supervised child of this machine ([`supervise`]); [`job`]: the same run as a Slurm job.
 //! - [`conclude`], [`store`]: the ending of every run — summary, JUnit, store, check.
@@ -21,6 +23,7 @@
 //! assert_eq!(std::fs::read_to_string(run.hostname_file(Role::Gen(0))).unwrap(), "127.0.0.1:8001");
 //! ```
 
+pub mod accuracy;
 pub mod conclude;
 pub mod engine;
 pub mod environment;
@@ -30,6 +33,8 @@ pub mod exit;
 pub mod job;
 pub mod lifecycle;
 pub mod local;
+pub mod options;
+pub mod preflight;
 pub mod prepare;
 pub mod probe;
 pub mod report;

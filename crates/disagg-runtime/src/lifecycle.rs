@@ -334,6 +334,8 @@ mod tests {
             ],
             created_unix_ms: 0,
             model_path: None,
+            models_root: None,
+            llm_root: None,
             dataset_path: None,
             gpu_type: None,
             router: None,

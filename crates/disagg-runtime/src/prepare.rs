@@ -282,6 +282,19 @@ fn prepare_with_env(
     };
     let engine = engine_of(&config, options.engine);
     let config = config.with_overrides(&options.overrides)?;
+    // A local run (every role on this machine) needs its tools here, found before anything is
+    // created; on Slurm every role checks its own on its node.
+    if host.is_some() {
+        let tools = crate::preflight::needed(&config, engine, true, true);
+        crate::preflight::check_here(&config, &tools)?;
+    }
+    if config.profiling().nsys_on && !crate::preflight::profiles(engine) {
+        eprintln!(
+            "warning: {}: profiling.nsys_on is ignored with engine {engine}: only TensorRT-LLM \
+             (and engine.command) workers answer TLLM_PROFILE_START_STOP",
+            config.path().display()
+        );
+    }
     let router = config.extensions().router.clone().unwrap_or_default();
     if engine == EngineKind::Sglang && router.implementation == Some("trtllm") {
         return Err(InvalidInput(format!(
@@ -294,6 +307,9 @@ fn prepare_with_env(
     let handoff = crate::roles::handoff_of(engine, &config)
         .map_err(|e| InvalidInput(format!("{}: {e}", config.path().display())))?;
     let plan = make_plan(&config, cluster.as_ref(), Placement::Upstream, engine)?;
+    let models_root = cluster.as_ref().and_then(|c| c.models_root.clone());
+    let llm_root = cluster.as_ref().and_then(|c| c.llm_root.clone());
+    check_worker_options(&config, engine, models_root.as_deref(), llm_root.as_deref())?;
     if dir.join("run.json").exists() {
         return Err(InvalidInput(format!(
             "{} already holds a run; give another --out (runs are never overwritten)",
@@ -343,6 +359,8 @@ fn prepare_with_env(
             let name = config.metadata().model_name.as_deref()?;
             Some(c.model_path(name))
         }),
+        models_root,
+        llm_root,
         dataset_path: dataset_path(&config, cluster.as_ref()),
         gpu_type: if engine == EngineKind::Sim {
             Some("sim".to_string())
@@ -385,6 +403,34 @@ pub fn generate_auth_key() -> anyhow::Result<AuthKey> {
         .map_err(|e| anyhow::anyhow!("cannot draw an internal_request_auth_key: {e}"))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     AuthKey::new(hex).context("an empty key")
+}
+
+/// The options files the engines will read resolve (every relative path has its root), checked
+/// before anything is created: a run never fails minutes in for a path it could have named now.
+/// The simulator and the engines that take flags (vLLM, SGLang) read no options file.
+fn check_worker_options(
+    config: &TestConfig,
+    engine: EngineKind,
+    models: Option<&str>,
+    llm: Option<&str>,
+) -> anyhow::Result<()> {
+    if !matches!(engine, EngineKind::Trtllm | EngineKind::Command) {
+        return Ok(());
+    }
+    let roots = crate::options::Roots { models, llm };
+    let mut kinds = vec![("gen", config.gen_())];
+    if config.ctx_servers() > 0 {
+        kinds.insert(0, ("ctx", config.ctx()));
+    }
+    for (kind, w) in kinds {
+        crate::options::options_file(w, config.aggregated(), roots).map_err(|e| {
+            InvalidInput(format!(
+                "{}: worker_config.{kind}.{e}",
+                config.path().display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
@@ -439,6 +485,54 @@ mod tests {
             dataset_path(&config, Some(&cluster)).as_deref(),
             Some("/data/datasets/sharegpt.json")
         );
+    }
+
+    #[test]
+    fn an_unresolvable_worker_path_stops_the_run_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/local-sim.yaml"
+        ))
+        .unwrap()
+        .replace(
+            "    stream_interval: 1\n",
+            "    stream_interval: 1\n    speculative_config: {decoding_type: Eagle3, max_draft_len: 3, speculative_model: EAGLE3-8B}\n",
+        );
+        let src = dir.path().join("x.yaml");
+        std::fs::write(&src, text).unwrap();
+        let config = TestConfig::load(&src).unwrap();
+        let trtllm = RunOptions {
+            engine: Some(EngineKind::Trtllm),
+            ..RunOptions::default()
+        };
+        let out = dir.path().join("run");
+        let e = prepare(config.clone(), &trtllm, None, &out, None)
+            .err()
+            .unwrap();
+        assert!(e.downcast_ref::<InvalidInput>().is_some(), "{e:#}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: worker_config.gen.speculative_config.speculative_model `EAGLE3-8B` is relative to the models root",
+                src.display()
+            )),
+            "{e}"
+        );
+        assert!(!out.exists(), "nothing was created");
+        // With a models root it runs, and run.json carries the root for the workers.
+        let cluster = disagg_config::ClusterFile::parse(
+            Path::new("c.yaml"),
+            "clusters:\n  c:\n    models_root: /lustre/models\n    llm_root: /src/trtllm\n",
+        )
+        .unwrap()
+        .clusters["c"]
+            .clone();
+        let p = prepare(config.clone(), &trtllm, Some(("c", cluster)), &out, None).unwrap();
+        assert_eq!(p.spec.models_root.as_deref(), Some("/lustre/models"));
+        assert_eq!(p.spec.llm_root.as_deref(), Some("/src/trtllm"));
+        // The simulator reads no options file: nothing to resolve.
+        let sim = dir.path().join("sim");
+        prepare(config, &RunOptions::default(), None, &sim, None).unwrap();
     }
 
     #[test]

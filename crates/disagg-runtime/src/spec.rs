@@ -126,6 +126,13 @@ pub struct RunSpec {
     /// `None`: `metadata.model_name` as written.
     #[serde(default)]
     pub model_path: Option<String>,
+    /// The cluster's models root: speculative models in the worker options resolve under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_root: Option<String>,
+    /// The TensorRT-LLM source tree (the cluster's `llm_root`, `$LLM_ROOT`): offline-EPLB files
+    /// in the worker options resolve under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_root: Option<String>,
     /// The benchmark's dataset file (`benchmark.dataset_file` under the models root); `None`:
     /// random prompts.
     #[serde(default)]

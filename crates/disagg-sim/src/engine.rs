@@ -117,12 +117,22 @@ impl Engine {
         scheduler: Scheduler,
         cancel: CancellationToken,
     ) -> (Engine, tokio::task::JoinHandle<()>) {
+        Engine::start_logging(scheduler, cancel, false)
+    }
+
+    /// [`Engine::start`], printing every step to stderr as TensorRT-LLM's executor does with
+    /// `print_iter_log` ([`crate::scheduler::Step::iteration_log`]) when `iter_log` is set.
+    pub fn start_logging(
+        scheduler: Scheduler,
+        cancel: CancellationToken,
+        iter_log: bool,
+    ) -> (Engine, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         stats
             .kv_capacity
             .store(scheduler.kv_capacity(), Ordering::Relaxed);
-        let task = tokio::spawn(run(scheduler, rx, stats.clone(), cancel));
+        let task = tokio::spawn(run(scheduler, rx, stats.clone(), cancel, iter_log));
         (Engine { tx, stats }, task)
     }
 
@@ -157,7 +167,9 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     stats: Arc<Stats>,
     cancel: CancellationToken,
+    iter_log: bool,
 ) {
+    let mut previous: Option<Duration> = None;
     let mut outs: std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>> =
         std::collections::HashMap::new();
     let mut clock = Instant::now();
@@ -181,7 +193,12 @@ async fn run(
             continue;
         }
         let step = sched.step();
-        stats.steps.fetch_add(1, Ordering::Relaxed);
+        let iter = stats.steps.fetch_add(1, Ordering::Relaxed);
+        if iter_log {
+            // The engine's own log, on the process's stderr like the engine it stands in for.
+            eprintln!("{}", step.iteration_log(iter, previous));
+        }
+        previous = Some(step.duration);
         stats
             .prefill_tokens
             .fetch_add(u64::from(step.prefill_tokens), Ordering::Relaxed);

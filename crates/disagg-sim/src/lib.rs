@@ -94,8 +94,11 @@ impl Sim {
             cfg.issuer = self.addr.to_string();
         }
         let engine_cancel = cancel.child_token();
-        let (engine, task) =
-            Engine::start(Scheduler::new(cfg.cost, self.limits), engine_cancel.clone());
+        let (engine, task) = Engine::start_logging(
+            Scheduler::new(cfg.cost, self.limits).with_speculation(cfg.speculation),
+            engine_cancel.clone(),
+            cfg.print_iter_log,
+        );
         let router = app(cfg, engine);
         let listener = self.listener.tap_io(|tcp| {
             // Every streamed chunk is a small write: never let Nagle hold one back.

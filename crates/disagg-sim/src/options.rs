@@ -8,7 +8,7 @@
 
 use disagg_config::{AuthKey, SIM_PARAMS, TestConfig};
 
-use crate::scheduler::{CostModel, Limits};
+use crate::scheduler::{CostModel, Limits, Speculation};
 use crate::{Protocol, Role, SimConfig, SimError, TextTokenizer};
 
 /// Which `worker_config` section of a test config a simulated server reads.
@@ -152,6 +152,12 @@ impl SimOptions {
                 cfg.max_seq_len = l;
             }
             cfg.stream_interval = w.stream_interval();
+            cfg.speculation = speculation(config, side);
+            cfg.print_iter_log = w
+                .raw()
+                .and_then(|n| n.get("print_iter_log"))
+                .and_then(|n| n.scalar())
+                == Some(disagg_config::yaml::Scalar::Bool(true));
             if let (None, Some(name)) = (&self.model, &config.metadata().model_name) {
                 cfg.model = name.clone();
             }
@@ -239,6 +245,32 @@ impl SimOptions {
         if let Some(k) = &self.auth_key {
             cfg.auth_key = Some(k.clone());
         }
+    }
+}
+
+/// The worker's speculative decoding: `speculative_config`'s draft length, with every draft
+/// accepted unless the worker environment forces a number, as upstream's perf configs do with
+/// `TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS` (`environment.worker_env_var`, then the side's
+/// own `ctx|gen_worker_env_var`, the later one winning as in a shell).
+fn speculation(config: &TestConfig, side: WorkerSide) -> Speculation {
+    let (w, extra) = match side {
+        WorkerSide::Ctx => (config.ctx(), &config.environment().ctx_worker),
+        WorkerSide::Gen => (config.gen_(), &config.environment().gen_worker),
+    };
+    let Some(spec) = w.speculative().filter(|s| s.draft_len > 0) else {
+        return Speculation::default();
+    };
+    let forced = config
+        .environment()
+        .worker
+        .iter()
+        .chain(extra)
+        .rev()
+        .filter(|(k, _)| k == "TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS")
+        .find_map(|(_, v)| v.parse::<u32>().ok());
+    Speculation {
+        draft_len: spec.draft_len,
+        accepted: forced.unwrap_or(spec.draft_len).min(spec.draft_len),
     }
 }
 
@@ -625,6 +657,55 @@ engine:
                 "`decode_ms` is not a sim parameter; use one of {}",
                 SIM_PARAMS.join(", ")
             )
+        );
+    }
+
+    #[test]
+    fn speculation_comes_from_the_worker_section_and_the_forced_acceptance() {
+        // No speculative_config: off.
+        let (cfg, _) = SimOptions::default()
+            .resolve(Some((&config(""), WorkerSide::Gen)))
+            .unwrap();
+        assert!(!cfg.speculation.is_on());
+        let with_mtp = |env: &str| {
+            let text = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../examples/local-sim.yaml"
+            ))
+            .unwrap()
+            .replace(
+                "    stream_interval: 1\n",
+                "    stream_interval: 1\n    speculative_config: {decoding_type: MTP, num_nextn_predict_layers: 3}\n",
+            )
+            .replace("TLLM_LOG_LEVEL=INFO", env);
+            TestConfig::parse(Path::new("mtp.yaml"), &text).unwrap()
+        };
+        let resolve = |c: &TestConfig| {
+            SimOptions::default()
+                .resolve(Some((c, WorkerSide::Gen)))
+                .unwrap()
+                .0
+                .speculation
+        };
+        assert_eq!(
+            resolve(&with_mtp("TLLM_LOG_LEVEL=INFO")),
+            Speculation {
+                draft_len: 3,
+                accepted: 3
+            },
+            "every draft accepted unless forced"
+        );
+        assert_eq!(
+            resolve(&with_mtp("TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=1")),
+            Speculation {
+                draft_len: 3,
+                accepted: 1
+            }
+        );
+        assert_eq!(
+            resolve(&with_mtp("TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=9")).accepted,
+            3,
+            "capped at the draft length"
         );
     }
 }

@@ -15,12 +15,14 @@
 //! | `kv_capacity_tokens` | 1 048 576 | tokens of KV cache; a sequence reserves `prompt + output` when admitted and waits while it does not fit |
 //! | `max_batch_size` | from `max_batch_size` (512) | most sequences admitted at once |
 //! | `max_num_tokens` | from `max_num_tokens` (2048) | most tokens one step processes; prompts longer than what is left are prefilled in chunks |
+//! | [`Speculation`] | from `speculative_config` and `TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS` (none) | draft tokens verified and accepted per decode step |
 //!
 //! One step:
 //! 1. admit waiting sequences first-in first-out while fewer than `max_batch_size` run and their
 //!    KV reservation fits (the head of the queue blocks the rest);
-//! 2. every running sequence whose prompt is prefilled decodes one token (at most
-//!    `max_num_tokens` of them);
+//! 2. every running sequence whose prompt is prefilled decodes one token, plus its accepted draft
+//!    tokens with speculative decoding, taking `1 + draft_len` of the step's `max_num_tokens`
+//!    budget (the target model verifies every draft token);
 //! 3. the remaining token budget goes to prompts still being prefilled, oldest first, in chunks;
 //! 4. `duration = decode_step_base_ms + decode_step_per_seq_ms × decoding + prefill_tokens /
 //!    (prefill_tokens_per_s × tensor_parallel)`, or zero when nothing ran;
@@ -100,6 +102,26 @@ impl CostModel {
     }
 }
 
+/// Speculative decoding (MTP, Eagle): every decode step of a sequence verifies `draft_len` draft
+/// tokens and keeps `accepted` of them, as TensorRT-LLM does with
+/// `TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS` (the upstream perf configs set it so that output
+/// lengths and acceptance are stable). So a step emits `1 + accepted` tokens per decoding
+/// sequence, and the engine's "average decoded tokens per iteration" is `generated / steps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Speculation {
+    /// Draft tokens per step (`max_draft_len`, `num_nextn_predict_layers`); 0 = none.
+    pub draft_len: u32,
+    /// Of which accepted per step (at most `draft_len`).
+    pub accepted: u32,
+}
+
+impl Speculation {
+    /// Whether there is speculative decoding at all.
+    pub fn is_on(&self) -> bool {
+        self.draft_len > 0
+    }
+}
+
 /// Capacity limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -168,8 +190,38 @@ pub struct Step {
     pub decoding: u32,
     /// Prompt tokens prefilled.
     pub prefill_tokens: u32,
+    /// Sequences that prefilled (a chunk of their prompt).
+    pub prefilling: u32,
+    /// Tokens the decoding sequences ran through the model: `1 + draft_len` each.
+    pub generation_tokens: u32,
     /// Tokens emitted, per sequence, in admission order.
     pub emissions: Vec<Emission>,
+}
+
+impl Step {
+    /// Requests the step ran.
+    pub fn scheduled(&self) -> u32 {
+        self.decoding + self.prefilling
+    }
+
+    /// The step as TensorRT-LLM's PyTorch executor logs an iteration (`print_iter_log`), with
+    /// the fields upstream's gen-only metric reads: `iter`, `global_rank`,
+    /// `prev_device_step_time` (the previous step's duration: the device runs one step behind;
+    /// `N/A` for the first), `num_scheduled_requests` and `'num_generation_tokens'`.
+    pub fn iteration_log(&self, iter: u64, previous: Option<Duration>) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let prev = previous.map_or_else(|| "N/A".to_string(), |d| format!("{:.2}ms", ms(d)));
+        format!(
+            "iter = {iter}, global_rank = 0, rank = 0, host_step_time = {:.2}ms, \
+             prev_device_step_time = {prev}, num_scheduled_requests = {}, states = \
+             {{'num_ctx_requests': {}, 'num_ctx_tokens': {}, 'num_generation_tokens': {}}}",
+            ms(self.duration),
+            self.scheduled(),
+            self.prefilling,
+            self.prefill_tokens,
+            self.generation_tokens,
+        )
+    }
 }
 
 /// Why a sequence was refused.
@@ -193,6 +245,7 @@ pub enum AdmitError {
 pub struct Scheduler {
     cost: CostModel,
     limits: Limits,
+    speculation: Speculation,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     kv_used: u64,
@@ -204,10 +257,20 @@ impl Scheduler {
         Scheduler {
             cost,
             limits,
+            speculation: Speculation::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             kv_used: 0,
         }
+    }
+
+    /// The same scheduler decoding speculatively (`accepted` is capped at `draft_len`).
+    pub fn with_speculation(mut self, s: Speculation) -> Scheduler {
+        self.speculation = Speculation {
+            draft_len: s.draft_len,
+            accepted: s.accepted.min(s.draft_len),
+        };
+        self
     }
 
     /// The cost model.
@@ -287,20 +350,24 @@ impl Scheduler {
         let mut budget = self.limits.max_num_tokens;
         let mut decoding = 0u32;
         let mut prefill_tokens = 0u32;
+        let mut prefilling = 0u32;
         let mut emissions = Vec::new();
+        let spec = self.speculation;
         for seq in &mut self.running {
             let prefill_done = seq.prefilled >= seq.spec.prompt_tokens;
             if prefill_done {
-                if budget == 0 {
+                let width = 1 + spec.draft_len;
+                if budget < width {
                     continue;
                 }
-                budget -= 1;
+                budget -= width;
                 decoding += 1;
-                // A hand-off emits the context's token with its first decoded one.
+                let gain = 1 + spec.accepted;
+                // A hand-off emits the context's token with its first decoded ones.
                 let new = if seq.spec.handoff && seq.emitted == 0 {
-                    2.min(seq.spec.output_tokens)
+                    (1 + gain).min(seq.spec.output_tokens)
                 } else {
-                    1
+                    gain.min(seq.spec.output_tokens - seq.emitted)
                 };
                 seq.emitted += new;
                 emissions.push(Emission {
@@ -318,6 +385,7 @@ impl Scheduler {
             let chunk = left.min(budget);
             budget -= chunk;
             prefill_tokens += chunk;
+            prefilling += 1;
             seq.prefilled += chunk;
             if seq.prefilled == seq.spec.prompt_tokens {
                 seq.emitted = 1;
@@ -349,6 +417,8 @@ impl Scheduler {
             duration: self.cost.step_time(decoding, prefill_tokens),
             decoding,
             prefill_tokens,
+            prefilling,
+            generation_tokens: decoding * (1 + spec.draft_len),
             emissions,
         }
     }
@@ -575,5 +645,99 @@ mod tests {
         assert!(close(c.step_time(0, 400), ms(110.0)));
         assert_eq!(CostModel::zero().step_time(100, 10_000), Duration::ZERO);
         assert_eq!(CostModel::zero().transfer_time(10_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn speculative_steps_emit_the_accepted_drafts_and_use_the_verify_budget() {
+        // MTP with 3 drafts, 2 accepted: 3 tokens per decode step, 4 budget tokens per sequence.
+        let limits = Limits {
+            max_batch_size: 8,
+            max_num_tokens: 9,
+            kv_capacity_tokens: 1000,
+        };
+        let spec = Speculation {
+            draft_len: 3,
+            accepted: 2,
+        };
+        let mut s = Scheduler::new(CostModel::zero(), limits).with_speculation(spec);
+        for id in 1..=3 {
+            s.submit(SeqSpec {
+                id,
+                prompt_tokens: 1,
+                output_tokens: 8,
+                handoff: true,
+            })
+            .unwrap();
+        }
+        // A hand-off's first step: the context's token and 3 decoded ones; the third sequence
+        // waits (9 budget tokens cover two 4-token verifications).
+        let st = s.step();
+        assert_eq!(st.decoding, 2);
+        let tokens: Vec<u32> = st.emissions.iter().map(|e| e.tokens).collect();
+        assert_eq!(tokens, [4, 4]);
+        let st = s.step();
+        assert_eq!(
+            st.emissions
+                .iter()
+                .map(|e| (e.id, e.tokens))
+                .collect::<Vec<_>>(),
+            [(1, 3), (2, 3)]
+        );
+        // 7 of 8 emitted: the last step emits what is left, still verifying 3 drafts.
+        let st = s.step();
+        assert_eq!(
+            st.emissions
+                .iter()
+                .map(|e| (e.id, e.tokens, e.finished))
+                .collect::<Vec<_>>(),
+            [(1, 1, true), (2, 1, true)]
+        );
+        let st = s.step();
+        assert_eq!(
+            st.emissions
+                .iter()
+                .map(|e| (e.id, e.tokens, e.finished))
+                .collect::<Vec<_>>(),
+            [(3, 4, false)]
+        );
+        // More accepted than drafted is capped.
+        let capped = Scheduler::new(CostModel::zero(), limits).with_speculation(Speculation {
+            draft_len: 1,
+            accepted: 5,
+        });
+        assert_eq!(capped.speculation.accepted, 1);
+    }
+
+    #[test]
+    fn an_iteration_logs_as_the_pytorch_executor_does() {
+        let limits = Limits {
+            max_batch_size: 8,
+            max_num_tokens: 64,
+            kv_capacity_tokens: 1000,
+        };
+        let mut s = Scheduler::new(simple(), limits).with_speculation(Speculation {
+            draft_len: 1,
+            accepted: 1,
+        });
+        s.submit(spec(1, 10, 8)).unwrap();
+        let first = s.step();
+        s.submit(spec(2, 20, 8)).unwrap();
+        let second = s.step();
+        // Step 2: sequence 1 decodes (2 tokens through the model), sequence 2 prefills 20.
+        assert_eq!(
+            (second.decoding, second.prefilling, second.generation_tokens),
+            (1, 1, 2)
+        );
+        assert_eq!(
+            second.iteration_log(7, Some(first.duration)),
+            "iter = 7, global_rank = 0, rank = 0, host_step_time = 31.00ms, \
+             prev_device_step_time = 20.00ms, num_scheduled_requests = 2, states = \
+             {'num_ctx_requests': 1, 'num_ctx_tokens': 20, 'num_generation_tokens': 2}"
+        );
+        assert!(
+            first
+                .iteration_log(0, None)
+                .contains("prev_device_step_time = N/A,")
+        );
     }
 }

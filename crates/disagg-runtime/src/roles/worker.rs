@@ -82,9 +82,13 @@ async fn sim(
         params: me.spec.overrides.sim.clone(),
         ..SimOptions::default()
     };
-    let (cfg, limits) = options
+    let (mut cfg, limits) = options
         .resolve(Some((&me.config, side)))
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    // The gen-only benchmark reads its metric from the generation workers' iteration logs.
+    if me.gen_only() && side == WorkerSide::Gen {
+        cfg.print_iter_log = true;
+    }
     let bind = format!("{}:0", me.address.bind);
     let mut sim = disagg_sim::Sim::bind(&bind, cfg, limits)
         .await
@@ -134,14 +138,14 @@ async fn external(
         ServerKind::Ctx => me.config.ctx(),
         ServerKind::Gen => me.config.gen_(),
     };
-    // The worker section, minus the harness's keys, is the engine's options file.
-    // Aggregated servers transfer no KV: no cache transceiver.
-    let mut options: serde_json::Map<String, serde_json::Value> = w
-        .engine_options()
-        .into_iter()
-        .filter(|(k, _)| !(me.config.aggregated() && *k == "cache_transceiver_config"))
-        .map(|(k, v)| (k.to_string(), v.to_json()))
-        .collect();
+    // The worker section, minus the harness's keys and with upstream's paths resolved, is the
+    // engine's options file (checked when the run was prepared).
+    let roots = crate::options::Roots {
+        models: me.spec.models_root.as_deref(),
+        llm: me.spec.llm_root.as_deref(),
+    };
+    let mut options = crate::options::options_file(w, me.config.aggregated(), roots)
+        .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
     if me.spec.engine == EngineKind::Trtllm {
         // Upstream's harness puts the test's key into every worker's options
         // (`internal_request_auth_key`); the coordinator signs with the same key.
@@ -269,8 +273,29 @@ async fn external(
         multi_node,
     };
     let template = engine.as_ref().and_then(|e| e.command.clone());
-    let argv = command_line(me.spec.engine, template.as_deref(), &params)
+    let mut argv = command_line(me.spec.engine, template.as_deref(), &params)
         .map_err(|e| InvalidInput(format!("{}: {e}", me.config.path().display())))?;
+    let profiling = me.config.profiling();
+    if profiling.nsys_on && crate::preflight::profiles(me.spec.engine) {
+        crate::preflight::check_here(&me.config, &[crate::preflight::Tool::Nsys])?;
+        let dir = me.run.root().join("profiles");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let output = crate::engine::nsys_output(&dir.display().to_string(), me.role, me.rank);
+        let range = match kind {
+            ServerKind::Ctx => &profiling.ctx_profile_range,
+            ServerKind::Gen => &profiling.gen_profile_range,
+        };
+        let (wrapped, profile_env) = crate::engine::nsys_wrap(
+            argv,
+            crate::engine::Nsys {
+                output: &output,
+                range,
+            },
+        );
+        argv = wrapped;
+        env.extend(profile_env);
+    }
     let what = format!("the {} engine", me.spec.engine);
     serve_child(me, &argv, &env, port, &what, signal).await
 }

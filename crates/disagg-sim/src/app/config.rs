@@ -6,7 +6,7 @@ use std::time::Duration;
 use disagg_config::AuthKey;
 
 use crate::handoff;
-use crate::scheduler::CostModel;
+use crate::scheduler::{CostModel, Speculation};
 use crate::text;
 
 /// Which legs a server takes.
@@ -75,6 +75,12 @@ pub struct SimConfig {
     pub bootstrap_timeout: Duration,
     /// Cost model (for transfer times).
     pub cost: CostModel,
+    /// Speculative decoding; when on, every streamed choice carries TensorRT-LLM's
+    /// `avg_decoded_tokens_per_iter`.
+    pub speculation: Speculation,
+    /// Print every engine step to stderr as TensorRT-LLM does with `print_iter_log: true` (the
+    /// gen-only benchmark reads the generation workers' step times from those lines).
+    pub print_iter_log: bool,
     /// How text prompts become token ids: a real tokenizer (so that prompt lengths, and with
     /// them prefill times, match what clients with that tokenizer meant), else one token per
     /// whitespace-separated word.
@@ -120,6 +126,8 @@ impl Default for SimConfig {
             accept_synthetic_handoff: false,
             bootstrap_timeout: Duration::from_secs(60),
             cost: CostModel::default(),
+            speculation: Speculation::default(),
+            print_iter_log: false,
             tokenizer: None,
         }
     }

@@ -2,6 +2,7 @@
 //! engine delivers them.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -37,6 +38,7 @@ pub(super) fn stream_response(
         include_usage,
         emitted: 0,
         available: 0,
+        iterations: 0,
         done: false,
         first_time: None,
         frames,
@@ -120,6 +122,8 @@ struct Chunks {
     include_usage: bool,
     emitted: u32,
     available: u32,
+    /// Deliveries so far: each is one engine step of this sequence.
+    iterations: u32,
     done: bool,
     first_time: Option<f64>,
     // The pre-rendered frame pieces live in the state: nothing is copied per chunk.
@@ -152,6 +156,7 @@ impl Chunks {
                 return Some((Ok(Bytes::from(out)), self));
             };
             self.available += d.tokens;
+            self.iterations += 1;
             self.write_tokens(&mut out, d.finished);
             if d.finished {
                 self.write_end(&mut out);
@@ -190,6 +195,12 @@ impl Chunks {
                 out.push('"');
             } else {
                 out.push_str("null");
+            }
+            if self.st.cfg.speculation.is_on() {
+                // TensorRT-LLM's per-choice field (`LlmRequest::getAvgDecodedTokensPerIter`:
+                // generated tokens / decoding iterations so far), read by its benchmark client.
+                let per_iter = f64::from(self.available) / f64::from(self.iterations.max(1));
+                let _ = write!(out, ",\"avg_decoded_tokens_per_iter\":{per_iter}");
             }
             out.push_str("}]}\n\n");
             self.emitted += take;

@@ -873,3 +873,236 @@ fn a_multi_gpu_trtllm_server_is_refused_locally_with_the_command_that_works() {
     assert!(role_json(&run, "GEN_0").is_none());
     assert!(read(run.join("rendezvous/benchmark_status.txt")).starts_with("Failed: "));
 }
+
+/// The example config with `extra` appended and `metadata_extra` under `metadata:`, written to
+/// `dir/name.yaml`.
+fn config_with(dir: &Path, name: &str, metadata_extra: &str, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("metadata:\n", &format!("metadata:\n{metadata_extra}"))
+        + extra;
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const ACCURACY: &str = "accuracy:\n  enable_accuracy_test: true\n  tasks:\n    gsm8k:\n      model_args_extra: num_concurrent=4,max_gen_toks=16\n";
+
+#[test]
+fn an_accuracy_step_without_lm_eval_stops_the_run_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), "acc", "", ACCURACY);
+    let empty = dir.path().join("bin");
+    std::fs::create_dir(&empty).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .arg("--out")
+        .arg(&run)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`lm_eval` is not on PATH; accuracy.enable_accuracy_test is true"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pip install"), "{stderr}");
+    assert!(!run.exists(), "no run directory, no role started");
+}
+
+/// A stand-in for `lm_eval`: records its arguments and environment, then writes a results file
+/// shaped as lm_eval writes it (gsm8k, flexible-extract 0.95) under `--output_path`.
+fn fake_lm_eval(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("lm_eval");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+printf '%s\n' "$@" > "$FAKE_LM_EVAL_ARGS"
+out=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--output_path" ]; then out="$2"; fi
+  shift
+done
+mkdir -p "$out/sim-llama-8b"
+cat > "$out/sim-llama-8b/results_2026-01-01T00-00-00.json" <<'JSON'
+{"results": {"gsm8k": {"alias": "gsm8k",
+  "exact_match,strict-match": 0.93, "exact_match_stderr,strict-match": 0.007,
+  "exact_match,flexible-extract": 0.95, "exact_match_stderr,flexible-extract": 0.006}},
+ "n-samples": {"gsm8k": {"original": 1319, "effective": 1319}}}
+JSON
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn the_accuracy_step_runs_lm_eval_against_the_router_and_gates_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_lm_eval(dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let args = |name: &str| dir.path().join(format!("args-{name}"));
+    let gate = |expected: &str| {
+        format!("  accuracy:\n    datasets:\n    - name: gsm8k\n      expected_value: {expected}\n")
+    };
+    let mut runs = Vec::new();
+    for (name, expected) in [("pass", "0.95"), ("fail", "0.99")] {
+        let env = format!(
+            "  env_var: {{FAKE_LM_EVAL_ARGS: {}}}\n",
+            args(name).display()
+        );
+        let accuracy = ACCURACY.replace("  tasks:\n", &format!("{env}  tasks:\n"));
+        let config = config_with(dir.path(), name, &gate(expected), &accuracy);
+        let run = dir.path().join(format!("run-{name}"));
+        let out = disagg()
+            .arg("run")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "2",
+                "--num-prompts",
+                "2",
+                "--osl",
+                "4",
+                "--out",
+            ])
+            .arg(&run)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        runs.push((run, out));
+    }
+    let (run, out) = &runs[0];
+    assert_eq!(out.status.code(), Some(0), "{}", both(out));
+    let argv = read(args("pass"));
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        ["--model", "local-completions", "--tasks", "gsm8k"]
+    );
+    let router = role_json(run, "DISAGG_SERVER").unwrap();
+    let base_url = format!(
+        "base_url=http://127.0.0.1:{}/v1/completions,",
+        router["port"].as_u64().unwrap()
+    );
+    assert!(
+        lines[5].starts_with("model=sim-llama-8b,") && lines[5].contains(&base_url),
+        "{argv}"
+    );
+    assert!(
+        lines[5].ends_with(",num_concurrent=4,max_gen_toks=16"),
+        "{}",
+        lines[5]
+    );
+    assert_eq!(lines[6..8], ["--log_samples", "--output_path"]);
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/accuracy.json"))).unwrap();
+    assert_eq!(record["runs"][0]["exit_code"], 0);
+    assert_eq!(record["runs"][0]["scores"].as_array().unwrap().len(), 2);
+    // 95 − 1.6449 × sqrt(5000 / 1319) = 91.80 ≤ 95.
+    assert_eq!(record["verdicts"][0]["passed"], true);
+    // A reference of 0.99: 95.00 < 95.80, the run fails with the verdict.
+    let (run, out) = &runs[1];
+    assert_eq!(out.status.code(), Some(1), "{}", both(out));
+    assert!(
+        both(out)
+            .contains("gsm8k flexible-extract: actual 95.00%, expected 99.00%, threshold 95.80%"),
+        "{}",
+        both(out)
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/accuracy.json"))).unwrap();
+    assert_eq!(record["verdicts"][0]["passed"], false);
+}
+
+#[test]
+fn gen_only_runs_once_at_the_first_concurrency_and_records_the_step_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("  mode: e2e\n", "  mode: gen_only\n");
+    let config = dir.path().join("gen-only.yaml");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .args(["--isl", "32", "--osl", "16", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The example's concurrencies are 1 4 16 with multi_round 4: gen-only runs con1, once.
+    assert!(
+        stdout.contains("con1") && !stdout.contains("con4"),
+        "{stdout}"
+    );
+    let log = read(run.join("logs/BENCHMARK.log"));
+    assert!(
+        log.contains("Average Per Iter Device Step Time (ms): 8.05\n"),
+        "{log}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/con1.json"))).unwrap();
+    assert_eq!(record["metrics"]["total_requests"], 1);
+    let mean = record["gen_step_time_ms"]["mean"].as_f64().unwrap();
+    // The sim's default cost: 8 ms a step plus 0.05 ms a decoding sequence.
+    assert!((mean - 8.05).abs() < 1e-9, "{mean}");
+    assert!(read(run.join("logs/GEN_0.log")).contains("prev_device_step_time = 8.05ms"));
+}
+
+#[test]
+fn speculative_decoding_on_the_sim_gives_upstreams_d_al() {
+    let dir = tempfile::tempdir().unwrap();
+    // MTP with 3 drafts, 1 accepted (forced, as upstream's configs do): the generation server
+    // emits the context's token and 2 decoded ones, then 2 a step: 8 tokens in 4 steps.
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(
+            "    stream_interval: 1\n",
+            "    stream_interval: 1\n    speculative_config: {decoding_type: MTP, num_nextn_predict_layers: 3}\n",
+        )
+        .replace(
+            "TLLM_LOG_LEVEL=INFO",
+            "TLLM_LOG_LEVEL=INFO TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=1",
+        );
+    let config = dir.path().join("mtp.yaml");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("run");
+    let out = disagg()
+        .arg("run")
+        .arg(&config)
+        .args([
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "4",
+            "--isl",
+            "32",
+            "--osl",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let log = read(run.join("logs/BENCHMARK.log"));
+    assert!(
+        log.contains("Mean Avg Decoded Tokens per Iter:        2.00"),
+        "{log}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read(run.join("results/con2.json"))).unwrap();
+    let per_iter = &record["metrics"]["avg_decoded_tokens_per_iter"];
+    assert_eq!(per_iter["summary"]["mean"], 2.0);
+    assert_eq!(per_iter["summary"]["count"], 4);
+}
