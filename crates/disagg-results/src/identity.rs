@@ -109,6 +109,10 @@ pub fn job_fields(env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, Valu
         ("s_host_node_name", &["HOST_NODE_NAME"][..]),
         ("s_stage_name", &["stageName"][..]),
         ("s_slurm_job_id", &["SLURM_JOB_ID"][..]),
+        // Set by `disagg sweep` on every run it starts: which sweep, which point (the content
+        // hash of the point's config and overrides).
+        ("s_sweep_id", &["DISAGG_SWEEP_ID"][..]),
+        ("s_sweep_point", &["DISAGG_SWEEP_POINT"][..]),
     ] {
         if let Some(v) = vars.iter().find_map(|k| env(k).filter(|v| !v.is_empty())) {
             j.insert(field.to_string(), v.into());
