@@ -8,7 +8,8 @@
 //! - [`identity`]: a record's upstream identity (match keys) and job fields; [`store`]: the
 //!   SQLite history; [`baseline`] and [`check`]: the upstream baseline rule and the regression
 //!   gate; [`opensearch`]: the upstream document format and client; [`listing`]: stored runs as
-//!   a table or CSV; [`svg`] and [`report`]: charts and the HTML report.
+//!   a table or CSV; [`svg`] and [`report`]: charts and the HTML report (also a sweep's page);
+//!   [`sweep`]: a sweep's measurements, its Pareto frontier, its SLA answer and SLA search.
 
 pub mod baseline;
 pub mod check;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod store;
 pub mod summary;
 pub mod svg;
+pub mod sweep;
 
 pub use disagg_bench::record;
 pub use record::{RECORD_VERSION, RunRecord, load_records};
