@@ -358,7 +358,7 @@ impl SweepSpec {
                 }
             }
         }
-        let mut made: Vec<(Vec<(String, String)>, Node, Option<TestConfig>)> = Vec::new();
+        let mut made: Vec<Made> = Vec::new();
         for combo in product(&self.axes) {
             let mut node = base.clone();
             let mut assignments = Vec::new();
@@ -434,6 +434,9 @@ impl SweepSpec {
         Ok((points, diagnostics))
     }
 }
+
+/// A combination applied to the base: its assignments, its tree, its config when it parses.
+type Made = (Vec<(String, String)>, Node, Option<TestConfig>);
 
 /// The comment a point's file opens with: where it comes from.
 fn header(base: &Path, assignments: &[(String, String)]) -> String {

@@ -8,6 +8,9 @@
 //!   them all; [`engine`]: the command lines of external engines.
 //! - [`prepare`]: config + options → a run directory and its plan; [`local`]: every role as a
 //!   supervised child of this machine ([`supervise`]); [`job`]: the same run as a Slurm job.
+//! - [`queue`]: many runs as child processes, at most N at once — what [`sweep`] (a search over
+//!   derived configs with a Pareto frontier and an SLA answer) and [`ci`] (a test list, in
+//!   parallel) are made of.
 //! - [`conclude`], [`store`]: the ending of every run — summary, JUnit, store, check.
 //! - [`exit`]: the [`ExitStatus`] of every command; [`error`]: input the user must change.
 //!
@@ -21,6 +24,7 @@
 //! assert_eq!(std::fs::read_to_string(run.hostname_file(Role::Gen(0))).unwrap(), "127.0.0.1:8001");
 //! ```
 
+pub mod ci;
 pub mod conclude;
 pub mod engine;
 pub mod error;
@@ -31,6 +35,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod prepare;
 pub mod probe;
+pub mod queue;
 pub mod report;
 pub mod roles;
 pub mod rundir;
@@ -38,6 +43,7 @@ pub mod serving;
 pub mod spec;
 pub mod store;
 pub mod supervise;
+pub mod sweep;
 
 pub use disagg_plan::Role;
 pub use error::{Hint, InvalidInput};
