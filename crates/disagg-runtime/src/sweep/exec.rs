@@ -78,14 +78,12 @@ pub(crate) fn unique_dir(root: &Path, name: &str) -> PathBuf {
         dir = PathBuf::from(format!("{}-{n}", first.display()));
         n += 1;
     }
-    // Claim it now: another job of the same point may be made in the same second.
-    let _ = std::fs::create_dir_all(&dir);
     dir
 }
 
 /// Whether a failure is the infrastructure's (retried with `--retry-failed`) rather than the
-/// test's: a node that failed, a job that never started or that Slurm lost, a submission Slurm
-/// refused. Everything else — a role that failed, an invalid benchmark — is the test's.
+/// test's: a node that failed, a job that never started (Slurm says it never will, it lost it,
+/// or its roles never came up), a submission Slurm refused. Everything else — a role that failed, an invalid benchmark — is the test's.
 pub(crate) fn is_infrastructure(reason: &str) -> bool {
     [
         "NODE_FAIL",
@@ -94,6 +92,7 @@ pub(crate) fn is_infrastructure(reason: &str) -> bool {
         "never started its roles",
         "Slurm keeps no record",
         "Batch job submission failed",
+        "can never start",
     ]
     .iter()
     .any(|needle| reason.contains(needle))
@@ -422,6 +421,7 @@ mod tests {
             "job 12 ended NODE_FAIL with exit code 1: no verdict was written (the job never started its roles?)",
             "job 9 is gone and Slurm keeps no record of it: no verdict",
             "sbatch: error: Batch job submission failed: Socket timed out",
+            "job 7 can never start (PartitionConfig): it asks for 9 node(s); cancelled",
         ] {
             assert!(is_infrastructure(infra), "{infra}");
         }
@@ -438,8 +438,9 @@ mod tests {
     fn run_directories_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let a = unique_dir(dir.path(), "p");
+        std::fs::create_dir_all(&a).unwrap();
         let b = unique_dir(dir.path(), "p");
         assert_ne!(a, b);
-        assert!(a.exists() && b.exists());
+        assert!(!b.exists());
     }
 }
