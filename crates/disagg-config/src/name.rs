@@ -143,7 +143,7 @@ fn lengths_token(isl: u32, osl: u32) -> String {
 /// The name of a config derived from one named `base` (a sweep point): every token of `base`
 /// that [`decode`] reads is rewritten from what `config` says — lengths, `con`, `ctx<N>`,
 /// `gen<N>`, the parallelism after each, `bs`, `eplb`, `mtp`, the cache-transceiver backend —
-/// so the derived name tells the truth and [`check`] finds nothing to warn about. A `con` token
+/// so the derived name tells the truth and the name check finds nothing to warn about. A `con` token
 /// is kept only for a single concurrency. Tokens `base` does not carry are not added.
 pub fn rename(base: &str, config: &TestConfig) -> String {
     #[derive(PartialEq)]

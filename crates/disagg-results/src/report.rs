@@ -552,3 +552,72 @@ pub fn render_sweep(doc: &crate::sweep::SweepDoc) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::sweep::{Measurement, PointDoc, SWEEP_VERSION, SweepDoc};
+
+    fn point(name: &str, state: &str, ms: Vec<Measurement>) -> PointDoc {
+        PointDoc {
+            name: name.into(),
+            config: format!("/s/points/{name}.yaml"),
+            key: "k".into(),
+            assignments: vec![("hardware.num_gen_servers".into(), "1".into())],
+            nodes: 2,
+            gpus: 8,
+            server_gpus: 2,
+            idle_gpus: 6,
+            state: state.into(),
+            reason: (state != "passed").then(|| "GEN_0 <died>".to_string()),
+            runs: Vec::new(),
+            measurements: ms,
+            sla_concurrency: None,
+        }
+    }
+
+    fn m(point: &str, c: u32, user: f64, per_gpu: f64, meets: bool) -> Measurement {
+        Measurement {
+            point: point.into(),
+            label: format!("con{c}"),
+            concurrency: c,
+            gpus: 2,
+            output_tok_s: per_gpu * 2.0,
+            output_tok_s_per_gpu: per_gpu,
+            user_tok_s: user,
+            latency_ms: BTreeMap::from([("median_tpot".to_string(), 1000.0 / user)]),
+            run_dir: "/r".into(),
+            meets_sla: Some(meets),
+            violations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_page_shows_the_answer_the_frontier_and_the_failures() {
+        let a = vec![m("a", 1, 100.0, 10.0, true), m("a", 8, 40.0, 50.0, false)];
+        let best = a[0].clone();
+        let doc = SweepDoc {
+            sweep_version: SWEEP_VERSION,
+            sweep_id: "s-1".into(),
+            spec: "/s.yaml".into(),
+            base: "/b.yaml".into(),
+            launcher: "local".into(),
+            max_parallel: 1,
+            sla: Some(disagg_config::Sla::parse_flag("median_tpot_ms=20").unwrap()),
+            started_unix_ms: 0,
+            updated_unix_ms: 0,
+            elapsed_s: 1.0,
+            points: vec![point("a", "passed", a), point("b", "failed", Vec::new())],
+            best: Some(best),
+        };
+        let html = render_sweep(&doc);
+        assert!(html.contains("Under median_tpot ≤ 20 ms: <b>a</b> at concurrency 1"));
+        assert!(html.contains("<code>/s/points/a.yaml</code>"));
+        assert!(html.contains("Pareto frontier") && html.contains("class=\"limit\""));
+        assert!(html.contains("SLA median_tpot ≤ 20 ms"));
+        assert!(html.contains("GEN_0 &lt;died&gt;"), "reasons are escaped");
+        assert!(!html.contains("<script"));
+    }
+}

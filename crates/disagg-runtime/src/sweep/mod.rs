@@ -10,8 +10,8 @@
 //! versus tok/s per user), `report.html`, and the best point under the SLA — optionally after
 //! bisecting each point's concurrency to the highest that meets it (`--sla-search`).
 //!
-//! Module map: [`points`] (derive, validate, plan, identify), [`estimate`] (`--dry-run`'s cost
-//! figures), [`exec`] (the runs, the live table, retries and SLA probes).
+//! Module map: `points` (derive, validate, plan, identify), `estimate` (`--dry-run`'s cost
+//! figures), `exec` (the runs, the live table, retries and SLA probes).
 
 mod estimate;
 mod exec;
@@ -41,7 +41,7 @@ pub struct SweepRequest {
     pub spec: PathBuf,
     /// Where a base given as a test id is looked up [default: the spec's directory].
     pub config_dir: Option<PathBuf>,
-    /// The sweep's directory [default: `sweeps/<spec name>`].
+    /// The sweep's directory (default: `sweeps/<spec name>`).
     pub out: Option<PathBuf>,
     /// The clusters file (`--clusters`).
     pub clusters_file: Option<PathBuf>,

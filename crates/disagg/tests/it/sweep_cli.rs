@@ -156,6 +156,11 @@ fn a_local_sweep_answers_with_the_frontier_of_its_stored_records() {
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Pareto frontier") && html.contains("SLA answer"));
+    // `disagg report` of the sweep's directory writes its page again.
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    let report = disagg().arg("report").arg(&out).output().unwrap();
+    assert!(report.status.success(), "{}", text(&report));
+    assert!(out.join("report.html").exists());
     // A finished sweep resumes at once: nothing left to run.
     let t0 = Instant::now();
     let again = disagg()
