@@ -346,33 +346,67 @@ impl Driver for SweepDriver<'_> {
             return;
         }
         self.erase_table();
-        let done = self
-            .points
+        let runnable: Vec<usize> = (0..self.points.len())
+            .filter(|&i| !matches!(self.points[i].state, State::Invalid | State::Skipped))
+            .collect();
+        let done = runnable
             .iter()
-            .filter(|p| matches!(p.state, State::Passed | State::Failed | State::Interrupted))
+            .filter(|&&i| {
+                matches!(
+                    self.points[i].state,
+                    State::Passed | State::Failed | State::Interrupted
+                )
+            })
             .count();
-        let runnable = self
-            .points
-            .iter()
-            .filter(|p| !matches!(p.state, State::Invalid | State::Skipped))
-            .count();
+        // Every point while the table fits a screen, else only those in flight.
+        let shown: Vec<usize> = if runnable.len() <= TABLE_ROWS {
+            runnable.clone()
+        } else {
+            running.iter().map(|r| r.job.tag).collect()
+        };
         let mut lines = vec![format!(
             "{:<44} {:<22} {:>9} {:>9}  {}",
             "point", "state", "job", "elapsed", "verdict"
         )];
-        for r in running {
-            let (state, job) = live_state(&r.job.run_dir);
+        for i in shown {
+            let p = &self.points[i];
+            let live = running.iter().find(|r| r.job.tag == i);
+            let last = p.runs.last();
+            let (state, job, elapsed) = match live {
+                Some(r) => {
+                    let (state, job) = live_state(&r.job.run_dir);
+                    (state, job, Some(r.started.elapsed().as_secs_f64()))
+                }
+                None => (
+                    match p.state {
+                        State::Pending => "waiting".to_string(),
+                        _ => "ended".to_string(),
+                    },
+                    last.and_then(|r| r.job_id),
+                    last.map(|r| r.elapsed_s),
+                ),
+            };
+            let verdict = match (live, p.state) {
+                (Some(_), _) | (None, State::Pending | State::Running) => "-".to_string(),
+                (None, State::Passed) => "passed".to_string(),
+                (None, _) => format!(
+                    "{} {}",
+                    p.state.as_str(),
+                    p.reason.as_deref().unwrap_or_default()
+                ),
+            };
             lines.push(format!(
-                "{:<44} {:<22} {:>9} {:>8.0}s  {}",
-                truncate(&r.job.name, 44),
+                "{:<44} {:<22} {:>9} {:>9}  {}",
+                truncate(&p.name, 44),
                 truncate(&state, 22),
                 job.map_or("-".to_string(), |j| j.to_string()),
-                r.started.elapsed().as_secs_f64(),
-                "-"
+                elapsed.map_or("-".to_string(), |e| format!("{e:.0}s")),
+                truncate(&verdict, 60)
             ));
         }
         lines.push(format!(
-            "{done}/{runnable} points done, {} in flight, {waiting} waiting",
+            "{done}/{} points done, {} in flight, {waiting} waiting",
+            runnable.len(),
             running.len()
         ));
         for l in &lines {
@@ -382,12 +416,18 @@ impl Driver for SweepDriver<'_> {
     }
 }
 
+/// Most points the live table lists one per line; a longer sweep shows those in flight only.
+const TABLE_ROWS: usize = 24;
+
+/// `s` in at most `n` characters: its end, which tells points apart (their names share the
+/// base's prefix).
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
+    let count = s.chars().count();
+    if count <= n {
         s.to_string()
     } else {
-        let cut: String = s.chars().take(n - 1).collect();
-        format!("{cut}…")
+        let tail: String = s.chars().skip(count - (n - 1)).collect();
+        format!("…{tail}")
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Invalid => "invalid",
             State::Skipped => "skipped",
