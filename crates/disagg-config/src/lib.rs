@@ -5,7 +5,8 @@
 //! Main types: [`TestConfig`] (a validated test config), [`WorkerOptions`] (the engine options
 //! of `worker_config.ctx|gen`, passed through in order, with typed access), [`Profiling`] and
 //! [`Accuracy`] (the `profiling` and `accuracy` sections), [`ClusterFile`] /
-//! [`Cluster`], [`TestId`], and [`Diagnostics`] — every problem in a file at once, each with
+//! [`Cluster`], [`TestId`], [`SweepSpec`] (a sweep's axes, expanded into derived configs), and
+//! [`Diagnostics`] — every problem in a file at once, each with
 //! file, line:column, YAML path, value and a hint.
 //!
 //! ```
@@ -32,6 +33,7 @@ pub mod extensions;
 mod name;
 mod overrides;
 mod reader;
+pub mod sweep;
 mod test_config;
 mod test_id;
 mod worker;
@@ -48,9 +50,10 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
 pub use evaluation::{Accuracy, AccuracyTask, DatasetThreshold, KwargValue, Profiling};
 pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};
-pub use name::{NameFields, Parallel, decode as decode_name};
+pub use name::{NameFields, Parallel, decode as decode_name, rename};
 pub use overrides::Overrides;
 pub use reader::is_placeholder;
+pub use sweep::{Constraints, DerivedPoint, Sla, SweepSpec};
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
 pub use test_id::{TestId, config_path, parse_test_list};
 pub use worker::{HARNESS_KEYS, Speculative, WorkerOptions};

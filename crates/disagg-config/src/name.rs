@@ -125,6 +125,125 @@ pub fn decode(name: &str) -> NameFields {
     f
 }
 
+/// A length pair as names write it (`1k1k`, `8k1k`; 1000-based lengths too), or spelled out
+/// (`isl100osl20`) when a length is no whole number of k.
+fn lengths_token(isl: u32, osl: u32) -> String {
+    let k = |v: u32| match v {
+        0 => None,
+        v if v % 1024 == 0 => Some(v / 1024),
+        v if v % 1000 == 0 => Some(v / 1000),
+        _ => None,
+    };
+    match (k(isl), k(osl)) {
+        (Some(a), Some(b)) => format!("{a}k{b}k"),
+        _ => format!("isl{isl}osl{osl}"),
+    }
+}
+
+/// The name of a config derived from one named `base` (a sweep point): every token of `base`
+/// that [`decode`] reads is rewritten from what `config` says — lengths, `con`, `ctx<N>`,
+/// `gen<N>`, the parallelism after each, `bs`, `eplb`, `mtp`, the cache-transceiver backend —
+/// so the derived name tells the truth and the name check finds nothing to warn about. A `con` token
+/// is kept only for a single concurrency. Tokens `base` does not carry are not added.
+pub fn rename(base: &str, config: &TestConfig) -> String {
+    #[derive(PartialEq)]
+    enum Side {
+        None,
+        Ctx,
+        Gen,
+    }
+    let b = config.benchmark();
+    let hw = config.hardware();
+    let mut side = Side::None;
+    let (mut ctx_par_done, mut gen_par_done) = (false, false);
+    let mut parts: Vec<String> = Vec::new();
+    for part in base.split('_') {
+        let mut pieces = part.split('-');
+        let token = pieces.next().unwrap_or_default();
+        let extras: Vec<String> = pieces
+            .map(|extra| {
+                let backend = config
+                    .gen_()
+                    .cache_transceiver_backend()
+                    .unwrap_or("DEFAULT");
+                if BACKENDS.iter().any(|b| b.eq_ignore_ascii_case(extra))
+                    && !extra.eq_ignore_ascii_case(backend)
+                {
+                    backend.to_string()
+                } else {
+                    extra.to_string()
+                }
+            })
+            .collect();
+        let new: Option<String> = if lengths(token).is_some() {
+            Some(lengths_token(b.isl, b.osl))
+        } else if number_after(token, "con").is_some() {
+            match b.concurrency.as_slice() {
+                [c] => Some(format!("con{c}")),
+                _ => None,
+            }
+        } else if number_after(token, "ctx").is_some() {
+            side = Side::Ctx;
+            Some(format!("ctx{}", hw.num_ctx_servers))
+        } else if number_after(token, "gen").is_some() {
+            side = Side::Gen;
+            Some(format!("gen{}", hw.num_gen_servers))
+        } else if number_after(token, "eplb").is_some() {
+            side = Side::None;
+            Some(format!("eplb{}", config.gen_().eplb_slots().unwrap_or(0)))
+        } else if number_after(token, "mtp").is_some() {
+            side = Side::None;
+            let k = config.gen_().speculative().map_or(0, |s| s.draft_len);
+            Some(format!("mtp{k}"))
+        } else if number_after(token, "bs").is_some() {
+            let w = if side == Side::Ctx {
+                config.ctx()
+            } else {
+                config.gen_()
+            };
+            Some(format!("bs{}", w.max_batch_size()))
+        } else if let Some(p) = parallel(token) {
+            let (w, done) = match side {
+                Side::Ctx => (Some(config.ctx()), &mut ctx_par_done),
+                Side::Gen => (Some(config.gen_()), &mut gen_par_done),
+                Side::None => (None, &mut ctx_par_done),
+            };
+            match w {
+                Some(w) if !*done => {
+                    *done = true;
+                    Some(match p.kind.as_str() {
+                        "dep" | "tep" if w.attention_dp() => format!("dep{}", w.tp()),
+                        "dep" | "tep" => format!("tep{}", w.tp()),
+                        "pp" => format!("pp{}", w.pp()),
+                        _ => format!("tp{}", w.tp()),
+                    })
+                }
+                _ => Some(token.to_string()),
+            }
+        } else {
+            Some(token.to_string())
+        };
+        match new {
+            Some(t) => parts.push(
+                std::iter::once(t)
+                    .chain(extras)
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            ),
+            // A dropped token's suffixes (`-NIXL`) stay, on the part before it.
+            None => {
+                if let Some(last) = parts.last_mut() {
+                    for e in extras {
+                        last.push('-');
+                        last.push_str(&e);
+                    }
+                }
+            }
+        }
+    }
+    parts.join("_")
+}
+
 /// Compare a config's name with its content, recording a warning per disagreement.
 pub fn check(sink: &mut Sink, config: &TestConfig) {
     let f = decode(config.name());
@@ -320,6 +439,54 @@ mod tests {
             "gb200_gpt-oss-120b-fp4_8k1k_con1024_ctx1_tp1_gen1_tp4_eplb0_mtp0_ccb_kvcmv2-NIXL",
         );
         assert_eq!(f.ccb.as_deref(), Some("NIXL"));
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../../fixtures/trtllm-configs/disaggregated/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_renamed_config_names_what_it_holds() {
+        let base = "gb200_deepseek-r1-fp4_1k1k_con1024_ctx1_dep4_gen1_dep8_eplb0_mtp0_ccb-NIXL";
+        let text = fixture(base)
+            .replace("num_ctx_servers: 1", "num_ctx_servers: 2")
+            .replace("input_length: 1024", "input_length: 8192");
+        let path = std::path::Path::new("x.yaml");
+        let mut config = TestConfig::parse(path, &text).unwrap();
+        config = config
+            .with_overrides(&crate::Overrides {
+                concurrency: Some(vec![4, 16]),
+                ..crate::Overrides::default()
+            })
+            .unwrap();
+        let name = rename(base, &config);
+        assert_eq!(
+            name,
+            "gb200_deepseek-r1-fp4_8k1k_ctx2_dep4_gen1_dep8_eplb0_mtp0_ccb-NIXL"
+        );
+        let renamed = TestConfig::parse(
+            std::path::Path::new(&format!("{name}.yaml")),
+            &text.replace("concurrency_list: '1024'", "concurrency_list: '4 16'"),
+        )
+        .unwrap();
+        let complaints: Vec<String> = renamed
+            .warnings()
+            .warnings()
+            .filter(|w| w.message.contains("file name"))
+            .map(|w| w.message.clone())
+            .collect();
+        assert!(complaints.is_empty(), "{complaints:?}");
+    }
+
+    #[test]
+    fn lengths_that_are_no_whole_k_are_spelled_out() {
+        assert_eq!(lengths_token(1024, 8192), "1k8k");
+        assert_eq!(lengths_token(1000, 2000), "1k2k");
+        assert_eq!(lengths_token(64, 16), "isl64osl16");
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub(crate) fn check_keys(sink: &mut Sink, map: MapRef<'_>, known: &[&str], stric
     }
 }
 
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))

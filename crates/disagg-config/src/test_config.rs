@@ -155,7 +155,7 @@ pub struct TestConfig {
     pub(crate) aggregated: bool,
 }
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "metadata",
     "slurm",
     "benchmark",
@@ -641,8 +641,13 @@ fn read_benchmark(sink: &mut Sink, top: MapRef<'_>) -> Option<Benchmark> {
 
 /// `concurrency_list` as a string (`"1 2 4"`, commas allowed), a list, or one integer.
 fn read_concurrency(sink: &mut Sink, b: MapRef<'_>) -> Option<Vec<u32>> {
-    let node = b.get("concurrency_list")?;
-    let path = join(b.path, "concurrency_list");
+    read_concurrency_at(sink, b, "concurrency_list")
+}
+
+/// A concurrency list under `key` of `b`, written as upstream's `concurrency_list` may be.
+pub(crate) fn read_concurrency_at(sink: &mut Sink, b: MapRef<'_>, key: &str) -> Option<Vec<u32>> {
+    let node = b.get(key)?;
+    let path = join(b.path, key);
     let hint = "write positive integers separated by spaces, e.g. \"1 8 64\", or a YAML list";
     let bad = |sink: &mut Sink, what: String| {
         sink.error(Some(node.pos), &path, Some(node.display()), what, hint);

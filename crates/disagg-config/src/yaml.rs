@@ -4,11 +4,17 @@
 //! deserialised. Validation here wants every problem at once, each with its line and column,
 //! so configs are loaded into this small tree (anchors and aliases resolved, mapping order
 //! kept) and read by hand by the config readers.
+//!
+//! Derived configs (the points of a sweep) are made by [`Node::set`] on a loaded tree and
+//! written back by [`emit`]: the tree is handed to yaml-rust2's emitter (already the parser
+//! here), which quotes every string that would otherwise read as another type. Anchors come
+//! out expanded and comments are not kept; what a reader of the text sees is the same tree.
 
 use std::fmt;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::{Yaml, YamlEmitter};
 
 /// A 1-based line and column in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +92,104 @@ pub enum Scalar<'a> {
 }
 
 impl Node {
+    /// A scalar node with no position (for values made in code, not read from a file).
+    pub fn scalar_text(text: &str, quoted: bool) -> Node {
+        Node {
+            pos: Pos::default(),
+            value: Value::Scalar {
+                text: text.to_string(),
+                quoted,
+            },
+        }
+    }
+
+    /// The node at a dotted path below this one (`["worker_config", "gen", "max_batch_size"]`).
+    pub fn lookup(&self, path: &[&str]) -> Option<&Node> {
+        path.iter().try_fold(self, |node, key| node.get(key))
+    }
+
+    /// Put `value` at `path` below this mapping, replacing what is there (every entry of a
+    /// duplicated key) or appending the key, and creating the mappings on the way. Fails with
+    /// the path of the first node on the way that is not a mapping.
+    pub fn set(&mut self, path: &[&str], value: Node) -> Result<(), String> {
+        let Some((last, parents)) = path.split_last() else {
+            return Err(String::new());
+        };
+        let mut node = self;
+        for (depth, key) in parents.iter().enumerate() {
+            if node.scalar() == Some(Scalar::Null) {
+                node.value = Value::Map(Vec::new());
+            }
+            let Value::Map(entries) = &mut node.value else {
+                return Err(path[..depth].join("."));
+            };
+            let at = match entries.iter().rposition(|(k, _)| k.text == *key) {
+                Some(i) => i,
+                None => {
+                    entries.push((
+                        Key {
+                            pos: Pos::default(),
+                            text: (*key).to_string(),
+                        },
+                        Node {
+                            pos: Pos::default(),
+                            value: Value::Map(Vec::new()),
+                        },
+                    ));
+                    entries.len() - 1
+                }
+            };
+            node = &mut entries[at].1;
+        }
+        if node.scalar() == Some(Scalar::Null) {
+            node.value = Value::Map(Vec::new());
+        }
+        let Value::Map(entries) = &mut node.value else {
+            return Err(parents.join("."));
+        };
+        let mut replaced = false;
+        for (k, v) in entries.iter_mut() {
+            if k.text == *last {
+                *v = value.clone();
+                replaced = true;
+            }
+        }
+        if !replaced {
+            entries.push((
+                Key {
+                    pos: Pos::default(),
+                    text: (*last).to_string(),
+                },
+                value,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tree as yaml-rust2 values: scalars resolved by the same YAML 1.1 rules as
+    /// [`Node::scalar`], so the emitter quotes a string such as `"yes"` or `"1"`.
+    fn to_yaml(&self) -> Yaml {
+        match &self.value {
+            Value::Seq(items) => Yaml::Array(items.iter().map(Node::to_yaml).collect()),
+            Value::Map(entries) => {
+                let mut hash = yaml_rust2::yaml::Hash::new();
+                for (k, v) in entries {
+                    // A duplicated key keeps its first place and its last value, as PyYAML reads it.
+                    hash.insert(Yaml::String(k.text.clone()), v.to_yaml());
+                }
+                Yaml::Hash(hash)
+            }
+            Value::Scalar { text, .. } => match self.scalar() {
+                Some(Scalar::Null) | None => Yaml::Null,
+                Some(Scalar::Bool(b)) => Yaml::Boolean(b),
+                Some(Scalar::Int(i)) => Yaml::Integer(i),
+                // The text as written (`1.50`, `.inf`): it resolves to the same float.
+                Some(Scalar::Float(_)) => Yaml::Real(text.clone()),
+                Some(Scalar::Str(s)) => Yaml::String(s.to_string()),
+            },
+        }
+    }
+
     /// The resolved scalar, or `None` for sequences and mappings.
     pub fn scalar(&self) -> Option<Scalar<'_>> {
         match &self.value {
@@ -252,6 +356,19 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
         }
     }
     Scalar::Str(text)
+}
+
+/// `node` as YAML text (block style, no document marker) that [`load`] reads back as the same
+/// tree, positions aside.
+pub fn emit(node: &Node) -> String {
+    let mut out = String::new();
+    let mut emitter = YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    // Writing to a String cannot fail; an emitter error would be a bug in the tree.
+    let _ = emitter.dump(&node.to_yaml());
+    let body = out.strip_prefix("---").unwrap_or(&out);
+    let body = body.strip_prefix('\n').unwrap_or(body.trim_start());
+    format!("{body}\n")
 }
 
 /// A YAML syntax error.
@@ -433,6 +550,75 @@ mod tests {
         let doc = load("z: 1\na: 2\nm: 3\n").unwrap();
         let keys: Vec<_> = doc.as_map().unwrap().iter().map(|(k, _)| &k.text).collect();
         assert_eq!(keys, ["z", "a", "m"]);
+    }
+
+    /// The tree without positions, for comparing a document with its emitted copy.
+    fn shape(n: &Node) -> serde_json::Value {
+        n.to_json()
+    }
+
+    #[test]
+    fn emitted_text_reads_back_as_the_same_tree() {
+        let text = "a: yes\nb: '1'\nc: 1.50\nd: 1e3\ne: ~\nf: 0x10\ng: 'on'\nh: \"x: y\"\n\
+                    i: [1, '2', {j: k}]\nl: {}\nm: []\nn: \"line1\\nline2\\n\"\no: -3\n\
+                    p: '-x'\nq: '#not a comment'\nr: <placeholder>\ns: .inf\nt: ''\nu: \"  pad \"\n\
+                    anchors: &x {k: 1}\nalias: *x\n";
+        let doc = load(text).unwrap();
+        let out = emit(&doc);
+        let back = load(&out).unwrap_or_else(|e| panic!("{e:?}\n{out}"));
+        assert_eq!(shape(&back), shape(&doc), "{out}");
+        // Strings that would read as another type stay strings.
+        for key in ["b", "d", "g", "p", "r", "t"] {
+            assert!(
+                matches!(back.get(key).unwrap().scalar(), Some(Scalar::Str(_))),
+                "{key}: {out}"
+            );
+        }
+        assert!(!out.starts_with("---"), "{out}");
+    }
+
+    #[test]
+    fn every_fixture_survives_emission() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/trtllm-configs");
+        let mut seen = 0;
+        let mut dirs = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|e| e == "yaml") {
+                    let doc = load(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                    let out = emit(&doc);
+                    let back = load(&out).unwrap_or_else(|e| panic!("{}: {e:?}", p.display()));
+                    assert_eq!(shape(&back), shape(&doc), "{}", p.display());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 40, "only {seen} fixtures");
+    }
+
+    #[test]
+    fn set_replaces_appends_and_creates_mappings() {
+        let mut doc = load("a:\n  b: 1\n  b: 2\nc: ~\nd: 3\n").unwrap();
+        doc.set(&["a", "b"], Node::scalar_text("9", false)).unwrap();
+        doc.set(&["c", "x", "y"], Node::scalar_text("z", false))
+            .unwrap();
+        doc.set(&["e"], Node::scalar_text("new", false)).unwrap();
+        let back = load(&emit(&doc)).unwrap();
+        assert_eq!(
+            back.to_json(),
+            serde_json::json!({"a": {"b": 9}, "c": {"x": {"y": "z"}}, "d": 3, "e": "new"})
+        );
+        assert_eq!(
+            doc.set(&["d", "k"], Node::scalar_text("1", false)),
+            Err("d".to_string())
+        );
+        assert_eq!(
+            doc.lookup(&["c", "x", "y"]).unwrap().scalar(),
+            Some(Scalar::Str("z"))
+        );
     }
 
     #[test]

@@ -619,6 +619,16 @@ pub fn job_fields(env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, Valu
     if let Some(id) = set("SLURM_JOB_ID") {
         put("s_slurm_job_id", id.into());
     }
+    // Ours: set by `disagg sweep` on every run it starts — which sweep, which point (the
+    // content hash of the point's config and overrides).
+    for (field, var) in [
+        ("s_sweep_id", "DISAGG_SWEEP_ID"),
+        ("s_sweep_point", "DISAGG_SWEEP_POINT"),
+    ] {
+        if let Some(v) = set(var) {
+            put(field, v.into());
+        }
+    }
     j
 }
 

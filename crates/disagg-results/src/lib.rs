@@ -9,7 +9,8 @@
 //!   keys) and job fields; [`store`]: the SQLite history; [`baseline`] and [`check`]: the
 //!   upstream baseline rule, the regression gate and a record's verdict; [`opensearch`] and
 //!   [`doc_id`]: the upstream document format, its `_id`, and the client; [`listing`]: stored
-//!   runs as a table or CSV; [`svg`] and [`report`]: charts and the HTML report.
+//!   runs as a table or CSV; [`svg`] and [`report`]: charts and the HTML report (also a sweep's
+//!   page); [`sweep`]: a sweep's measurements, its Pareto frontier, its SLA answer and SLA search.
 
 pub mod baseline;
 pub mod check;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod store;
 pub mod summary;
 pub mod svg;
+pub mod sweep;
 
 pub use disagg_bench::record;
 pub use record::{RECORD_VERSION, RunRecord, load_records};

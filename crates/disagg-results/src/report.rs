@@ -361,3 +361,263 @@ pub fn render(run: &RunData, checks: &[Row], history: &[History], compare: &[Run
     );
     out
 }
+
+/// The x (tok/s per user) at which a TPOT limit of the SLA sits: a user sees about one token
+/// per TPOT, so `1000 / limit`. `None` when the SLA bounds no TPOT.
+fn tpot_limit_x(sla: &disagg_config::Sla) -> Option<(f64, String)> {
+    let l = sla
+        .limits
+        .iter()
+        .filter(|l| l.metric.ends_with("_tpot"))
+        .min_by(|a, b| a.max_ms.total_cmp(&b.max_ms))?;
+    Some((
+        1000.0 / l.max_ms,
+        format!("SLA {} ≤ {} ms", l.metric, l.max_ms),
+    ))
+}
+
+/// A sweep's page: the SLA answer, the frontier chart with every point (one line per point over
+/// its concurrencies, the frontier in front, the SLA's TPOT limit as a vertical line), the
+/// points, every measurement, and the failed or skipped points with their reasons.
+pub fn render_sweep(doc: &crate::sweep::SweepDoc) -> String {
+    use crate::sweep::pareto;
+    let all = doc.measurements();
+    let front = pareto(&all);
+    let count = |state: &str| doc.points.iter().filter(|p| p.state == state).count();
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sweep {t} — disagg report</title><style>{CSS}</style></head><body><h1>Sweep {t}</h1><p>{} points: <span class=\"passed\">{} passed</span>, <span class=\"failed\">{} failed</span>, {} invalid, {} skipped, {} pending · {} · base {} · started {} UTC</p>",
+        doc.points.len(),
+        count("passed"),
+        count("failed") + count("interrupted"),
+        count("invalid"),
+        count("skipped"),
+        count("pending"),
+        escape(&doc.launcher),
+        escape(&doc.base),
+        iso8601(doc.started_unix_ms),
+        t = escape(&doc.sweep_id),
+    );
+    out.push_str("<h2>SLA answer</h2>");
+    match (&doc.sla, &doc.best) {
+        (None, _) => out.push_str("<p>No SLA given (spec `sla:` or `--sla`).</p>"),
+        (Some(sla), None) => {
+            let _ = write!(
+                out,
+                "<p class=\"failed\">No measurement meets the SLA ({}).</p>",
+                escape(&sla.to_string())
+            );
+        }
+        (Some(sla), Some(b)) => {
+            let config = doc
+                .points
+                .iter()
+                .find(|p| p.name == b.point)
+                .map_or("", |p| p.config.as_str());
+            let _ = write!(
+                out,
+                "<p>Under {}: <b>{}</b> at concurrency {} — {:.1} output tok/s per GPU, {:.1} tok/s per user. Config: <code>{}</code></p>",
+                escape(&sla.to_string()),
+                escape(&b.point),
+                b.concurrency,
+                b.output_tok_s_per_gpu,
+                b.user_tok_s,
+                escape(config)
+            );
+        }
+    }
+    out.push_str("<h2>Frontier</h2><div class=\"charts\">");
+    let mut series: Vec<Series> = Vec::new();
+    for p in &doc.points {
+        let mut pts: Vec<(u32, f64, f64)> = p
+            .measurements
+            .iter()
+            .map(|m| (m.concurrency, m.user_tok_s, m.output_tok_s_per_gpu))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        pts.sort_by_key(|t| t.0);
+        series.push(Series {
+            name: p.name.clone(),
+            points: pts.iter().map(|t| (t.1, t.2)).collect(),
+        });
+    }
+    series.insert(
+        0,
+        Series {
+            name: "Pareto frontier".into(),
+            points: front
+                .iter()
+                .map(|&i| (all[i].user_tok_s, all[i].output_tok_s_per_gpu))
+                .collect(),
+        },
+    );
+    let limit = doc.sla.as_ref().and_then(tpot_limit_x);
+    let _ = write!(
+        out,
+        "<div class=\"chart\">{}</div></div>",
+        svg::lines_with_limit(
+            "Output tok/s per GPU vs tok/s per user",
+            "tok/s per user",
+            "output tok/s per GPU",
+            &series,
+            limit.as_ref().map(|(x, l)| (*x, l.as_str()))
+        )
+    );
+    out.push_str("<h2>Points</h2><table><tr><th class=\"l\">point</th><th class=\"l\">state</th><th>nodes</th><th>GPUs (servers)</th><th class=\"l\">axes</th><th>runs</th><th>best tok/s/GPU</th><th>SLA concurrency</th></tr>");
+    for p in &doc.points {
+        let best = p
+            .measurements
+            .iter()
+            .map(|m| m.output_tok_s_per_gpu)
+            .fold(f64::NAN, f64::max);
+        let axes: Vec<String> = p
+            .assignments
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l {s}\">{s}</td><td>{}</td><td>{} ({})</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.name),
+            p.nodes,
+            p.gpus,
+            p.server_gpus,
+            escape(&axes.join(", ")),
+            p.runs.len(),
+            if best.is_finite() {
+                format!("{best:.1}")
+            } else {
+                "-".into()
+            },
+            p.sla_concurrency.map_or("-".to_string(), |c| c.to_string()),
+            s = escape(&p.state),
+        );
+    }
+    out.push_str("</table><h2>Measurements</h2><table><tr><th class=\"l\">point</th><th>concurrency</th><th>out tok/s/GPU</th><th>tok/s/user</th><th>TTFT p99</th><th>TPOT median</th><th>E2EL p99</th><th class=\"l\">SLA</th><th class=\"l\">frontier</th></tr>");
+    for (i, m) in all.iter().enumerate() {
+        let lat = |k: &str| {
+            m.latency_ms
+                .get(k)
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        };
+        let sla = match m.meets_sla {
+            None => String::new(),
+            Some(true) => "<span class=\"pass\">meets</span>".to_string(),
+            Some(false) => format!(
+                "<span class=\"failed\">misses</span> {}",
+                escape(&m.violations.join("; "))
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{sla}</td><td class=\"l\">{}</td></tr>",
+            escape(&m.point),
+            m.concurrency,
+            m.output_tok_s_per_gpu,
+            m.user_tok_s,
+            lat("p99_ttft"),
+            lat("median_tpot"),
+            lat("p99_e2el"),
+            if front.contains(&i) { "yes" } else { "" },
+        );
+    }
+    out.push_str("</table>");
+    let troubled: Vec<_> = doc
+        .points
+        .iter()
+        .filter(|p| p.reason.is_some() && p.state != "passed")
+        .collect();
+    if !troubled.is_empty() {
+        out.push_str("<h2>Failed and skipped points</h2><table><tr><th class=\"l\">point</th><th class=\"l\">state</th><th class=\"l\">reason</th></tr>");
+        for p in troubled {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l {s}\">{s}</td><td class=\"l\">{}</td></tr>",
+                escape(&p.name),
+                escape(p.reason.as_deref().unwrap_or_default()),
+                s = escape(&p.state),
+            );
+        }
+        out.push_str("</table>");
+    }
+    let _ = write!(
+        out,
+        "<p>sweep.json: version {} · {} measurements · report by disagg {}</p></body></html>",
+        doc.sweep_version,
+        all.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::sweep::{Measurement, PointDoc, SWEEP_VERSION, SweepDoc};
+
+    fn point(name: &str, state: &str, ms: Vec<Measurement>) -> PointDoc {
+        PointDoc {
+            name: name.into(),
+            config: format!("/s/points/{name}.yaml"),
+            key: "k".into(),
+            assignments: vec![("hardware.num_gen_servers".into(), "1".into())],
+            nodes: 2,
+            gpus: 8,
+            server_gpus: 2,
+            idle_gpus: 6,
+            state: state.into(),
+            reason: (state != "passed").then(|| "GEN_0 <died>".to_string()),
+            runs: Vec::new(),
+            measurements: ms,
+            sla_concurrency: None,
+        }
+    }
+
+    fn m(point: &str, c: u32, user: f64, per_gpu: f64, meets: bool) -> Measurement {
+        Measurement {
+            point: point.into(),
+            label: format!("con{c}"),
+            concurrency: c,
+            gpus: 2,
+            output_tok_s: per_gpu * 2.0,
+            output_tok_s_per_gpu: per_gpu,
+            user_tok_s: user,
+            latency_ms: BTreeMap::from([("median_tpot".to_string(), 1000.0 / user)]),
+            run_dir: "/r".into(),
+            meets_sla: Some(meets),
+            violations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_page_shows_the_answer_the_frontier_and_the_failures() {
+        let a = vec![m("a", 1, 100.0, 10.0, true), m("a", 8, 40.0, 50.0, false)];
+        let best = a[0].clone();
+        let doc = SweepDoc {
+            sweep_version: SWEEP_VERSION,
+            sweep_id: "s-1".into(),
+            spec: "/s.yaml".into(),
+            base: "/b.yaml".into(),
+            launcher: "local".into(),
+            max_parallel: 1,
+            sla: Some(disagg_config::Sla::parse_flag("median_tpot_ms=20").unwrap()),
+            started_unix_ms: 0,
+            updated_unix_ms: 0,
+            elapsed_s: 1.0,
+            points: vec![point("a", "passed", a), point("b", "failed", Vec::new())],
+            best: Some(best),
+        };
+        let html = render_sweep(&doc);
+        assert!(html.contains("Under median_tpot ≤ 20 ms: <b>a</b> at concurrency 1"));
+        assert!(html.contains("<code>/s/points/a.yaml</code>"));
+        assert!(html.contains("Pareto frontier") && html.contains("class=\"limit\""));
+        assert!(html.contains("SLA median_tpot ≤ 20 ms"));
+        assert!(html.contains("GEN_0 &lt;died&gt;"), "reasons are escaped");
+        assert!(!html.contains("<script"));
+    }
+}

@@ -71,6 +71,8 @@ const MIGRATIONS: &[&str] = &[
         embedded TEXT NOT NULL
     );
     CREATE INDEX verdicts_by_run ON verdicts (run_id);",
+    // 4: the runs of a sweep point (`disagg sweep` looks a point up before and after each run).
+    "CREATE INDEX runs_by_sweep_point ON runs (json_extract(job, '$.s_sweep_point'));",
 ];
 
 /// The schema version this build writes.
@@ -250,6 +252,12 @@ impl Store {
         set_wal(&conn).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(err)?;
+        // In WAL mode NORMAL syncs at checkpoints instead of at every commit: a commit survives
+        // any crash of the program, only an OS crash or power loss can take the last ones
+        // (SQLite's recommendation for WAL). Many writers at once (parallel sweep points and CI
+        // tests) then wait milliseconds, not fsyncs, for each other.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         // Migrate under a write lock taken up front, reading the version inside it: whoever
         // migrates first does it, the other sees the new version.
         let tx = conn
@@ -296,56 +304,74 @@ impl Store {
 
     /// Store a run (idempotent: the same run directory and label is stored once).
     pub fn insert(&mut self, run: &NewRun<'_>) -> Result<i64, StoreError> {
+        let ids = self.insert_run(std::slice::from_ref(run))?;
+        Ok(ids.first().copied().unwrap_or_default())
+    }
+
+    /// Store every record of one run in one transaction (idempotent per run directory and
+    /// label): another process reading sees all of them or none. The transaction takes the
+    /// write lock up front (`BEGIN IMMEDIATE`): a transaction that reads first and then writes
+    /// cannot wait for the lock in WAL mode once another writer has committed since its read,
+    /// and fails with "database is locked" at once, whatever the busy timeout.
+    pub fn insert_run(&mut self, runs: &[NewRun<'_>]) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE run_dir = ?1 AND label = ?2",
-                params![run.run_dir, run.record.load],
-                |r| r.get(0),
-            )
-            .optional()
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        if let Some(id) = existing {
-            return Ok(id);
-        }
-        let json = |v: &dyn erased::Ser| v.to_json();
-        tx.execute(
-            "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
-                valid, post_merge, identity, job, record, tool, metric_definitions, match_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                run.run_dir,
-                run.record.load,
-                run.config_name,
-                run.config_hash,
-                case_key(run.identity),
-                run.created_unix_ms as i64,
-                run.record.valid,
-                run.post_merge,
-                json(run.identity),
-                json(run.job),
-                json(run.record),
-                run.record.tool,
-                run.record.metric_definitions,
-                identity::match_key(&identity::match_values(run.identity, run.job)),
-            ],
-        )
-        .map_err(err)?;
-        let id = tx.last_insert_rowid();
-        for (name, value) in run.record.upstream_metrics() {
+        let mut ids = Vec::with_capacity(runs.len());
+        for run in runs {
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE run_dir = ?1 AND label = ?2",
+                    params![run.run_dir, run.record.load],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            if let Some(id) = existing {
+                ids.push(id);
+                continue;
+            }
+            let json = |v: &dyn erased::Ser| v.to_json();
             tx.execute(
-                "INSERT INTO metrics (run_id, name, value) VALUES (?1, ?2, ?3)",
-                params![id, name, value],
+                "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
+                    valid, post_merge, identity, job, record, tool, metric_definitions, match_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    run.run_dir,
+                    run.record.load,
+                    run.config_name,
+                    run.config_hash,
+                    case_key(run.identity),
+                    run.created_unix_ms as i64,
+                    run.record.valid,
+                    run.post_merge,
+                    json(run.identity),
+                    json(run.job),
+                    json(run.record),
+                    run.record.tool,
+                    run.record.metric_definitions,
+                    identity::match_key(&identity::match_values(run.identity, run.job)),
+                ],
             )
             .map_err(err)?;
+            let id = tx.last_insert_rowid();
+            for (name, value) in run.record.upstream_metrics() {
+                tx.execute(
+                    "INSERT INTO metrics (run_id, name, value) VALUES (?1, ?2, ?3)",
+                    params![id, name, value],
+                )
+                .map_err(err)?;
+            }
+            ids.push(id);
         }
         tx.commit().map_err(err)?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Append a mark: `invalid`, `valid`, `baseline`, `not_baseline`.
@@ -481,6 +507,27 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// Every run whose job field `key` (`s_sweep_point`, ...) is `value`, in the order stored.
+    pub fn by_job_field(&self, key: &str, value: &str) -> Result<Vec<StoredRun>, StoreError> {
+        if key == "s_sweep_point" {
+            // The indexed expression, written as the index has it.
+            return self.query(
+                "WHERE json_extract(job, '$.s_sweep_point') = ?1 ORDER BY id",
+                &[&value],
+            );
+        }
+        let json_path = format!("$.{key}");
+        self.query(
+            "WHERE json_extract(job, ?1) = ?2 ORDER BY id",
+            &[&json_path, &value],
+        )
+    }
+
+    /// Every run of a config text (its [`content_hash`]), in the order stored.
+    pub fn by_config_hash(&self, hash: &str) -> Result<Vec<StoredRun>, StoreError> {
+        self.query("WHERE config_hash = ?1 ORDER BY id", &[&hash])
     }
 
     /// The history of a case (its [`StoredRun::match_key`]) since `since_ms`, oldest first,

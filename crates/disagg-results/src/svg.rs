@@ -95,6 +95,29 @@ pub fn lines(
     log2_x: bool,
     band: Option<Band>,
 ) -> String {
+    plot(title, x_label, y_label, series, log2_x, band, None)
+}
+
+/// A line chart on a linear x axis with a labelled vertical line at `x` (a limit).
+pub fn lines_with_limit(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    limit: Option<(f64, &str)>,
+) -> String {
+    plot(title, x_label, y_label, series, false, None, limit)
+}
+
+fn plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log2_x: bool,
+    band: Option<Band>,
+    limit: Option<(f64, &str)>,
+) -> String {
     let tx = |x: f64| if log2_x { x.max(1e-9).log2() } else { x };
     let pts: Vec<(f64, f64)> = series
         .iter()
@@ -110,6 +133,10 @@ pub fn lines(
     let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(tx(*x)), b.max(tx(*x)))
     });
+    if let Some((x, _)) = limit.filter(|(x, _)| x.is_finite()) {
+        x0 = x0.min(tx(x));
+        x1 = x1.max(tx(x));
+    }
     let mut y1 = pts.iter().fold(f64::MIN, |a, (_, y)| a.max(*y));
     if let Some(b) = band {
         y1 = y1.max(b.high);
@@ -176,6 +203,17 @@ pub fn lines(
         W - RIGHT,
         b = H - BOTTOM
     );
+    if let Some((x, label)) = limit.filter(|(x, _)| x.is_finite()) {
+        let _ = write!(
+            out,
+            "<line class=\"limit\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{}\" stroke=\"#c62828\" stroke-dasharray=\"5 3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#c62828\">{}</text>",
+            H - BOTTOM,
+            px(x) + 4.0,
+            TOP + 10.0,
+            escape(label),
+            x = px(x)
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         let path: Vec<String> = s

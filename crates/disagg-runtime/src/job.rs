@@ -1,4 +1,4 @@
-//! A test as a Slurm job (`disagg submit`, `status`, `cancel`, `ci`): render the batch script,
+//! A test as a Slurm job (`disagg submit`, `status`, `cancel`): render the batch script,
 //! `sbatch` it, follow it to its end (state, the job's log, each role's state), collect the
 //! results, end with the test's verdict. Only the job id recorded in the run directory is ever
 //! cancelled.
@@ -12,16 +12,14 @@ use disagg_config::{Cluster, ContainerRuntime, EngineKind, Mode, TestConfig};
 use disagg_launch::sbatch::{ContainerSpec, JobSpec};
 use disagg_launch::slurm::{JobState, Slurm};
 use disagg_plan::Plan;
-use disagg_results::junit;
 use serde::{Deserialize, Serialize};
 
-use crate::conclude::{Concluded, Failure, StoreTo, collect, conclude};
+use crate::conclude::{Concluded, Failure, StoreTo, conclude};
 use crate::environment::{gen_only_queue_size, role_env, ucx_for};
-use crate::error::InvalidInput;
 use crate::events::{Events, at};
 use crate::exit::ExitStatus;
 use crate::now_ms;
-use crate::prepare::{Prepared, RunOptions, default_run_dir, load_cluster, load_config, prepare};
+use crate::prepare::Prepared;
 use crate::rundir::{RunDir, State, Status, write_atomic};
 
 /// `RUN/job.json`: which Slurm job runs this run directory.
@@ -509,107 +507,9 @@ pub fn cancel(run_dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The test ids of a test list: one per line, `#` comments and blank lines skipped, upstream
-/// suffixes such as ` TIMEOUT (120)` dropped.
-pub fn read_test_list(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the test list {}", path.display()))?;
-    let tests = test_ids(&text);
-    if tests.is_empty() {
-        return Err(
-            InvalidInput(format!("{}: the test list names no test", path.display())).into(),
-        );
-    }
-    Ok(tests)
-}
-
-fn test_ids(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter(|l| !l.is_empty())
-        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// `disagg ci`: the tests of a list, one after the other.
-#[derive(Debug, Clone)]
-pub struct CiRequest {
-    /// The test list.
-    pub test_list: PathBuf,
-    /// Where test ids are looked up.
-    pub config_dir: PathBuf,
-    /// The clusters file (`--clusters`).
-    pub clusters_file: Option<PathBuf>,
-    /// The cluster profile.
-    pub cluster: String,
-    /// Where Jenkins expects the JUnit file.
-    pub junit: PathBuf,
-    /// Where the run directories go.
-    pub runs_dir: PathBuf,
-    /// How to run each test.
-    pub options: RunOptions,
-}
-
-/// Every test of the list through submit, one JUnit file (one suite per test); the exit status
-/// is the first failing test's.
-pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
-    let tests = read_test_list(&request.test_list)?;
-    let cluster = load_cluster(request.clusters_file.as_deref(), &request.cluster)?;
-    let mut summaries = Vec::new();
-    let mut status = ExitStatus::Success;
-    for test in &tests {
-        eprintln!("== {test}");
-        let config = load_config(test, &request.config_dir)?;
-        let dir = default_run_dir(&request.runs_dir, &config);
-        let named = Some((request.cluster.as_str(), cluster.clone()));
-        let p = prepare(config, &request.options, named, &dir, None)?;
-        match submit_and_follow(&p, None, false, store) {
-            Ok(Some(done)) => {
-                if status == ExitStatus::Success {
-                    status = done.status;
-                }
-                summaries.push(done.summary);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("error: {test}: {e:#}");
-                if status == ExitStatus::Success {
-                    status = ExitStatus::Failure;
-                }
-                let why = format!("{e:#}");
-                summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?);
-            }
-        }
-    }
-    let junit_path = &request.junit;
-    if let Some(dir) = junit_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    write_atomic(junit_path, &junit::render_many(&summaries))?;
-    eprintln!(
-        "JUnit: {} ({} tests, exit code {})",
-        junit_path.display(),
-        summaries.len(),
-        status.code()
-    );
-    Ok(status)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_lists_drop_comments_blanks_and_upstream_suffixes() {
-        let text = "# nightly\n\nperf/test_perf_sanity.py::test_e2e[disagg_upload-a] TIMEOUT (120)\n  b.yaml # local\n";
-        assert_eq!(
-            test_ids(text),
-            [
-                "perf/test_perf_sanity.py::test_e2e[disagg_upload-a]",
-                "b.yaml"
-            ]
-        );
-    }
 
     #[test]
     fn job_names_are_sbatch_safe_and_differ_per_run_directory() {

@@ -10,6 +10,9 @@
 //!   [`accuracy`]: the lm_eval step after the benchmark.
 //! - [`prepare`]: config + options → a run directory and its plan; [`local`]: every role as a
 //!   supervised child of this machine ([`supervise`]); [`job`]: the same run as a Slurm job.
+//! - [`queue`]: many runs as child processes, at most N at once — what [`sweep`] (a search over
+//!   derived configs with a Pareto frontier and an SLA answer) and [`ci`] (a test list, in
+//!   parallel) are made of.
 //! - [`conclude`], [`store`]: the ending of every run — summary, JUnit, store, check.
 //! - [`exit`]: the [`ExitStatus`] of every command; [`error`]: input the user must change.
 //!
@@ -24,6 +27,7 @@
 //! ```
 
 pub mod accuracy;
+pub mod ci;
 pub mod conclude;
 pub mod engine;
 pub mod environment;
@@ -37,6 +41,7 @@ pub mod options;
 pub mod preflight;
 pub mod prepare;
 pub mod probe;
+pub mod queue;
 pub mod report;
 pub mod roles;
 pub mod rundir;
@@ -44,6 +49,7 @@ pub mod serving;
 pub mod spec;
 pub mod store;
 pub mod supervise;
+pub mod sweep;
 
 pub use disagg_plan::Role;
 pub use error::{Hint, InvalidInput};

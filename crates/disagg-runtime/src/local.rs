@@ -5,7 +5,7 @@
 //!
 //! One process per role: a TensorRT-LLM server of several GPUs needs one MPI rank per GPU, which
 //! only Slurm (or mpirun) starts, so such a run is refused with the command that works
-//! ([`check_ranks`]). Each worker gets `CUDA_VISIBLE_DEVICES` of its own ([`local_gpus`]).
+//! (`check_ranks`). Each worker gets `CUDA_VISIBLE_DEVICES` of its own ([`local_gpus`]).
 
 use std::io::IsTerminal as _;
 use std::process::Command;

@@ -194,6 +194,52 @@ pub struct RunOptions {
     pub timeout: Option<f64>,
 }
 
+impl RunOptions {
+    /// These options as `disagg run`/`submit` flags, for a launcher that starts runs as child
+    /// processes (`disagg sweep`, `disagg ci --parallel`). The flags parse back into the same
+    /// options; the order is fixed, so equal options give equal flags.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut flag = |name: &str, value: String| {
+            a.push(name.to_string());
+            a.push(value);
+        };
+        if let Some(e) = self.engine {
+            flag("--engine", e.to_string());
+        }
+        let o = &self.overrides;
+        if let Some(c) = &o.concurrency {
+            let list: Vec<String> = c.iter().map(u32::to_string).collect();
+            flag("--concurrency", list.join(","));
+        }
+        if let Some(n) = o.num_prompts {
+            flag("--num-prompts", n.to_string());
+        }
+        if let Some(k) = o.multi_round {
+            flag("--multi-round", k.to_string());
+        }
+        if let Some(v) = o.isl {
+            flag("--isl", v.to_string());
+        }
+        if let Some(v) = o.osl {
+            flag("--osl", v.to_string());
+        }
+        for (name, v) in &o.sim {
+            flag("--sim", format!("{name}={v}"));
+        }
+        if let Some(t) = self.ready_timeout {
+            flag("--ready-timeout", t.to_string());
+        }
+        if let Some(t) = self.timeout {
+            flag("--timeout", t.to_string());
+        }
+        if o.aggregated {
+            a.push("--aggregated".to_string());
+        }
+        a
+    }
+}
+
 /// A run directory laid out and ready for its roles.
 pub struct Prepared {
     /// The run directory.
@@ -229,11 +275,20 @@ pub struct RunRequest {
     pub cluster: Option<String>,
     /// How to run it.
     pub options: RunOptions,
+    /// The launcher this run is a child of (`disagg sweep`, `disagg ci --parallel`): when it
+    /// dies, this process gets SIGTERM (a local run stops its roles, a submitted one cancels
+    /// its job), so a killed launcher leaves nothing running.
+    pub parent_pid: Option<u32>,
 }
 
 impl RunRequest {
     /// Load the config and the cluster, and lay out the run directory.
     pub fn prepare(&self, host: Option<String>) -> anyhow::Result<Prepared> {
+        if let Some(parent) = self.parent_pid {
+            if !crate::supervise::die_with_parent(nix::sys::signal::Signal::SIGTERM, parent) {
+                anyhow::bail!("the launcher (pid {parent}) is gone; not starting the run");
+            }
+        }
         let config = load_config(&self.config, &self.config_dir)?;
         let cluster = match &self.cluster {
             Some(name) => Some((
@@ -533,6 +588,28 @@ mod tests {
         // The simulator reads no options file: nothing to resolve.
         let sim = dir.path().join("sim");
         prepare(config, &RunOptions::default(), None, &sim, None).unwrap();
+    }
+
+    #[test]
+    fn run_options_give_the_flags_that_ask_for_them() {
+        let options = RunOptions {
+            engine: Some(EngineKind::Sim),
+            overrides: Overrides {
+                concurrency: Some(vec![1, 8]),
+                num_prompts: Some(4),
+                isl: Some(16),
+                sim: vec![("decode_step_base_ms".into(), 2.5)],
+                aggregated: true,
+                ..Overrides::default()
+            },
+            ready_timeout: None,
+            timeout: Some(60.0),
+        };
+        assert_eq!(
+            options.args().join(" "),
+            "--engine sim --concurrency 1,8 --num-prompts 4 --isl 16 --sim decode_step_base_ms=2.5 --timeout 60 --aggregated"
+        );
+        assert!(RunOptions::default().args().is_empty());
     }
 
     #[test]

@@ -197,10 +197,14 @@ pub struct ReportRequest {
     pub store: StoreTo,
 }
 
-/// Write the report's HTML file; returns its path.
+/// Write the report's HTML file; returns its path. A sweep's directory (`sweep.json`) gets its
+/// sweep page (`DIR/report.html`).
 pub fn write(req: &ReportRequest) -> anyhow::Result<PathBuf> {
     let dir = std::fs::canonicalize(&req.run)
         .with_context(|| format!("no run directory {}", req.run.display()))?;
+    if dir.join("sweep.json").exists() && !dir.join("run.json").exists() {
+        return crate::sweep::report(&dir);
+    }
     let main = run_data(&dir, None)?;
     let (checks, history) = match &req.store {
         StoreTo::Off => (Vec::new(), Vec::new()),

@@ -33,6 +33,22 @@ pub fn open_store(db: Option<&Path>) -> anyhow::Result<Store> {
     Ok(Store::open(&path)?)
 }
 
+/// The store a run of `config` writes to: `flag` (`--db`), else `$DISAGG_DB`, else the config's
+/// `results.db` (`~/` expanded), else the default.
+pub fn store_path(flag: Option<&Path>, config: Option<&TestConfig>) -> PathBuf {
+    let from_config = config
+        .and_then(|c| c.extensions().results.as_ref())
+        .and_then(|r| r.db.as_deref())
+        .map(|p| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+            _ => PathBuf::from(p),
+        });
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DISAGG_DB").map(PathBuf::from))
+        .or(from_config)
+        .unwrap_or_else(store::default_path)
+}
+
 /// A run directory's stored records — stored first when it is a run made by `disagg run` or
 /// `submit` — and its config when it has one.
 pub fn stored_runs(
@@ -73,6 +89,8 @@ fn store_run_dir(
         .and_then(|t| serde_json::from_str::<disagg_results::Summary>(&t).ok())
         .filter(|s| s.outcome == disagg_results::Outcome::Failed)
         .map(|s| s.reason.unwrap_or_else(|| "the run failed".to_string()));
+    let config_hash = store::content_hash(&config_text);
+    let mut records = Vec::new();
     for (_, mut record) in disagg_results::load_records(&run.results_dir())? {
         if let Some(why) = &failed {
             if record.valid {
@@ -83,17 +101,24 @@ fn store_run_dir(
             }
         }
         let id = identity(config, spec.engine, spec.gpu_type.as_deref(), &record);
-        store.insert(&NewRun {
+        records.push((id, record));
+    }
+    // One transaction for the whole run: a reader (a sweep deciding what is left, a report)
+    // sees every concurrency of it or none.
+    let new: Vec<NewRun<'_>> = records
+        .iter()
+        .map(|(id, record)| NewRun {
             run_dir: &dir,
             config_name: config.name(),
-            config_hash: &store::content_hash(&config_text),
-            identity: &id,
+            config_hash: &config_hash,
+            identity: id,
             job: &job,
             post_merge: post,
             created_unix_ms: spec.created_unix_ms,
-            record: &record,
-        })?;
-    }
+            record,
+        })
+        .collect();
+    store.insert_run(&new)?;
     Ok(store.by_run_dir(&dir)?)
 }
 
@@ -251,22 +276,11 @@ fn store_and_check(
     config: &TestConfig,
     check: bool,
 ) -> anyhow::Result<bool> {
-    // --db, else $DISAGG_DB, else the config's `results.db` (`~/` expanded), else the default.
-    let from_config = config
-        .extensions()
-        .results
-        .as_ref()
-        .and_then(|r| r.db.as_deref())
-        .map(|p| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-            _ => PathBuf::from(p),
-        });
     let flag = match to {
         StoreTo::At(p) => Some(p.as_path()),
         StoreTo::Default | StoreTo::Off => None,
     };
-    let from_env = std::env::var_os("DISAGG_DB").map(PathBuf::from);
-    let mut store = open_store(flag.or(from_env.as_deref()).or(from_config.as_deref()))?;
+    let mut store = Store::open(&store_path(flag, Some(config)))?;
     let runs = store_run_dir(&mut store, run, spec, config)?;
     // Check before the export, as upstream does, so the documents carry the verdict.
     let regressed = if check {

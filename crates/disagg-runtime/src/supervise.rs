@@ -44,6 +44,21 @@ pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Child>
     })
 }
 
+/// Start `cmd` as `name` in a new process group, stdin closed, output inherited: a child that
+/// shows its progress on this terminal but is stopped by this process, not by the terminal's
+/// Ctrl-C.
+pub fn spawn_inherited(name: &str, mut cmd: Command) -> std::io::Result<Child> {
+    cmd.stdin(Stdio::null()).process_group(0);
+    let child = cmd.spawn()?;
+    Ok(Child {
+        name: name.to_string(),
+        child,
+        log: None,
+        status: None,
+        group: true,
+    })
+}
+
 /// Start `cmd` as `name` in this process's group, stdin closed, output inherited.
 pub fn spawn_attached(name: &str, mut cmd: Command) -> std::io::Result<Child> {
     cmd.stdin(Stdio::null());

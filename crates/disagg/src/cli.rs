@@ -49,11 +49,15 @@ pub enum Command {
     Cancel(RunDirArgs),
     /// The Jenkins entry point: every test of a test list through submit, one JUnit file, one exit code
     Ci(CiArgs),
+    /// Sweep a config over axes: every derived point an ordinary run (local or Slurm, N in
+    /// flight, resumable); the Pareto frontier and the best point under an SLA
+    Sweep(SweepArgs),
     /// Check a run's gated metrics against their baselines (exit 1 on a regression)
     Check(CheckArgs),
     /// Browse and manage the results store
     Results(ResultsArgs),
-    /// Write a self-contained HTML report of a run (charts, verdict, history, comparison; --pdf)
+    /// Write a self-contained HTML report of a run (charts, verdict, history, comparison; --pdf),
+    /// or of a sweep (its directory: frontier, points, SLA answer)
     Report(ReportArgs),
     /// Run one role of a run (what every Slurm step and every child of `disagg run` executes)
     Role(RoleArgs),
@@ -83,6 +87,9 @@ pub struct RunArgs {
     /// Do not store the results nor check them against the baselines
     #[arg(long)]
     pub no_store: bool,
+    /// End (SIGTERM) when this process, the launcher of this run (a sweep, ci --parallel), ends
+    #[arg(long, value_name = "PID", hide = true)]
+    pub parent_pid: Option<u32>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
 }
@@ -176,6 +183,59 @@ pub struct CiArgs {
     /// Do not store the results nor check them against the baselines
     #[arg(long)]
     pub no_store: bool,
+    /// Tests (Slurm jobs) in flight at once
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The sweep spec: `base`, `axes`, `zip`, `concurrency`, `constraints`, `sla`
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// Run every point as a Slurm job on this cluster profile
+    #[arg(long, short = 'c', value_name = "NAME", conflicts_with = "local")]
+    pub cluster: Option<String>,
+    /// Run every point on this machine (the default)
+    #[arg(long)]
+    pub local: bool,
+    /// The sweep's directory: points/, runs/, logs/, sweep.json, frontier.json, report.html
+    /// [default: sweeps/SPEC_NAME]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Most points in flight [default: 1 locally, 4 on Slurm]
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+    /// Print every point, its plan and the estimated GPU-hours and wall time; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Complete the sweep in --out: points already stored valid are skipped, failed and
+    /// missing ones run
+    #[arg(long)]
+    pub resume: bool,
+    /// Retry a point that failed on the infrastructure (node failure, a job that never
+    /// started) up to N times; a test failure is never retried
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retry_failed: u32,
+    /// Latency limits of the SLA answer, over the spec's `sla:` (e.g.
+    /// p99_ttft_ms=2000,median_tpot_ms=50)
+    #[arg(long, value_name = "KEY=MS,...")]
+    pub sla: Option<String>,
+    /// Bisect each point's concurrency to the highest that meets the SLA (extra runs)
+    #[arg(long)]
+    pub sla_search: bool,
+    /// Most extra runs per point of --sla-search
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub sla_search_runs: u32,
+    /// Where a base given as a test id is looked up [default: the spec's directory]
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Results database [default: $DISAGG_DB, else the base config's results.db, else
+    /// $XDG_DATA_HOME/disagg/results.sqlite]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
 }
@@ -640,6 +700,7 @@ impl RunArgs {
             clusters_file: global.clusters.clone(),
             cluster: self.cluster.clone(),
             options: self.overrides.options()?,
+            parent_pid: self.parent_pid,
         })
     }
 

@@ -1,9 +1,9 @@
-//! `disagg ci --test-list FILE --cluster C`: the Jenkins entry point.
+//! `disagg ci --test-list FILE --cluster C [--parallel N]`: the Jenkins entry point.
 
 use std::path::PathBuf;
 
 use disagg_runtime::ExitStatus;
-use disagg_runtime::job::CiRequest;
+use disagg_runtime::ci::CiRequest;
 
 use crate::cli::{CiArgs, Global};
 
@@ -26,6 +26,7 @@ pub fn run(global: &Global, args: &CiArgs) -> anyhow::Result<ExitStatus> {
             .clone()
             .unwrap_or_else(|| workspace.join("disagg-runs")),
         options: args.overrides.options()?,
+        parallel: args.parallel,
     };
-    disagg_runtime::job::ci(&request, &args.store())
+    disagg_runtime::ci::ci(&request, &args.store())
 }

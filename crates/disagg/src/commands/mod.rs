@@ -18,6 +18,7 @@ mod run;
 mod sim;
 mod status;
 mod submit;
+mod sweep;
 mod validate;
 
 /// Run the command of `cli`.
@@ -37,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Status(args) => status::run(&args),
         Command::Cancel(args) => cancel::run(&args),
         Command::Ci(args) => ci::run(&cli.global, &args),
+        Command::Sweep(args) => sweep::run(&cli.global, &args),
     }
 }
