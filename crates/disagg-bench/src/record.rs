@@ -175,6 +175,19 @@ pub const METRICS: &[(&str, bool)] = &[
     ("p99_e2el", false),
 ];
 
+/// Metrics upstream records and checks besides the 16 of [`METRICS`], and whether more is
+/// better: accepted tokens per iteration (`d_al`, speculative decoding) and the gen-only step
+/// time statistics (`d_*_gen_worker_per_iter_device_step_time`). A record has them only when
+/// they were measured.
+pub const EXTRA_METRICS: &[(&str, bool)] = &[
+    ("al", true),
+    ("mean_gen_worker_per_iter_device_step_time", false),
+    ("median_gen_worker_per_iter_device_step_time", false),
+    ("std_gen_worker_per_iter_device_step_time", false),
+    ("p75_gen_worker_per_iter_device_step_time", false),
+    ("p99_gen_worker_per_iter_device_step_time", false),
+];
+
 /// Whether more of `metric` is better (throughputs); `None` for an unknown name.
 pub fn maximize(metric: &str) -> Option<bool> {
     METRICS
@@ -184,7 +197,8 @@ pub fn maximize(metric: &str) -> Option<bool> {
 }
 
 impl RunRecord {
-    /// The record's metrics under their upstream names, in [`METRICS`] order.
+    /// The record's metrics under their upstream names, in [`METRICS`] order, then those of
+    /// [`EXTRA_METRICS`] that were measured.
     pub fn upstream_metrics(&self) -> Vec<(&'static str, f64)> {
         let m = &self.metrics;
         let p99 = |s: &crate::stats::Summary| s.percentile(99.0).unwrap_or(f64::NAN);
@@ -206,9 +220,25 @@ impl RunRecord {
             m.e2el_ms.median,
             p99(&m.e2el_ms),
         ];
+        let extra = [
+            m.avg_decoded_tokens_per_iter
+                .as_ref()
+                .map(|a| a.summary.mean),
+            self.gen_step_time_ms.as_ref().map(|s| s.mean),
+            self.gen_step_time_ms.as_ref().map(|s| s.median),
+            self.gen_step_time_ms.as_ref().map(|s| s.std),
+            self.gen_step_time_ms.as_ref().map(|s| s.p75),
+            self.gen_step_time_ms.as_ref().map(|s| s.p99),
+        ];
         METRICS
             .iter()
             .zip(values)
+            .chain(
+                EXTRA_METRICS
+                    .iter()
+                    .zip(extra)
+                    .filter_map(|(m, v)| Some((m, v?))),
+            )
             .filter(|(_, v)| v.is_finite())
             .map(|((name, _), v)| (*name, v))
             .collect()
@@ -368,6 +398,29 @@ mod tests {
         assert_eq!(names, all);
         assert_eq!(maximize("token_throughput"), Some(true));
         assert_eq!(maximize("p99_ttft"), Some(false));
+        // Measured extras follow, under upstream's names: d_al, the gen-only step times.
+        let mut spec = record("con1");
+        spec.metrics.avg_decoded_tokens_per_iter =
+            crate::metrics::PerIterStats::of(&[2.0, 3.0], &[50.0, 99.0]);
+        spec.gen_step_time_ms = Some(crate::steptime::StepTimeStats {
+            mean: 8.05,
+            median: 8.0,
+            std: 0.1,
+            p75: 8.1,
+            p99: 8.3,
+        });
+        let extra: Vec<(&str, f64)> = spec.upstream_metrics()[METRICS.len()..].to_vec();
+        assert_eq!(
+            extra,
+            [
+                ("al", 2.5),
+                ("mean_gen_worker_per_iter_device_step_time", 8.05),
+                ("median_gen_worker_per_iter_device_step_time", 8.0),
+                ("std_gen_worker_per_iter_device_step_time", 0.1),
+                ("p75_gen_worker_per_iter_device_step_time", 8.1),
+                ("p99_gen_worker_per_iter_device_step_time", 8.3),
+            ]
+        );
         assert_eq!(maximize("p99_ttfb"), None);
         assert_eq!(record("rate2").concurrency(), None);
     }

@@ -34,17 +34,7 @@ pub const GEN_ONLY_GATED: &[&str] = &[
     "median_gen_worker_per_iter_device_step_time",
 ];
 
-/// Metrics upstream records and checks besides the 16 of [`METRICS`], and whether more is
-/// better: accepted draft tokens per iteration (speculative decoding) and the gen-only step
-/// time statistics.
-pub const EXTRA_METRICS: &[(&str, bool)] = &[
-    ("al", true),
-    ("mean_gen_worker_per_iter_device_step_time", false),
-    ("median_gen_worker_per_iter_device_step_time", false),
-    ("std_gen_worker_per_iter_device_step_time", false),
-    ("p75_gen_worker_per_iter_device_step_time", false),
-    ("p99_gen_worker_per_iter_device_step_time", false),
-];
+pub use disagg_bench::record::EXTRA_METRICS;
 
 /// Whether more of `metric` is better; `None` for a metric upstream does not check.
 pub fn maximizes(metric: &str) -> Option<bool> {
