@@ -41,7 +41,7 @@ pub use auth_key::{AUTH_KEY_FIELD, AuthKey};
 pub use cluster::{
     Cluster, ClusterFile, Container, ContainerRuntime, cluster_files, clusters_path, load_cluster,
 };
-pub use coordinator::{CoordinatorConfig, RouterPolicy, ServerPool};
+pub use coordinator::{CoordinatorConfig, KvAwareArgs, RouterPolicy, ServerPool};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
 pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS, SimParams};
@@ -50,7 +50,7 @@ pub use overrides::Overrides;
 pub use reader::is_placeholder;
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
 pub use test_id::{TestId, config_path, parse_test_list};
-pub use worker::{HARNESS_KEYS, Speculative, WorkerOptions};
+pub use worker::{HARNESS_KEYS, KvCacheOptions, Speculative, WorkerOptions};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]

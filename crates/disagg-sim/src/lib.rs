@@ -4,6 +4,8 @@
 //! CI with it, and capacity questions can be asked before a job is submitted.
 //!
 //! - [`scheduler`]: the pure continuous-batching step and the cost model (its table is there);
+//! - [`prefix_cache`]: the reusable KV blocks (upstream's block reuse), LRU eviction and the KV
+//!   cache events a worker publishes;
 //! - [`engine`]: the async shell that sleeps for each step and delivers tokens;
 //! - [`app`](mod@app): the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`, `/server_info`, `/metrics`, `/perf_metrics`, ...) and the three hand-offs;
@@ -27,6 +29,7 @@ mod client;
 pub mod engine;
 pub mod handoff;
 pub mod options;
+pub mod prefix_cache;
 pub mod scheduler;
 pub mod text;
 
@@ -94,8 +97,11 @@ impl Sim {
             cfg.issuer = self.addr.to_string();
         }
         let engine_cancel = cancel.child_token();
-        let (engine, task) =
-            Engine::start(Scheduler::new(cfg.cost, self.limits), engine_cancel.clone());
+        let (engine, task) = Engine::start_with_window(
+            Scheduler::new(cfg.cost, self.limits).with_cache(cfg.kv_cache),
+            cfg.max_seq_len,
+            engine_cancel.clone(),
+        );
         let router = app(cfg, engine);
         let listener = self.listener.tap_io(|tcp| {
             // Every streamed chunk is a small write: never let Nagle hold one back.

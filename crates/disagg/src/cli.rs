@@ -509,6 +509,17 @@ pub struct SimArgs {
     /// KV-cache capacity in tokens [default: 1048576]
     #[arg(long)]
     pub kv_capacity_tokens: Option<u64>,
+    /// Tokens per KV-cache block [default: from --config kv_cache_config, else 32]
+    #[arg(long)]
+    pub tokens_per_block: Option<u32>,
+    /// Reuse cached prompt blocks across requests (prefix caching) [default: from --config
+    /// kv_cache_config, else true]
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_block_reuse: Option<bool>,
+    /// KV cache events kept for POST /kv_cache_events (0 = none) [default: from --config
+    /// kv_cache_config, else 0]
+    #[arg(long)]
+    pub event_buffer_max_size: Option<usize>,
     /// Tensor parallel size (scales prefill) [default: from --config, else 1]
     #[arg(long)]
     pub tensor_parallel_size: Option<u32>,

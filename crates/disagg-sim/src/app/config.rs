@@ -6,6 +6,7 @@ use std::time::Duration;
 use disagg_config::AuthKey;
 
 use crate::handoff;
+use crate::prefix_cache::CacheSettings;
 use crate::scheduler::CostModel;
 use crate::text;
 
@@ -75,6 +76,8 @@ pub struct SimConfig {
     pub bootstrap_timeout: Duration,
     /// Cost model (for transfer times).
     pub cost: CostModel,
+    /// Block size, reuse and KV cache events (`kv_cache_config`).
+    pub kv_cache: CacheSettings,
     /// How text prompts become token ids: a real tokenizer (so that prompt lengths, and with
     /// them prefill times, match what clients with that tokenizer meant), else one token per
     /// whitespace-separated word.
@@ -120,6 +123,7 @@ impl Default for SimConfig {
             accept_synthetic_handoff: false,
             bootstrap_timeout: Duration::from_secs(60),
             cost: CostModel::default(),
+            kv_cache: CacheSettings::default(),
             tokenizer: None,
         }
     }
