@@ -14,8 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::BenchError;
 use crate::arrival::schedule;
 use crate::dataset::{
-    Tokenizer, load_jsonl, load_trtllm_custom, measure, random_requests, random_text_requests,
+    Tokenizer, load_jsonl, load_trtllm_custom, measure, multi_turn_requests, random_requests,
+    random_text_requests, shared_prefix_requests,
 };
+use crate::trace::{load_mooncake, trace_requests};
+
+/// Token ids of synthetic prompts are drawn from `0..VOCAB` (a small model's vocabulary).
+const VOCAB: u32 = 32_000;
 use crate::metrics::{RunMetrics, compute};
 use crate::plan::{BenchPlan, Dataset};
 use crate::progress::{Progress, now_ms, track};
@@ -104,9 +109,13 @@ pub fn execute(
     plan.validate()?;
     let tokenizer = plan.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
     let file_requests = match &plan.dataset {
-        Dataset::Random => None,
         Dataset::Jsonl(path) => Some(load_jsonl(path, plan.osl)?),
         Dataset::TrtllmCustom(path) => Some(load_trtllm_custom(path, plan.seed)?),
+        _ => None,
+    };
+    let trace = match &plan.dataset {
+        Dataset::Mooncake { path, .. } => Some(load_mooncake(path)?),
+        _ => None,
     };
     let runs = plan.runs();
     if let Some(dir) = &plan.out {
@@ -123,10 +132,58 @@ pub fn execute(
         if stop.is_cancelled() {
             break;
         }
-        let (label, n) = plan.label_and_prompts(load);
-        let mut requests: Vec<_> = match (&file_requests, &tokenizer) {
-            (Some(all), _) => all.iter().cycle().take(n + plan.warmup).cloned().collect(),
-            (None, Some(tok)) => random_text_requests(
+        let (label, mut n) = plan.label_and_prompts(load);
+        let mut offsets = Vec::new();
+        let mut requests: Vec<_> = match (&file_requests, &tokenizer, &plan.dataset) {
+            (_, _, Dataset::Mooncake { block_size, .. }) => {
+                let entries = trace.as_deref().unwrap_or_default();
+                n = n.min(entries.len());
+                let speedup = match load {
+                    Load::Trace { speedup } => speedup,
+                    _ => 1.0,
+                };
+                let (mut reqs, times) =
+                    trace_requests(&entries[..n], *block_size, speedup, VOCAB, plan.seed);
+                offsets = times;
+                // Warm-up requests come from the trace's start, sent before the replay.
+                let warm: Vec<_> = reqs.iter().take(plan.warmup).cloned().collect();
+                reqs.splice(0..0, warm);
+                reqs
+            }
+            (
+                _,
+                _,
+                Dataset::SharedPrefix {
+                    groups,
+                    prefix_len,
+                    suffix_len,
+                },
+            ) => shared_prefix_requests(
+                n + plan.warmup,
+                *groups,
+                *prefix_len,
+                *suffix_len,
+                plan.osl,
+                VOCAB,
+                plan.seed,
+            ),
+            (
+                _,
+                _,
+                Dataset::MultiTurn {
+                    turns, turn_len, ..
+                },
+            ) => {
+                // Whole sessions: the prompts asked for, rounded up to a multiple of the turns.
+                let sessions = (n + plan.warmup).div_ceil(*turns as usize) as u32;
+                let reqs = multi_turn_requests(
+                    sessions, *turns, plan.isl, *turn_len, plan.osl, VOCAB, plan.seed,
+                );
+                n = reqs.len() - plan.warmup.min(reqs.len());
+                reqs
+            }
+            (Some(all), _, _) => all.iter().cycle().take(n + plan.warmup).cloned().collect(),
+            (None, Some(tok), _) => random_text_requests(
                 n + plan.warmup,
                 plan.isl,
                 plan.osl,
@@ -134,12 +191,12 @@ pub fn execute(
                 tok,
                 plan.seed,
             ),
-            (None, None) => random_requests(
+            (None, None, _) => random_requests(
                 n + plan.warmup,
                 plan.isl,
                 plan.osl,
                 plan.range_ratio,
-                32_000,
+                VOCAB,
                 plan.seed,
             ),
         };
@@ -157,9 +214,17 @@ pub fn execute(
             offsets: Vec::new(),
             timeout: seconds(plan.timeout.max(0.001)),
             keep_text: tokenizer.is_some(),
+            think_time: match plan.dataset {
+                Dataset::MultiTurn { think_time, .. } => seconds(think_time),
+                _ => Duration::ZERO,
+            },
         };
-        if let Load::Rate { rate, burstiness } = load {
-            spec.offsets = schedule(n, rate, burstiness, plan.seed);
+        match load {
+            Load::Rate { rate, burstiness } => {
+                spec.offsets = schedule(n, rate, burstiness, plan.seed);
+            }
+            Load::Trace { .. } => spec.offsets = offsets,
+            Load::Concurrency(_) => {}
         }
         let done = Arc::new(AtomicUsize::new(0));
         if let Some(p) = &hooks.progress {
@@ -235,6 +300,7 @@ pub fn execute(
                 valid: reasons.is_empty(),
                 invalid_reasons: reasons.clone(),
                 metrics: metrics.clone(),
+                dataset: plan.dataset.describe(),
                 timelines: plan
                     .save_timelines
                     .then(|| serde_json::to_value(&timelines))

@@ -70,6 +70,7 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod timeline;
+pub mod trace;
 
 pub use drive::{Hooks, Outcome, execute};
 pub use plan::{BenchPlan, parse_slo};

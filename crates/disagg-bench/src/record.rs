@@ -92,6 +92,11 @@ pub struct RunRecord {
     /// Every request's timeline, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timelines: Option<serde_json::Value>,
+    /// The workload when it is not random prompts of `isl`/`osl`: `shared-prefix groups=16
+    /// prefix=2048 suffix=128`, `multi-turn turns=4 turn=128 think=0s`, `mooncake FILE
+    /// block=512`, `jsonl FILE`, `trtllm-custom FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
 }
 
 impl RunRecord {
@@ -101,8 +106,8 @@ impl RunRecord {
     }
 }
 
-/// Every record in `dir` (`con*.json`, `rate*.json`), concurrencies in ascending order, then
-/// rates. A file that is not a record is an error naming it: results are never silently dropped.
+/// Every record in `dir` (`con*.json`, `rate*.json`, `trace*.json`), concurrencies in ascending
+/// order, then the others. A file that is not a record is an error naming it: results are never silently dropped.
 pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, BenchError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -117,9 +122,10 @@ pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, BenchError>
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_record = (name.starts_with("con") || name.starts_with("rate"))
-            && name.ends_with(".json")
-            && !name.starts_with('.');
+        let is_record =
+            (name.starts_with("con") || name.starts_with("rate") || name.starts_with("trace"))
+                && name.ends_with(".json")
+                && !name.starts_with('.');
         if !is_record {
             continue;
         }
@@ -268,6 +274,7 @@ mod tests {
             invalid_reasons: Vec::new(),
             metrics: crate::metrics::compute(&[t], &[99.0], None),
             timelines: None,
+            dataset: None,
         }
     }
 

@@ -38,6 +38,7 @@ fn record(label: &str, out_tok_s: f64, valid: bool) -> RunRecord {
         invalid_reasons: Vec::new(),
         metrics,
         timelines: None,
+        dataset: None,
     }
 }
 

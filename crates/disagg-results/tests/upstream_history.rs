@@ -60,6 +60,7 @@ fn record(concurrency: u32) -> RunRecord {
         invalid_reasons: Vec::new(),
         metrics: disagg_bench::metrics::compute(&[], &[50.0], None),
         timelines: None,
+        dataset: None,
     }
 }
 

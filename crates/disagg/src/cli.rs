@@ -345,12 +345,39 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.0)]
     pub range_ratio: f64,
     /// Where prompts come from: random token ids; a JSONL file ({"prompt": ..., "output_len": N} per
-    /// line); or the trtllm_custom file of TensorRT-LLM (`input.messages[1].content`, `input.max_tokens`)
-    #[arg(long, value_parser = ["random", "jsonl", "trtllm-custom"], default_value = "random")]
+    /// line); the trtllm_custom file of TensorRT-LLM (`input.messages[1].content`, `input.max_tokens`);
+    /// groups of prompts sharing a prefix (shared-prefix); multi-turn chat sessions (multi-turn);
+    /// or a Mooncake trace replayed on its timestamps (mooncake, with --trace-speedup)
+    #[arg(long, value_parser = ["random", "jsonl", "trtllm-custom", "shared-prefix", "multi-turn", "mooncake"], default_value = "random")]
     pub dataset: String,
-    /// The dataset file (jsonl, trtllm-custom); its requests are used in order, repeated if short
+    /// The dataset file (jsonl, trtllm-custom, mooncake); jsonl and trtllm-custom requests are
+    /// used in order, repeated if short
     #[arg(long, value_name = "FILE")]
     pub dataset_path: Option<PathBuf>,
+    /// shared-prefix: distinct prefixes; request i uses prefix i mod N
+    #[arg(long, default_value_t = 16)]
+    pub prefix_groups: u32,
+    /// shared-prefix: tokens of each prefix
+    #[arg(long, default_value_t = 2048)]
+    pub prefix_len: u32,
+    /// shared-prefix: tokens each prompt adds after its prefix
+    #[arg(long, default_value_t = 128)]
+    pub suffix_len: u32,
+    /// multi-turn: turns per session (--num-prompts / turns sessions; the first prompt --isl tokens)
+    #[arg(long, default_value_t = 4)]
+    pub turns: u32,
+    /// multi-turn: new user tokens per later turn
+    #[arg(long, default_value_t = 128)]
+    pub turn_len: u32,
+    /// multi-turn: seconds between an answer and the session's next turn
+    #[arg(long, default_value_t = 0.0)]
+    pub think_time: f64,
+    /// mooncake: replay the trace this many times faster than recorded (1 = as recorded)
+    #[arg(long)]
+    pub trace_speedup: Option<f64>,
+    /// mooncake: tokens per hash_ids block
+    #[arg(long, default_value_t = 512)]
+    pub trace_block_size: u32,
     /// Ask the server to ignore EOS (exact output lengths; checked by the validity gate)
     #[arg(long)]
     pub ignore_eos: bool,

@@ -33,6 +33,7 @@ fn record(load: &str, num_prompts: usize, isl: u32, osl: u32) -> RunRecord {
         invalid_reasons: Vec::new(),
         metrics: disagg_bench::metrics::compute(&[], &[50.0], None),
         timelines: None,
+        dataset: None,
     }
 }
 

@@ -9,12 +9,13 @@ use crate::cli::BenchArgs;
 
 /// The typed plan of the flags.
 fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
-    let loads = match args.request_rate {
-        Some(rate) => vec![Load::Rate {
+    let loads = match (args.trace_speedup, args.request_rate) {
+        (Some(speedup), _) => vec![Load::Trace { speedup }],
+        (None, Some(rate)) => vec![Load::Rate {
             rate,
             burstiness: args.burstiness,
         }],
-        None => args
+        (None, None) => args
             .concurrency
             .iter()
             .map(|&c| Load::Concurrency(c))
@@ -32,7 +33,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         isl: args.isl,
         osl: args.osl,
         range_ratio: args.range_ratio,
-        dataset: Dataset::from_flags(&args.dataset, args.dataset_path.clone())?,
+        dataset: dataset(args)?,
         ignore_eos: args.ignore_eos,
         stream: !args.no_stream,
         warmup: args.warmup,
@@ -45,6 +46,34 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         tokenizer: args.tokenizer.clone(),
         save_timelines: args.save_timelines,
         ..BenchPlan::new(args.url.clone(), args.model.clone())
+    })
+}
+
+/// The dataset of `--dataset` and its own flags.
+fn dataset(args: &BenchArgs) -> anyhow::Result<Dataset> {
+    Ok(match (args.dataset.as_str(), &args.dataset_path) {
+        ("shared-prefix", None) => Dataset::SharedPrefix {
+            groups: args.prefix_groups,
+            prefix_len: args.prefix_len,
+            suffix_len: args.suffix_len,
+        },
+        ("multi-turn", None) => Dataset::MultiTurn {
+            turns: args.turns,
+            turn_len: args.turn_len,
+            think_time: args.think_time,
+        },
+        ("mooncake", Some(path)) => Dataset::Mooncake {
+            path: path.clone(),
+            block_size: args.trace_block_size,
+        },
+        ("shared-prefix" | "multi-turn", Some(_)) => {
+            return Err(disagg_runtime::InvalidInput(format!(
+                "--dataset {} is generated: drop --dataset-path",
+                args.dataset
+            ))
+            .into());
+        }
+        (kind, path) => Dataset::from_flags(kind, path.clone())?,
     })
 }
 
