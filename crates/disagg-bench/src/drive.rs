@@ -118,6 +118,13 @@ pub fn execute(
         _ => None,
     };
     let runs = plan.runs();
+    // GPUs are read only where nvidia-smi runs, and only when the servers are read too.
+    let gpus = !plan.telemetry.is_empty() && crate::telemetry::nvidia_smi_present();
+    let scrape_interval = seconds(plan.telemetry_interval.max(0.05));
+    let telemetry_dir = plan
+        .telemetry_dir
+        .clone()
+        .or_else(|| plan.out.as_ref().map(|o| o.join("telemetry")));
     if let Some(dir) = &plan.out {
         std::fs::create_dir_all(dir).map_err(|source| BenchError::CreateDir {
             path: dir.clone(),
@@ -247,14 +254,25 @@ pub fn execute(
                 run_load(&warm_spec, warm, stop, &warm_done).await;
             }
             // The run's own deadline ends it like Ctrl-C, but only this run. It and the
-            // progress line race the run, so neither outlives it: no task to abort.
+            // progress line race the run, so neither outlives it: no task to abort. The
+            // telemetry is read beside it and stops with it.
             let run_stop = stop.child_token();
-            tokio::select! {
-                outcome = run_load(&spec, measured, &run_stop, &done) => outcome,
-                never = track(&label, n, &done, hooks.progress.as_deref()) => match never {},
-                never = deadline(seconds(plan.max_duration), &run_stop) => match never {},
-            }
+            let scrape_stop = CancellationToken::new();
+            let measured_run = async {
+                let outcome = tokio::select! {
+                    outcome = run_load(&spec, measured, &run_stop, &done) => outcome,
+                    never = track(&label, n, &done, hooks.progress.as_deref()) => match never {},
+                    never = deadline(seconds(plan.max_duration), &run_stop) => match never {},
+                };
+                scrape_stop.cancel();
+                outcome
+            };
+            tokio::join!(
+                measured_run,
+                crate::telemetry::scrape(&plan.telemetry, gpus, scrape_interval, &scrape_stop)
+            )
         });
+        let (outcome, series) = outcome;
         let mut timelines = outcome.timelines;
         if let Some(tok) = &tokenizer {
             // Counted after the run, off the measuring path.
@@ -278,7 +296,23 @@ pub fn execute(
             );
         }
         any_invalid |= !reasons.is_empty();
-        print_run(&label, &metrics, &reasons).map_err(BenchError::Print)?;
+        let telemetry = (!plan.telemetry.is_empty() || gpus).then(|| {
+            crate::telemetry::summarize(&series, scrape_interval, client_rate(&timelines))
+        });
+        if let Some(dir) = &telemetry_dir {
+            if !series.scrapes.is_empty() {
+                let path = dir.join(format!("{label}.jsonl"));
+                if let Err(e) = crate::telemetry::write_series(&path, &series) {
+                    // Telemetry never fails a run.
+                    eprintln!("warning: telemetry: cannot write {}: {e}", path.display());
+                }
+            }
+        }
+        let diagnosis = match &telemetry {
+            Some(t) if !reasons.is_empty() => crate::telemetry::diagnose(t),
+            _ => Vec::new(),
+        };
+        print_run(&label, &metrics, &reasons, &diagnosis).map_err(BenchError::Print)?;
         if let Some(dir) = &plan.out {
             let record = RunRecord {
                 record_version: RECORD_VERSION,
@@ -301,6 +335,7 @@ pub fn execute(
                 invalid_reasons: reasons.clone(),
                 metrics: metrics.clone(),
                 dataset: plan.dataset.describe(),
+                telemetry,
                 timelines: plan
                     .save_timelines
                     .then(|| serde_json::to_value(&timelines))
@@ -337,15 +372,43 @@ pub fn execute(
     })
 }
 
-/// The run's label, its result block and, when invalid, why: what a person reads on stdout.
-fn print_run(label: &str, metrics: &RunMetrics, reasons: &[String]) -> std::io::Result<()> {
+/// The run's label, its result block and, when invalid, why and what the telemetry says about
+/// it: what a person reads on stdout.
+fn print_run(
+    label: &str,
+    metrics: &RunMetrics,
+    reasons: &[String],
+    diagnosis: &[String],
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{label}")?;
     write!(out, "{}", console_block(metrics))?;
     if !reasons.is_empty() {
         writeln!(out, "INVALID: {}", reasons.join("; "))?;
     }
+    for d in diagnosis {
+        writeln!(out, "  diagnosis: {d}")?;
+    }
     Ok(())
+}
+
+/// The client's output tokens per second of the run (chunk arrivals bucketed by second).
+fn client_rate(timelines: &[Timeline]) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<f64> = Vec::new();
+    for t in timelines.iter().filter(|t| t.succeeded()) {
+        for c in &t.chunks {
+            let s = c.at.as_secs() as usize;
+            if buckets.len() <= s {
+                buckets.resize(s + 1, 0.0);
+            }
+            buckets[s] += f64::from(c.tokens);
+        }
+    }
+    buckets
+        .into_iter()
+        .enumerate()
+        .map(|(s, v)| (s as f64 + 0.5, v))
+        .collect()
 }
 
 #[cfg(test)]

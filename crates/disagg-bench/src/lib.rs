@@ -69,6 +69,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod telemetry;
 pub mod timeline;
 pub mod trace;
 

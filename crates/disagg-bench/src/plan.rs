@@ -64,6 +64,14 @@ pub struct BenchPlan {
     pub tokenizer: Option<PathBuf>,
     /// Put every request's timeline into the JSON record (`--save-timelines`).
     pub save_timelines: bool,
+    /// `/metrics` endpoints read every [`BenchPlan::telemetry_interval`] during each run
+    /// (`--scrape NAME=URL`; a run of `disagg run` reads every worker and the router), see
+    /// [`crate::telemetry`].
+    pub telemetry: Vec<crate::telemetry::Target>,
+    /// Seconds between two reads (`--scrape-interval`, 1).
+    pub telemetry_interval: f64,
+    /// Where each run's series go (`<run>.jsonl`) [default: `--out`/telemetry].
+    pub telemetry_dir: Option<PathBuf>,
 }
 
 /// Where the prompts come from.
@@ -173,6 +181,9 @@ impl BenchPlan {
             stream: true,
             warmup: 0,
             seed: 0,
+            telemetry: Vec::new(),
+            telemetry_interval: 1.0,
+            telemetry_dir: None,
             slo: None,
             percentiles: vec![99.0],
             timeout: 600.0,

@@ -97,6 +97,9 @@ pub struct RunRecord {
     /// block=512`, `jsonl FILE`, `trtllm-custom FILE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
+    /// What the servers said during the run ([`crate::telemetry`]), when they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::telemetry::TelemetrySummary>,
 }
 
 impl RunRecord {
@@ -275,6 +278,7 @@ mod tests {
             metrics: crate::metrics::compute(&[t], &[99.0], None),
             timelines: None,
             dataset: None,
+            telemetry: None,
         }
     }
 

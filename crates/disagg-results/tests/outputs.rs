@@ -55,6 +55,7 @@ fn record(label: &str, out_tok_s: f64, valid: bool) -> RunRecord {
         metrics,
         timelines: None,
         dataset: None,
+        telemetry: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn record(label: &str, out_tok_s: f64, valid: bool) -> RunRecord {
         metrics,
         timelines: None,
         dataset: None,
+        telemetry: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn record(concurrency: u32) -> RunRecord {
         metrics: disagg_bench::metrics::compute(&[], &[50.0], None),
         timelines: None,
         dataset: None,
+        telemetry: None,
     }
 }
 

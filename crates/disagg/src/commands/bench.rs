@@ -45,6 +45,22 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         out: args.out.clone(),
         tokenizer: args.tokenizer.clone(),
         save_timelines: args.save_timelines,
+        telemetry: args
+            .scrape
+            .iter()
+            .map(|s| {
+                let (name, url) = s.split_once('=').ok_or_else(|| {
+                    disagg_runtime::InvalidInput(format!(
+                        "--scrape `{s}`: write NAME=URL, e.g. ctx0=http://127.0.0.1:8001/metrics"
+                    ))
+                })?;
+                Ok(disagg_bench::telemetry::Target {
+                    name: name.to_string(),
+                    url: url.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        telemetry_interval: args.scrape_interval,
         ..BenchPlan::new(args.url.clone(), args.model.clone())
     })
 }
