@@ -221,6 +221,7 @@ pub fn execute(
             offsets: Vec::new(),
             timeout: seconds(plan.timeout.max(0.001)),
             keep_text: tokenizer.is_some(),
+            words: plan.prompt_words,
             think_time: match plan.dataset {
                 Dataset::MultiTurn { think_time, .. } => seconds(think_time),
                 _ => Duration::ZERO,

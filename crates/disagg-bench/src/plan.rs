@@ -72,6 +72,9 @@ pub struct BenchPlan {
     pub telemetry_interval: f64,
     /// Where each run's series go (`<run>.jsonl`) [default: `--out`/telemetry].
     pub telemetry_dir: Option<PathBuf>,
+    /// Send token-id prompts as text, one word `w<id>` per id (`--prompt-words`), for routers
+    /// that take only text prompts (sglang-router); the sim counts one token per word.
+    pub prompt_words: bool,
 }
 
 /// Where the prompts come from.
@@ -184,6 +187,7 @@ impl BenchPlan {
             telemetry: Vec::new(),
             telemetry_interval: 1.0,
             telemetry_dir: None,
+            prompt_words: false,
             slo: None,
             percentiles: vec![99.0],
             timeout: 600.0,

@@ -84,6 +84,9 @@ pub struct RunSpec {
     pub keep_text: bool,
     /// Multi-turn sessions: the pause between a turn's answer and the session's next turn.
     pub think_time: Duration,
+    /// Send token-id prompts as text, one word `w<id>` per id (for routers that take only text;
+    /// the sim counts one token per word, equal words equal tokens).
+    pub words: bool,
 }
 
 fn client(max: usize) -> Client<HttpConnector, Full<Bytes>> {
@@ -98,6 +101,7 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
     let mut v = match spec.endpoint {
         Endpoint::Completions => {
             let prompt = match &r.prompt {
+                PromptInput::Ids(ids) if spec.words => json!(as_words(ids)),
                 PromptInput::Ids(ids) => json!(ids),
                 PromptInput::Text(t) => json!(t),
             };
@@ -106,11 +110,7 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
         Endpoint::Chat => {
             // Chat carries text; ids are rendered as words (the server's tokenizer decides).
             let text = match &r.prompt {
-                PromptInput::Ids(ids) => ids
-                    .iter()
-                    .map(|t| format!("w{t}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                PromptInput::Ids(ids) => as_words(ids),
                 PromptInput::Text(t) => t.clone(),
             };
             json!({"model": spec.model, "messages": [{"role": "user", "content": text}],
@@ -125,6 +125,14 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
         v["ignore_eos"] = json!(true);
     }
     Bytes::from(v.to_string())
+}
+
+/// Token ids as text, one word per id.
+fn as_words(ids: &[u32]) -> String {
+    ids.iter()
+        .map(|t| format!("w{t}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A content chunk's token count: `token_ids` when the server sends them, else 1.

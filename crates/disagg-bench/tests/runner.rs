@@ -54,6 +54,7 @@ fn spec(url: String, load: Load) -> RunSpec {
         timeout: Duration::from_secs(30),
         keep_text: false,
         think_time: Duration::ZERO,
+        words: false,
     }
 }
 

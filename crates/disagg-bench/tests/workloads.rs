@@ -70,6 +70,15 @@ fn counter(rt: &Runtime, s: &TestSim, name: &str) -> f64 {
 
 #[test]
 fn shared_prefix_prompts_hit_the_servers_prefix_cache() {
+    shared_prefix_hits(false);
+}
+
+#[test]
+fn shared_prefix_prompts_sent_as_words_hit_the_same() {
+    shared_prefix_hits(true);
+}
+
+fn shared_prefix_hits(words: bool) {
     let rt = runtime();
     let s = sim(&rt);
     let dir = tempfile::tempdir().unwrap();
@@ -80,6 +89,7 @@ fn shared_prefix_prompts_hit_the_servers_prefix_cache() {
     };
     let mut p = plan(s.url(), dir.path(), dataset, Load::Concurrency(1));
     p.num_prompts = Some(16);
+    p.prompt_words = words;
     let outcome = execute(&p, &rt, &Hooks::default()).unwrap();
     assert!(!outcome.any_invalid);
     let r = the_record(dir.path());

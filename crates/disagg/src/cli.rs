@@ -424,6 +424,10 @@ pub struct BenchArgs {
     /// Seconds between two reads of the --scrape endpoints
     #[arg(long, default_value_t = 1.0)]
     pub scrape_interval: f64,
+    /// Send token-id prompts as text, one word `w<id>` per id, for routers that take only text
+    /// (sglang-router); the sim counts one token per word
+    #[arg(long)]
+    pub prompt_words: bool,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
             })
             .collect::<anyhow::Result<_>>()?,
         telemetry_interval: args.scrape_interval,
+        prompt_words: args.prompt_words,
         ..BenchPlan::new(args.url.clone(), args.model.clone())
     })
 }
