@@ -8,7 +8,11 @@
 //!   optional, else `--osl`);
 //! - `trtllm-custom`: TensorRT-LLM's `trtllm_custom` format, one JSON object per line with the
 //!   prompt at `input.messages[1].content` and the output length at `input.max_tokens`; the lines
-//!   are shuffled by the seed, as upstream shuffles them (our order, not Python's).
+//!   are shuffled by the seed, as upstream shuffles them (our order, not Python's);
+//! - `shared-prefix`: groups of prompts sharing a prefix ([`shared_prefix_requests`]);
+//! - `multi-turn`: chat sessions whose turns repeat the conversation so far
+//!   ([`multi_turn_requests`]);
+//! - `mooncake`: a Mooncake trace replayed on its timestamps ([`crate::trace`]).
 
 use std::path::Path;
 
@@ -42,6 +46,9 @@ pub struct Request {
     pub prompt_tokens: Option<u32>,
     /// Output tokens to ask for.
     pub output_tokens: u32,
+    /// The multi-turn session it is a turn of: a session's turns go in order, one after the
+    /// other, on one client slot.
+    pub session: Option<u32>,
 }
 
 /// A Hugging Face `tokenizer.json`, for text prompts of exact length and client-side counts.
@@ -150,6 +157,7 @@ pub fn random_text_requests(
                 prompt: PromptInput::Text(text),
                 prompt_tokens: Some(len as u32),
                 output_tokens: req.output_tokens,
+                session: None,
             }
         })
         .collect()
@@ -184,9 +192,100 @@ pub fn random_requests(
                 prompt_tokens: Some(prompt.len() as u32),
                 prompt: PromptInput::Ids(prompt),
                 output_tokens: out,
+                session: None,
             }
         })
         .collect()
+}
+
+/// Token `j` of a block identified by `key`: reproducible ids in `0..vocab` (blocks with the
+/// same key are the same tokens, whatever the request).
+fn block_token(seed: u64, key: u64, j: u64, vocab: u32) -> u32 {
+    let mut rng = Rng::new(seed ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ j.rotate_left(32));
+    (rng.next_u64() % u64::from(vocab.max(1))) as u32
+}
+
+/// `len` ids of the block `key`.
+pub(crate) fn block(seed: u64, key: u64, len: u32, vocab: u32) -> Vec<u32> {
+    (0..u64::from(len))
+        .map(|j| block_token(seed, key, j, vocab))
+        .collect()
+}
+
+/// Keys of the blocks of each kind, apart so that no two kinds share ids by chance.
+const PREFIX_KEY: u64 = 1 << 60;
+const OWN_KEY: u64 = 2 << 60;
+const ANSWER_KEY: u64 = 3 << 60;
+
+/// Shared-prefix prompts (vLLM's prefix repetition, aiperf's prefix synthesis): `groups`
+/// prefixes of `prefix_len` ids; request `i` is prefix `i mod groups` followed by `suffix_len`
+/// ids of its own, asking for `osl` tokens; the order is shuffled by the seed. So every group's
+/// prefix comes `n / groups` times and all but its first could be served from a cache.
+pub fn shared_prefix_requests(
+    n: usize,
+    groups: u32,
+    prefix_len: u32,
+    suffix_len: u32,
+    osl: u32,
+    vocab: u32,
+    seed: u64,
+) -> Vec<Request> {
+    let groups = groups.max(1);
+    let mut out: Vec<Request> = (0..n)
+        .map(|i| {
+            let g = i as u64 % u64::from(groups);
+            let mut prompt = block(seed, PREFIX_KEY + g, prefix_len, vocab);
+            prompt.extend(block(seed, OWN_KEY + i as u64, suffix_len, vocab));
+            Request {
+                prompt_tokens: Some(prompt.len() as u32),
+                prompt: PromptInput::Ids(prompt),
+                output_tokens: osl.max(1),
+                session: None,
+            }
+        })
+        .collect();
+    // Fisher–Yates with the run's generator.
+    let mut rng = Rng::new(seed ^ 0x5a5a_0f0f);
+    for i in (1..out.len()).rev() {
+        let j = rng.range(0, i as u64) as usize;
+        out.swap(i, j);
+    }
+    out
+}
+
+/// Multi-turn chat sessions: `sessions` conversations of `turns` turns. A session's first prompt
+/// is `first_len` ids of its own; each later turn's prompt is the previous prompt, then the
+/// previous answer (`osl` ids standing for it), then `turn_len` new ids — so each turn repeats
+/// the whole previous prompt as its prefix. Session-major order; [`Request::session`] tells the
+/// load generator to keep a session's turns in order on one client slot.
+pub fn multi_turn_requests(
+    sessions: u32,
+    turns: u32,
+    first_len: u32,
+    turn_len: u32,
+    osl: u32,
+    vocab: u32,
+    seed: u64,
+) -> Vec<Request> {
+    let mut out = Vec::new();
+    for s in 0..sessions {
+        let key = u64::from(s) << 20;
+        let mut prompt = block(seed, OWN_KEY + key, first_len, vocab);
+        for t in 0..turns.max(1) {
+            if t > 0 {
+                let turn = key + u64::from(t);
+                prompt.extend(block(seed, ANSWER_KEY + turn, osl, vocab));
+                prompt.extend(block(seed, OWN_KEY + turn, turn_len, vocab));
+            }
+            out.push(Request {
+                prompt_tokens: Some(prompt.len() as u32),
+                prompt: PromptInput::Ids(prompt.clone()),
+                output_tokens: osl.max(1),
+                session: Some(s),
+            });
+        }
+    }
+    out
 }
 
 /// Why a dataset file cannot be used.
@@ -228,10 +327,10 @@ pub enum DatasetError {
 
 /// Read a file of one JSON object per line, turning each into a request with `parse`, which
 /// reports what is wrong with a line as text; errors name the file and the line.
-fn read_json_lines(
+pub(crate) fn read_json_lines<T>(
     path: &Path,
-    parse: impl Fn(&serde_json::Value) -> Result<Request, String>,
-) -> Result<Vec<Request>, DatasetError> {
+    parse: impl Fn(&serde_json::Value) -> Result<T, String>,
+) -> Result<Vec<T>, DatasetError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
         path: name.clone(),
@@ -257,7 +356,7 @@ fn read_json_lines(
     Ok(out)
 }
 
-fn positive(v: &serde_json::Value) -> Option<u32> {
+pub(crate) fn positive(v: &serde_json::Value) -> Option<u32> {
     v.as_u64()
         .filter(|n| *n >= 1)
         .and_then(|n| u32::try_from(n).ok())
@@ -285,6 +384,7 @@ pub fn load_jsonl(path: &Path, default_osl: u32) -> Result<Vec<Request>, Dataset
             prompt_tokens: prompt.token_len(),
             prompt,
             output_tokens,
+            session: None,
         })
     })
 }
@@ -302,6 +402,7 @@ pub fn load_trtllm_custom(path: &Path, seed: u64) -> Result<Vec<Request>, Datase
             prompt: PromptInput::Text(prompt.to_string()),
             prompt_tokens: None,
             output_tokens: max_tokens,
+            session: None,
         })
     })?;
     // Fisher–Yates with the run's seed.
@@ -315,6 +416,74 @@ pub fn load_trtllm_custom(path: &Path, seed: u64) -> Result<Vec<Request>, Datase
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(r: &Request) -> &[u32] {
+        match &r.prompt {
+            PromptInput::Ids(ids) => ids,
+            PromptInput::Text(_) => panic!("ids expected"),
+        }
+    }
+
+    #[test]
+    fn shared_prefix_requests_share_exactly_their_groups_prefix() {
+        let reqs = shared_prefix_requests(64, 16, 2048, 128, 32, 32_000, 7);
+        assert_eq!(reqs.len(), 64);
+        assert!(
+            reqs.iter()
+                .all(|r| r.prompt_tokens == Some(2176) && r.output_tokens == 32)
+        );
+        let mut prefixes: Vec<&[u32]> = reqs.iter().map(|r| &ids(r)[..2048]).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), 16, "16 distinct prefixes");
+        for p in &prefixes {
+            let users = reqs.iter().filter(|r| &ids(r)[..2048] == *p).count();
+            assert_eq!(users, 4, "each prefix 64 / 16 times");
+        }
+        let mut suffixes: Vec<&[u32]> = reqs.iter().map(|r| &ids(r)[2048..]).collect();
+        suffixes.sort();
+        suffixes.dedup();
+        assert_eq!(suffixes.len(), 64, "every suffix its own");
+        // Two groups' prefixes differ from the first token on (no accidental shared blocks).
+        assert!(prefixes.windows(2).all(|w| w[0][..32] != w[1][..32]));
+        assert_eq!(
+            reqs,
+            shared_prefix_requests(64, 16, 2048, 128, 32, 32_000, 7)
+        );
+        assert_ne!(
+            reqs.iter().map(|r| ids(r)[0]).collect::<Vec<_>>(),
+            (0..64).map(|i| ids(&reqs[i % 16])[0]).collect::<Vec<_>>(),
+            "shuffled, not in group order"
+        );
+    }
+
+    #[test]
+    fn multi_turn_turns_extend_the_previous_prompt() {
+        let reqs = multi_turn_requests(3, 4, 100, 20, 10, 32_000, 1);
+        assert_eq!(reqs.len(), 12);
+        for s in 0..3u32 {
+            let turns: Vec<&Request> = reqs.iter().filter(|r| r.session == Some(s)).collect();
+            assert_eq!(turns.len(), 4);
+            let lens: Vec<u32> = turns.iter().map(|r| r.prompt_tokens.unwrap()).collect();
+            assert_eq!(
+                lens,
+                [100, 130, 160, 190],
+                "previous + answer (10) + user (20)"
+            );
+            for w in turns.windows(2) {
+                assert_eq!(
+                    &ids(w[1])[..ids(w[0]).len()],
+                    ids(w[0]),
+                    "the whole previous prompt"
+                );
+            }
+        }
+        assert_ne!(
+            ids(&reqs[0])[..100],
+            ids(&reqs[4])[..100],
+            "sessions share nothing"
+        );
+    }
 
     #[test]
     fn random_requests_are_reproducible_and_in_range() {
@@ -392,7 +561,8 @@ mod tests {
             Request {
                 prompt: PromptInput::Text("hello there".into()),
                 prompt_tokens: None,
-                output_tokens: 16
+                output_tokens: 16,
+                session: None,
             }
         );
         assert_eq!(
@@ -400,7 +570,8 @@ mod tests {
             Request {
                 prompt: PromptInput::Ids(vec![1, 2, 3]),
                 prompt_tokens: Some(3),
-                output_tokens: 7
+                output_tokens: 7,
+                session: None,
             }
         );
         std::fs::write(&p, "{\"prompt\": \"ok\"}\n{\"output_len\": 3}\n").unwrap();

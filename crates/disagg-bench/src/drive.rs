@@ -14,8 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::BenchError;
 use crate::arrival::schedule;
 use crate::dataset::{
-    Tokenizer, load_jsonl, load_trtllm_custom, measure, random_requests, random_text_requests,
+    Tokenizer, load_jsonl, load_trtllm_custom, measure, multi_turn_requests, random_requests,
+    random_text_requests, shared_prefix_requests,
 };
+use crate::trace::{load_mooncake, trace_requests};
+
+/// Token ids of synthetic prompts are drawn from `0..VOCAB` (a small model's vocabulary).
+const VOCAB: u32 = 32_000;
 use crate::metrics::{RunMetrics, compute};
 use crate::plan::{BenchPlan, Dataset};
 use crate::progress::{Progress, now_ms, track};
@@ -116,11 +121,22 @@ pub fn execute(
     plan.validate()?;
     let tokenizer = plan.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
     let file_requests = match &plan.dataset {
-        Dataset::Random => None,
         Dataset::Jsonl(path) => Some(load_jsonl(path, plan.osl)?),
         Dataset::TrtllmCustom(path) => Some(load_trtllm_custom(path, plan.seed)?),
+        _ => None,
+    };
+    let trace = match &plan.dataset {
+        Dataset::Mooncake { path, .. } => Some(load_mooncake(path)?),
+        _ => None,
     };
     let runs = plan.runs();
+    // GPUs are read only where nvidia-smi runs, and only when the servers are read too.
+    let gpus = !plan.telemetry.is_empty() && crate::telemetry::nvidia_smi_present();
+    let scrape_interval = seconds(plan.telemetry_interval.max(0.05));
+    let telemetry_dir = plan
+        .telemetry_dir
+        .clone()
+        .or_else(|| plan.out.as_ref().map(|o| o.join("telemetry")));
     if let Some(dir) = &plan.out {
         std::fs::create_dir_all(dir).map_err(|source| BenchError::CreateDir {
             path: dir.clone(),
@@ -135,10 +151,58 @@ pub fn execute(
         if stop.is_cancelled() {
             break;
         }
-        let (label, n) = plan.label_and_prompts(load);
-        let mut requests: Vec<_> = match (&file_requests, &tokenizer) {
-            (Some(all), _) => all.iter().cycle().take(n + plan.warmup).cloned().collect(),
-            (None, Some(tok)) => random_text_requests(
+        let (label, mut n) = plan.label_and_prompts(load);
+        let mut offsets = Vec::new();
+        let mut requests: Vec<_> = match (&file_requests, &tokenizer, &plan.dataset) {
+            (_, _, Dataset::Mooncake { block_size, .. }) => {
+                let entries = trace.as_deref().unwrap_or_default();
+                n = n.min(entries.len());
+                let speedup = match load {
+                    Load::Trace { speedup } => speedup,
+                    _ => 1.0,
+                };
+                let (mut reqs, times) =
+                    trace_requests(&entries[..n], *block_size, speedup, VOCAB, plan.seed);
+                offsets = times;
+                // Warm-up requests come from the trace's start, sent before the replay.
+                let warm: Vec<_> = reqs.iter().take(plan.warmup).cloned().collect();
+                reqs.splice(0..0, warm);
+                reqs
+            }
+            (
+                _,
+                _,
+                Dataset::SharedPrefix {
+                    groups,
+                    prefix_len,
+                    suffix_len,
+                },
+            ) => shared_prefix_requests(
+                n + plan.warmup,
+                *groups,
+                *prefix_len,
+                *suffix_len,
+                plan.osl,
+                VOCAB,
+                plan.seed,
+            ),
+            (
+                _,
+                _,
+                Dataset::MultiTurn {
+                    turns, turn_len, ..
+                },
+            ) => {
+                // Whole sessions: the prompts asked for, rounded up to a multiple of the turns.
+                let sessions = (n + plan.warmup).div_ceil(*turns as usize) as u32;
+                let reqs = multi_turn_requests(
+                    sessions, *turns, plan.isl, *turn_len, plan.osl, VOCAB, plan.seed,
+                );
+                n = reqs.len() - plan.warmup.min(reqs.len());
+                reqs
+            }
+            (Some(all), _, _) => all.iter().cycle().take(n + plan.warmup).cloned().collect(),
+            (None, Some(tok), _) => random_text_requests(
                 n + plan.warmup,
                 plan.isl,
                 plan.osl,
@@ -146,12 +210,12 @@ pub fn execute(
                 tok,
                 plan.seed,
             ),
-            (None, None) => random_requests(
+            (None, None, _) => random_requests(
                 n + plan.warmup,
                 plan.isl,
                 plan.osl,
                 plan.range_ratio,
-                32_000,
+                VOCAB,
                 plan.seed,
             ),
         };
@@ -169,9 +233,18 @@ pub fn execute(
             offsets: Vec::new(),
             timeout: seconds(plan.timeout.max(0.001)),
             keep_text: tokenizer.is_some(),
+            words: plan.prompt_words,
+            think_time: match plan.dataset {
+                Dataset::MultiTurn { think_time, .. } => seconds(think_time),
+                _ => Duration::ZERO,
+            },
         };
-        if let Load::Rate { rate, burstiness } = load {
-            spec.offsets = schedule(n, rate, burstiness, plan.seed);
+        match load {
+            Load::Rate { rate, burstiness } => {
+                spec.offsets = schedule(n, rate, burstiness, plan.seed);
+            }
+            Load::Trace { .. } => spec.offsets = offsets,
+            Load::Concurrency(_) => {}
         }
         let done = Arc::new(AtomicUsize::new(0));
         if let Some(p) = &hooks.progress {
@@ -194,14 +267,25 @@ pub fn execute(
                 run_load(&warm_spec, warm, stop, &warm_done).await;
             }
             // The run's own deadline ends it like Ctrl-C, but only this run. It and the
-            // progress line race the run, so neither outlives it: no task to abort.
+            // progress line race the run, so neither outlives it: no task to abort. The
+            // telemetry is read beside it and stops with it.
             let run_stop = stop.child_token();
-            tokio::select! {
-                outcome = run_load(&spec, measured, &run_stop, &done) => outcome,
-                never = track(&label, n, &done, hooks.progress.as_deref()) => match never {},
-                never = deadline(seconds(plan.max_duration), &run_stop) => match never {},
-            }
+            let scrape_stop = CancellationToken::new();
+            let measured_run = async {
+                let outcome = tokio::select! {
+                    outcome = run_load(&spec, measured, &run_stop, &done) => outcome,
+                    never = track(&label, n, &done, hooks.progress.as_deref()) => match never {},
+                    never = deadline(seconds(plan.max_duration), &run_stop) => match never {},
+                };
+                scrape_stop.cancel();
+                outcome
+            };
+            tokio::join!(
+                measured_run,
+                crate::telemetry::scrape(&plan.telemetry, gpus, scrape_interval, &scrape_stop)
+            )
         });
+        let (outcome, series) = outcome;
         let mut timelines = outcome.timelines;
         if let Some(tok) = &tokenizer {
             // Counted after the run, off the measuring path.
@@ -230,7 +314,23 @@ pub fn execute(
             );
         }
         any_invalid |= !reasons.is_empty();
-        print_run(&label, &metrics, &reasons).map_err(BenchError::Print)?;
+        let telemetry = (!plan.telemetry.is_empty() || gpus).then(|| {
+            crate::telemetry::summarize(&series, scrape_interval, client_rate(&timelines))
+        });
+        if let Some(dir) = &telemetry_dir {
+            if !series.scrapes.is_empty() {
+                let path = dir.join(format!("{label}.jsonl"));
+                if let Err(e) = crate::telemetry::write_series(&path, &series) {
+                    // Telemetry never fails a run.
+                    eprintln!("warning: telemetry: cannot write {}: {e}", path.display());
+                }
+            }
+        }
+        let diagnosis = match &telemetry {
+            Some(t) if !reasons.is_empty() => crate::telemetry::diagnose(t),
+            _ => Vec::new(),
+        };
+        print_run(&label, &metrics, &reasons, &diagnosis).map_err(BenchError::Print)?;
         if let Some(dir) = &plan.out {
             let record = RunRecord {
                 record_version: RECORD_VERSION,
@@ -252,6 +352,8 @@ pub fn execute(
                 valid: reasons.is_empty(),
                 invalid_reasons: reasons.clone(),
                 metrics: metrics.clone(),
+                dataset: plan.dataset.describe(),
+                telemetry,
                 timelines: plan
                     .save_timelines
                     .then(|| serde_json::to_value(&timelines))
@@ -289,15 +391,43 @@ pub fn execute(
     })
 }
 
-/// The run's label, its result block and, when invalid, why: what a person reads on stdout.
-fn print_run(label: &str, metrics: &RunMetrics, reasons: &[String]) -> std::io::Result<()> {
+/// The run's label, its result block and, when invalid, why and what the telemetry says about
+/// it: what a person reads on stdout.
+fn print_run(
+    label: &str,
+    metrics: &RunMetrics,
+    reasons: &[String],
+    diagnosis: &[String],
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{label}")?;
     write!(out, "{}", console_block(metrics))?;
     if !reasons.is_empty() {
         writeln!(out, "INVALID: {}", reasons.join("; "))?;
     }
+    for d in diagnosis {
+        writeln!(out, "  diagnosis: {d}")?;
+    }
     Ok(())
+}
+
+/// The client's output tokens per second of the run (chunk arrivals bucketed by second).
+fn client_rate(timelines: &[Timeline]) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<f64> = Vec::new();
+    for t in timelines.iter().filter(|t| t.succeeded()) {
+        for c in &t.chunks {
+            let s = c.at.as_secs() as usize;
+            if buckets.len() <= s {
+                buckets.resize(s + 1, 0.0);
+            }
+            buckets[s] += f64::from(c.tokens);
+        }
+    }
+    buckets
+        .into_iter()
+        .enumerate()
+        .map(|(s, v)| (s as f64 + 0.5, v))
+        .collect()
 }
 
 #[cfg(test)]

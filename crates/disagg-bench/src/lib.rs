@@ -72,7 +72,9 @@ pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod steptime;
+pub mod telemetry;
 pub mod timeline;
+pub mod trace;
 
 pub use drive::{Hooks, Outcome, execute};
 pub use plan::{BenchPlan, parse_slo};

@@ -68,10 +68,21 @@ pub struct BenchPlan {
     /// requests carried none is invalid, as upstream fails a speculative-decoding test whose
     /// output lacks "Mean Avg Decoded Tokens per Iter" (its `d_al`).
     pub require_decoded_per_iter: bool,
+    /// `/metrics` endpoints read every [`BenchPlan::telemetry_interval`] during each run
+    /// (`--scrape NAME=URL`; a run of `disagg run` reads every worker and the router), see
+    /// [`crate::telemetry`].
+    pub telemetry: Vec<crate::telemetry::Target>,
+    /// Seconds between two reads (`--scrape-interval`, 1).
+    pub telemetry_interval: f64,
+    /// Where each run's series go (`<run>.jsonl`) [default: `--out`/telemetry].
+    pub telemetry_dir: Option<PathBuf>,
+    /// Send token-id prompts as text, one word `w<id>` per id (`--prompt-words`), for routers
+    /// that take only text prompts (sglang-router); the sim counts one token per word.
+    pub prompt_words: bool,
 }
 
 /// Where the prompts come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Dataset {
     /// Random token ids of the plan's lengths (random text of exact length with a tokenizer).
     #[default]
@@ -82,9 +93,64 @@ pub enum Dataset {
     /// The `trtllm_custom` file of TensorRT-LLM, shuffled by the seed (see
     /// [`crate::dataset::load_trtllm_custom`]).
     TrtllmCustom(PathBuf),
+    /// Groups of prompts sharing a prefix (`--dataset shared-prefix`, see
+    /// [`crate::dataset::shared_prefix_requests`]).
+    SharedPrefix {
+        /// Distinct prefixes (`--prefix-groups`).
+        groups: u32,
+        /// Tokens of each prefix (`--prefix-len`).
+        prefix_len: u32,
+        /// Tokens of each prompt's own suffix (`--suffix-len`).
+        suffix_len: u32,
+    },
+    /// Multi-turn sessions (`--dataset multi-turn`, see
+    /// [`crate::dataset::multi_turn_requests`]): `--num-prompts` / `turns` sessions, the first
+    /// prompt `--isl` tokens.
+    MultiTurn {
+        /// Turns per session (`--turns`).
+        turns: u32,
+        /// New user tokens per later turn (`--turn-len`).
+        turn_len: u32,
+        /// Pause between a turn's answer and the next turn, seconds (`--think-time`).
+        think_time: f64,
+    },
+    /// A Mooncake trace replayed on its timestamps (`--dataset mooncake --dataset-path FILE`,
+    /// see [`crate::trace`]); its run is [`Load::Trace`].
+    Mooncake {
+        /// The JSONL file.
+        path: PathBuf,
+        /// Tokens per `hash_ids` block (`--trace-block-size`, 512).
+        block_size: u32,
+    },
 }
 
 impl Dataset {
+    /// How a record names it: `None` for random prompts.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Dataset::Random => None,
+            Dataset::Jsonl(p) => Some(format!("jsonl {}", p.display())),
+            Dataset::TrtllmCustom(p) => Some(format!("trtllm-custom {}", p.display())),
+            Dataset::SharedPrefix {
+                groups,
+                prefix_len,
+                suffix_len,
+            } => Some(format!(
+                "shared-prefix groups={groups} prefix={prefix_len} suffix={suffix_len}"
+            )),
+            Dataset::MultiTurn {
+                turns,
+                turn_len,
+                think_time,
+            } => Some(format!(
+                "multi-turn turns={turns} turn={turn_len} think={think_time}s"
+            )),
+            Dataset::Mooncake { path, block_size } => {
+                Some(format!("mooncake {} block={block_size}", path.display()))
+            }
+        }
+    }
+
     /// The dataset of `--dataset KIND` (`random`, `jsonl`, `trtllm-custom`) and
     /// `--dataset-path FILE`.
     pub fn from_flags(kind: &str, path: Option<PathBuf>) -> Result<Dataset, BenchError> {
@@ -122,6 +188,10 @@ impl BenchPlan {
             stream: true,
             warmup: 0,
             seed: 0,
+            telemetry: Vec::new(),
+            telemetry_interval: 1.0,
+            telemetry_dir: None,
+            prompt_words: false,
             slo: None,
             percentiles: vec![99.0],
             timeout: 600.0,
@@ -163,8 +233,47 @@ impl BenchPlan {
                     return invalid(format!("--request-rate must be positive, got {rate}"));
                 }
             }
+            if let Load::Trace { speedup } = *load {
+                if !(speedup > 0.0 && speedup.is_finite()) {
+                    return invalid(format!("--trace-speedup must be positive, got {speedup}"));
+                }
+            }
         }
-        Ok(())
+        let trace = self.loads.iter().any(|l| matches!(l, Load::Trace { .. }));
+        match (&self.dataset, trace) {
+            (Dataset::Mooncake { .. }, false) => {
+                return invalid(
+                    "--dataset mooncake replays the trace's own arrival times: give \
+                     --trace-speedup (1 = as recorded) instead of a concurrency or a rate"
+                        .into(),
+                );
+            }
+            (Dataset::Mooncake { block_size: 0, .. }, _) => {
+                return invalid("--trace-block-size must be at least 1".into());
+            }
+            (Dataset::Mooncake { .. }, true) => {}
+            (_, true) => {
+                return invalid("--trace-speedup replays a trace: use --dataset mooncake".into());
+            }
+            _ => {}
+        }
+        match self.dataset {
+            Dataset::SharedPrefix {
+                groups,
+                prefix_len,
+                suffix_len,
+            } if groups == 0 || prefix_len + suffix_len == 0 => invalid(format!(
+                "--prefix-groups must be at least 1 and --prefix-len + --suffix-len at least 1 \
+                 token, got {groups}, {prefix_len} and {suffix_len}"
+            )),
+            Dataset::MultiTurn {
+                turns, think_time, ..
+            } if turns == 0 || !(think_time.is_finite() && think_time >= 0.0) => invalid(format!(
+                "--turns must be at least 1 and --think-time non-negative seconds, got \
+                 {turns} and {think_time}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The runs in order, as they are labelled and executed: one at concurrency 1 when no load
@@ -191,6 +300,11 @@ impl BenchPlan {
             Load::Rate { rate, .. } => (
                 format!("rate{rate}"),
                 self.num_prompts.unwrap_or(rounds * 100),
+            ),
+            // The whole trace unless capped; the trace's length is known once it is read.
+            Load::Trace { speedup } => (
+                format!("trace{speedup}x"),
+                self.num_prompts.unwrap_or(usize::MAX),
             ),
         }
     }

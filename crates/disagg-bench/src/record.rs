@@ -96,6 +96,14 @@ pub struct RunRecord {
     /// `d_*_gen_worker_per_iter_device_step_time`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gen_step_time_ms: Option<crate::steptime::StepTimeStats>,
+    /// The workload when it is not random prompts of `isl`/`osl`: `shared-prefix groups=16
+    /// prefix=2048 suffix=128`, `multi-turn turns=4 turn=128 think=0s`, `mooncake FILE
+    /// block=512`, `jsonl FILE`, `trtllm-custom FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// What the servers said during the run ([`crate::telemetry`]), when they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::telemetry::TelemetrySummary>,
 }
 
 impl RunRecord {
@@ -114,8 +122,8 @@ impl RunRecord {
     }
 }
 
-/// Every record in `dir` (`con*.json`, `rate*.json`), concurrencies in ascending order, then
-/// rates. A file that is not a record is an error naming it: results are never silently dropped.
+/// Every record in `dir` (`con*.json`, `rate*.json`, `trace*.json`), concurrencies in ascending
+/// order, then the others. A file that is not a record is an error naming it: results are never silently dropped.
 pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, BenchError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -130,9 +138,10 @@ pub fn load_records(dir: &Path) -> Result<Vec<(PathBuf, RunRecord)>, BenchError>
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_record = (name.starts_with("con") || name.starts_with("rate"))
-            && name.ends_with(".json")
-            && !name.starts_with('.');
+        let is_record =
+            (name.starts_with("con") || name.starts_with("rate") || name.starts_with("trace"))
+                && name.ends_with(".json")
+                && !name.starts_with('.');
         if !is_record {
             continue;
         }
@@ -313,6 +322,8 @@ mod tests {
             metrics: crate::metrics::compute(&[t], &[99.0], None),
             timelines: None,
             gen_step_time_ms: None,
+            dataset: None,
+            telemetry: None,
         }
     }
 

@@ -53,6 +53,12 @@ pub enum Load {
         /// Gamma shape.
         burstiness: f64,
     },
+    /// A trace's own arrival times, `speedup` times faster: an open loop on the trace's
+    /// offsets.
+    Trace {
+        /// 1 = as recorded.
+        speedup: f64,
+    },
 }
 
 /// One run.
@@ -76,6 +82,11 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Keep each response's text (to count its tokens with a tokenizer afterwards).
     pub keep_text: bool,
+    /// Multi-turn sessions: the pause between a turn's answer and the session's next turn.
+    pub think_time: Duration,
+    /// Send token-id prompts as text, one word `w<id>` per id (for routers that take only text;
+    /// the sim counts one token per word, equal words equal tokens).
+    pub words: bool,
 }
 
 fn client(max: usize) -> Client<HttpConnector, Full<Bytes>> {
@@ -90,6 +101,7 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
     let mut v = match spec.endpoint {
         Endpoint::Completions => {
             let prompt = match &r.prompt {
+                PromptInput::Ids(ids) if spec.words => json!(as_words(ids)),
                 PromptInput::Ids(ids) => json!(ids),
                 PromptInput::Text(t) => json!(t),
             };
@@ -98,11 +110,7 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
         Endpoint::Chat => {
             // Chat carries text; ids are rendered as words (the server's tokenizer decides).
             let text = match &r.prompt {
-                PromptInput::Ids(ids) => ids
-                    .iter()
-                    .map(|t| format!("w{t}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                PromptInput::Ids(ids) => as_words(ids),
                 PromptInput::Text(t) => t.clone(),
             };
             json!({"model": spec.model, "messages": [{"role": "user", "content": text}],
@@ -117,6 +125,14 @@ fn body(spec: &RunSpec, r: &Request) -> Bytes {
         v["ignore_eos"] = json!(true);
     }
     Bytes::from(v.to_string())
+}
+
+/// Token ids as text, one word per id.
+fn as_words(ids: &[u32]) -> String {
+    ids.iter()
+        .map(|t| format!("w{t}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A content chunk's token count: `token_ids` when the server sends them, else 1.
@@ -251,6 +267,20 @@ async fn one(
     t
 }
 
+/// The units a client slot takes: each request alone, or a session's consecutive turns.
+fn units_of(requests: &[Request]) -> Vec<std::ops::Range<usize>> {
+    let mut units: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        match (units.last_mut(), r.session) {
+            (Some(last), Some(s)) if last.end == i && requests[last.start].session == Some(s) => {
+                last.end = i + 1;
+            }
+            _ => units.push(i..i + 1),
+        }
+    }
+    units
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -278,31 +308,52 @@ pub async fn run(
     let requests: Arc<Vec<Request>> = Arc::new(requests.to_vec());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    // A client slot takes a unit at a time: one request, or a whole multi-turn session (its
+    // requests are consecutive and carry the same session).
+    let units: Arc<Vec<std::ops::Range<usize>>> = Arc::new(units_of(&requests));
     match spec.load {
         Load::Concurrency(c) => {
             let http = client(c);
             let next = Arc::new(AtomicUsize::new(0));
             for _ in 0..c.max(1) {
-                let (http, url, spec, requests, next, stop, done) = (
+                let (http, url, spec, requests, units, next, stop, done) = (
                     http.clone(),
                     url.clone(),
                     spec.clone(),
                     requests.clone(),
+                    units.clone(),
                     next.clone(),
                     stop.clone(),
                     done.clone(),
                 );
                 tasks.spawn(async move {
                     let mut mine = Vec::new();
-                    while !stop.is_cancelled() {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(r) = requests.get(i) else { break };
-                        let intended = start.elapsed();
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            t = one(&http, &url, &spec, r, start, intended) => {
-                                done.fetch_add(1, Ordering::Relaxed);
-                                mine.push((i, t));
+                    'units: while !stop.is_cancelled() {
+                        let u = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(unit) = units.get(u) else { break };
+                        let mut intended = start.elapsed();
+                        for i in unit.clone() {
+                            // A later turn is due a think time after the previous answer ended;
+                            // its latency counts from then.
+                            let due = start + intended;
+                            if due > Instant::now() {
+                                tokio::select! {
+                                    _ = stop.cancelled() => break 'units,
+                                    _ = tokio::time::sleep_until(due) => {}
+                                }
+                            }
+                            tokio::select! {
+                                _ = stop.cancelled() => break 'units,
+                                t = one(&http, &url, &spec, &requests[i], start, intended) => {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                    intended = t.end + spec.think_time;
+                                    let failed = t.error.is_some();
+                                    mine.push((i, t));
+                                    if failed {
+                                        // The conversation cannot go on without its answer.
+                                        continue 'units;
+                                    }
+                                }
                             }
                         }
                     }
@@ -310,7 +361,7 @@ pub async fn run(
                 });
             }
         }
-        Load::Rate { .. } => {
+        Load::Rate { .. } | Load::Trace { .. } => {
             // A dispatcher thread releases the requests on time with the OS's high-resolution
             // sleep (tokio's timer wheel rounds up to 1 ms, which would be added to every
             // latency); the runtime starts each request as its index arrives.

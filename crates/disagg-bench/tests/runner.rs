@@ -53,6 +53,8 @@ fn spec(url: String, load: Load) -> RunSpec {
         offsets: Vec::new(),
         timeout: Duration::from_secs(30),
         keep_text: false,
+        think_time: Duration::ZERO,
+        words: false,
     }
 }
 

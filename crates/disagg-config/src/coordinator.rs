@@ -37,16 +37,59 @@ pub enum RouterPolicy {
         /// Balance prompt tokens instead of requests.
         use_tokens: bool,
     },
+    /// Upstream's `KvCacheAwareRouter`: the worker with the best `matched prompt tokens /
+    /// prompt tokens − requests in flight / max_batch_size`, ties in turn; it learns each
+    /// worker's blocks from the worker's KV cache events.
+    KvCacheAware(KvAwareArgs),
+}
+
+/// The `kv_cache_aware` router's arguments (upstream's router args: the `router` section's keys,
+/// plus `max_batch_size` and `kv_cache_config.tokens_per_block` of the server section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvAwareArgs {
+    /// Requests in flight that weigh as much as a full prefix match (upstream default 64).
+    pub max_batch_size: u32,
+    /// Block size the hashes are computed with: the workers' (upstream default 32).
+    pub tokens_per_block: u32,
+    /// Count a request's blocks as held by its worker once it finished, for workers that do not
+    /// publish events (upstream's `backfill_block_hashes_on_finish`, default false).
+    pub backfill_block_hashes_on_finish: bool,
+}
+
+impl Default for KvAwareArgs {
+    fn default() -> Self {
+        KvAwareArgs {
+            max_batch_size: 64,
+            tokens_per_block: 32,
+            backfill_block_hashes_on_finish: false,
+        }
+    }
 }
 
 impl RouterPolicy {
-    /// Its upstream name (`round_robin`, `load_balancing`, `load_balancing+tokens`), as records
-    /// store the policy that ran.
+    /// Its upstream name (`round_robin`, `load_balancing`, `load_balancing+tokens`,
+    /// `kv_cache_aware`), as records store the policy that ran.
     pub fn name(self) -> &'static str {
         match self {
             RouterPolicy::RoundRobin => "round_robin",
             RouterPolicy::LoadBalancing { use_tokens: false } => "load_balancing",
             RouterPolicy::LoadBalancing { use_tokens: true } => "load_balancing+tokens",
+            RouterPolicy::KvCacheAware(_) => "kv_cache_aware",
+        }
+    }
+
+    /// The `router:` section upstream's coordinator config takes for this policy (YAML flow
+    /// mapping).
+    pub fn to_yaml(self) -> String {
+        match self {
+            RouterPolicy::RoundRobin => "{type: round_robin}".into(),
+            RouterPolicy::LoadBalancing { use_tokens } => {
+                format!("{{type: load_balancing, use_tokens: {use_tokens}}}")
+            }
+            RouterPolicy::KvCacheAware(a) => format!(
+                "{{type: kv_cache_aware, max_batch_size: {}, tokens_per_block: {}, backfill_block_hashes_on_finish: {}}}",
+                a.max_batch_size, a.tokens_per_block, a.backfill_block_hashes_on_finish
+            ),
         }
     }
 }
@@ -78,6 +121,10 @@ pub struct CoordinatorConfig {
     /// `internal_request_auth_key`: the router signs generation requests with it
     /// (`x-trtllm-disagg-auth`), as upstream's coordinator does.
     pub auth_key: Option<AuthKey>,
+    /// `conditional_disagg_config.max_local_prefill_length`: with a `kv_cache_aware`
+    /// generation pool, a request whose uncached part is at most this long (and some of it
+    /// cached) skips the context leg and is prefilled on its generation server.
+    pub max_local_prefill_length: Option<u32>,
     /// Warnings: keys read but not acted on.
     pub warnings: Diagnostics,
 }
@@ -93,6 +140,7 @@ const ACTED_ON: &[&str] = &[
     "model",
     "perf_metrics_max_requests",
     "schedule_style",
+    "conditional_disagg_config",
     crate::AUTH_KEY_FIELD,
 ];
 
@@ -106,7 +154,6 @@ const NOT_ACTED_ON: &[&str] = &[
     "allow_request_chat_template",
     "gen_strip_message_history",
     "gen_tokids_ctxbytes",
-    "conditional_disagg_config",
     "otlp_config",
     "disagg_cluster",
 ];
@@ -179,6 +226,35 @@ impl CoordinatorConfig {
         let auth_key = crate::auth_key::read(&mut sink, top);
         let context = read_pool(&mut sink, top, "context_servers", false);
         let generation = read_pool(&mut sink, top, "generation_servers", true);
+        let max_local_prefill_length = reader::section(
+            &mut sink,
+            top,
+            "conditional_disagg_config",
+            "conditional_disagg_config",
+        )
+        .map(|c| {
+            reader::int(
+                &mut sink,
+                c,
+                "max_local_prefill_length",
+                Need::Optional,
+                0,
+                i64::from(u32::MAX),
+                "uncached prompt tokens a generation server may prefill itself",
+            )
+            .unwrap_or(0) as u32
+        });
+        if max_local_prefill_length.is_some()
+            && !matches!(generation.policy, RouterPolicy::KvCacheAware(_))
+        {
+            sink.error(
+                root.get("conditional_disagg_config").map(|n| n.pos),
+                "conditional_disagg_config",
+                None,
+                "conditional disaggregation needs a kv_cache_aware generation router (upstream asserts it)",
+                "set generation_servers.router.type: kv_cache_aware, or remove conditional_disagg_config",
+            );
+        }
         let diagnostics = sink.finish();
         if diagnostics.has_errors() {
             return Err(ConfigError::Invalid(diagnostics));
@@ -191,6 +267,7 @@ impl CoordinatorConfig {
             context,
             generation,
             auth_key,
+            max_local_prefill_length,
             warnings: diagnostics,
         })
     }
@@ -304,11 +381,11 @@ fn read_pool(sink: &mut Sink, top: MapRef<'_>, key: &str, required: bool) -> Ser
                 &["round_robin", "load_balancing", "kv_cache_aware"],
                 "the pool's routing policy",
             );
-            reader::refuse_unsupported_policy(sink, r, "type", kind);
             let use_tokens = reader::bool(sink, r, "use_tokens", Need::Optional, "true or false")
                 .unwrap_or(false);
             match kind {
                 Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens },
+                Some("kv_cache_aware") => RouterPolicy::KvCacheAware(kv_aware_args(sink, pool, r)),
                 _ => RouterPolicy::RoundRobin,
             }
         }
@@ -316,21 +393,87 @@ fn read_pool(sink: &mut Sink, top: MapRef<'_>, key: &str, required: bool) -> Ser
     ServerPool { urls, policy }
 }
 
+/// The `kv_cache_aware` router's args as upstream's `extract_router_config` gathers them: the
+/// router section's own keys, else the server section's `max_batch_size` and
+/// `kv_cache_config.tokens_per_block`, else the router's defaults.
+fn kv_aware_args(sink: &mut Sink, pool: MapRef<'_>, router: MapRef<'_>) -> KvAwareArgs {
+    let d = KvAwareArgs::default();
+    let int = |sink: &mut Sink, map: MapRef<'_>, key: &str, hint: &str| {
+        reader::int(sink, map, key, Need::Optional, 1, i64::from(u32::MAX), hint).map(|v| v as u32)
+    };
+    let batch_hint = "requests in flight that outweigh a full prefix match";
+    let block_hint = "the workers' kv_cache_config.tokens_per_block";
+    let kv_path = format!("{}.kv_cache_config", pool.path);
+    let server_block = reader::section(sink, pool, "kv_cache_config", &kv_path)
+        .and_then(|kv| int(sink, kv, "tokens_per_block", block_hint));
+    KvAwareArgs {
+        max_batch_size: int(sink, router, "max_batch_size", batch_hint)
+            .or_else(|| int(sink, pool, "max_batch_size", batch_hint))
+            .unwrap_or(d.max_batch_size),
+        tokens_per_block: int(sink, router, "tokens_per_block", block_hint)
+            .or(server_block)
+            .unwrap_or(d.tokens_per_block),
+        backfill_block_hashes_on_finish: reader::bool(
+            sink,
+            router,
+            "backfill_block_hashes_on_finish",
+            Need::Optional,
+            "true for workers that publish no KV cache events",
+        )
+        .unwrap_or(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn kv_cache_aware_is_refused_with_a_hint_not_replaced() {
-        let text = "context_servers:\n  urls: [\"n1:8001\"]\ngeneration_servers:\n  urls: [\"n3:8002\"]\n  router:\n    type: kv_cache_aware\n";
+    fn kv_cache_aware_takes_upstreams_args_and_conditional_disagg() {
+        let text = "context_servers:\n  urls: [\"n1:8001\"]\n  max_batch_size: 16\n  kv_cache_config:\n    tokens_per_block: 64\n  router:\n    type: kv_cache_aware\ngeneration_servers:\n  urls: [\"n3:8002\"]\n  max_batch_size: 16\n  router:\n    type: kv_cache_aware\n    max_batch_size: 8\n    tokens_per_block: 16\n    backfill_block_hashes_on_finish: true\nconditional_disagg_config:\n  max_local_prefill_length: 256\n";
+        let c = CoordinatorConfig::parse(Path::new("s.yaml"), text).unwrap();
+        assert_eq!(
+            c.context.policy,
+            RouterPolicy::KvCacheAware(KvAwareArgs {
+                max_batch_size: 16,
+                tokens_per_block: 64,
+                backfill_block_hashes_on_finish: false
+            }),
+            "the server section's values"
+        );
+        assert_eq!(
+            c.generation.policy,
+            RouterPolicy::KvCacheAware(KvAwareArgs {
+                max_batch_size: 8,
+                tokens_per_block: 16,
+                backfill_block_hashes_on_finish: true
+            }),
+            "the router section's own win"
+        );
+        assert_eq!(c.max_local_prefill_length, Some(256));
+        assert_eq!(c.generation.policy.name(), "kv_cache_aware");
+        assert!(c.warnings.0.is_empty(), "{}", c.warnings);
+        let defaults = "context_servers:\n  urls: [\"n1:8001\"]\ngeneration_servers:\n  urls: [\"n3:8002\"]\n  router: {type: kv_cache_aware}\n";
+        let c = CoordinatorConfig::parse(Path::new("s.yaml"), defaults).unwrap();
+        assert_eq!(
+            c.generation.policy,
+            RouterPolicy::KvCacheAware(KvAwareArgs::default())
+        );
+        assert_eq!(
+            RouterPolicy::KvCacheAware(KvAwareArgs::default()).to_yaml(),
+            "{type: kv_cache_aware, max_batch_size: 64, tokens_per_block: 32, backfill_block_hashes_on_finish: false}"
+        );
+    }
+
+    #[test]
+    fn conditional_disagg_needs_a_kv_cache_aware_generation_router() {
+        let text = "context_servers:\n  urls: [\"n1:8001\"]\ngeneration_servers:\n  urls: [\"n3:8002\"]\nconditional_disagg_config:\n  max_local_prefill_length: 0\n";
         let err = CoordinatorConfig::parse(Path::new("s.yaml"), text).unwrap_err();
         let text = err.diagnostics().unwrap().to_string();
-        assert!(text.contains("generation_servers.router.type"), "{text}");
         assert!(
-            text.contains("kv_cache_aware is not supported yet"),
+            text.contains("needs a kv_cache_aware generation router"),
             "{text}"
         );
-        assert!(text.contains("use round_robin or load_balancing"), "{text}");
         assert_eq!(
             RouterPolicy::LoadBalancing { use_tokens: true }.name(),
             "load_balancing+tokens"
@@ -371,8 +514,6 @@ generation_servers:
   num_instances: 1
   urls: ["localhost:8003"]
   router: {type: load_balancing, use_tokens: true}
-conditional_disagg_config:
-  max_local_prefill_length: 0
 otlp_config: {otlp_traces_endpoint: null}
 "#;
         let c = CoordinatorConfig::parse(Path::new("c.yaml"), text).unwrap();
@@ -381,15 +522,7 @@ otlp_config: {otlp_traces_endpoint: null}
             RouterPolicy::LoadBalancing { use_tokens: true }
         );
         let warned: Vec<&str> = c.warnings.0.iter().map(|d| d.path.as_str()).collect();
-        assert_eq!(
-            warned,
-            [
-                "return_perf_metrics",
-                "node_id",
-                "conditional_disagg_config",
-                "otlp_config"
-            ]
-        );
+        assert_eq!(warned, ["return_perf_metrics", "node_id", "otlp_config"]);
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub struct Router {
     /// The hand-off between a request's two legs: `trtllm`, `vllm` or `sglang` [default: the
     /// engine's own; only the sim and `command` engines speak another].
     pub protocol: Option<&'static str>,
+    /// Upstream's `conditional_disagg_config.max_local_prefill_length`: with `policy:
+    /// kv_cache_aware`, a request with part of its prompt cached on a generation server and at
+    /// most this many tokens uncached skips the context leg.
+    pub max_local_prefill_length: Option<u32>,
 }
 
 /// `results:`.
@@ -328,11 +332,12 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             "request_timeout",
             "server_start_timeout",
             "protocol",
+            "max_local_prefill_length",
         ],
         true,
     );
     let seconds = "seconds";
-    Router {
+    let router = Router {
         implementation: reader::choice(
             sink,
             r,
@@ -340,17 +345,13 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             &["disagg", "trtllm"],
             "the coordinator DISAGG_SERVER runs: the built-in router or trtllm-serve disaggregated",
         ),
-        policy: {
-            let policy = reader::choice(
-                sink,
-                r,
-                "policy",
-                &["round_robin", "load_balancing", "kv_cache_aware"],
-                "how requests are spread over the workers of a pool",
-            );
-            reader::refuse_unsupported_policy(sink, r, "policy", policy);
-            policy
-        },
+        policy: reader::choice(
+            sink,
+            r,
+            "policy",
+            &["round_robin", "load_balancing", "kv_cache_aware"],
+            "how requests are spread over the workers of a pool",
+        ),
         max_retries: reader::int(
             sink,
             r,
@@ -384,7 +385,30 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             &["trtllm", "vllm", "sglang"],
             "the workers' hand-off [default: the engine's own; the sim speaks any]",
         ),
+        max_local_prefill_length: reader::int(
+            sink,
+            r,
+            "max_local_prefill_length",
+            Need::Optional,
+            0,
+            i64::from(u32::MAX),
+            "uncached prompt tokens a generation server may prefill itself",
+        )
+        .map(|v| v as u32),
+    };
+    if let (Some(n), false) = (
+        router.max_local_prefill_length,
+        router.policy == Some("kv_cache_aware"),
+    ) {
+        sink.error(
+            r.get("max_local_prefill_length").map(|n| n.pos),
+            &format!("{}.max_local_prefill_length", r.path),
+            Some(n.to_string()),
+            "conditional disaggregation needs the kv_cache_aware policy (upstream asserts it)",
+            "add `policy: kv_cache_aware`, or remove max_local_prefill_length",
+        );
     }
+    router
 }
 
 fn read_results(sink: &mut Sink, r: MapRef<'_>) -> Results {
@@ -441,5 +465,26 @@ mod tests {
             err.contains("{model}"),
             "the hint lists the real ones: {err}"
         );
+    }
+
+    #[test]
+    fn kv_cache_aware_runs_warns_without_events_and_conditional_disagg_needs_it() {
+        let base = "metadata: {model_name: m}\nbenchmark: {mode: e2e, concurrency_list: '1', input_length: 8, output_length: 4}\nhardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}\n";
+        let parse = |tail: &str| {
+            crate::TestConfig::parse(std::path::Path::new("x.yaml"), &format!("{base}{tail}"))
+        };
+        let c = parse("worker_config:\n  ctx: {kv_cache_config: {event_buffer_max_size: 1024}}\n  gen: {max_batch_size: 8}\nrouter: {policy: kv_cache_aware, max_local_prefill_length: 64}\n").unwrap();
+        let router = c.extensions().router.clone().unwrap();
+        assert_eq!(router.policy, Some("kv_cache_aware"));
+        assert_eq!(router.max_local_prefill_length, Some(64));
+        let warned: Vec<&str> = c.warnings().warnings().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            warned,
+            ["worker_config.gen.kv_cache_config.event_buffer_max_size"]
+        );
+        let err =
+            parse("router: {policy: round_robin, max_local_prefill_length: 64}\n").unwrap_err();
+        let text = err.diagnostics().unwrap().to_string();
+        assert!(text.contains("needs the kv_cache_aware policy"), "{text}");
     }
 }

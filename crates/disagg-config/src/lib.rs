@@ -45,7 +45,7 @@ pub use auth_key::{AUTH_KEY_FIELD, AuthKey};
 pub use cluster::{
     Cluster, ClusterFile, Container, ContainerRuntime, cluster_files, clusters_path, load_cluster,
 };
-pub use coordinator::{CoordinatorConfig, RouterPolicy, ServerPool};
+pub use coordinator::{CoordinatorConfig, KvAwareArgs, RouterPolicy, ServerPool};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use envvars::{is_env_name, parse_env_assignments};
 pub use evaluation::{Accuracy, AccuracyTask, DatasetThreshold, KwargValue, Profiling};
@@ -56,7 +56,7 @@ pub use reader::is_placeholder;
 pub use sweep::{Constraints, DerivedPoint, Sla, SweepSpec};
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
 pub use test_id::{TestId, config_path, parse_test_list};
-pub use worker::{HARNESS_KEYS, Speculative, WorkerOptions};
+pub use worker::{HARNESS_KEYS, KvCacheOptions, Speculative, WorkerOptions};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -324,27 +324,6 @@ pub(crate) fn string(
 
 /// A string from a fixed set of choices (compared case-insensitively, returned as written in
 /// `choices`).
-/// A routing policy we know but cannot run yet: an error with a hint, never another policy
-/// running in its place.
-pub(crate) fn refuse_unsupported_policy(
-    sink: &mut Sink,
-    map: MapRef<'_>,
-    key: &str,
-    policy: Option<&str>,
-) {
-    if policy != Some("kv_cache_aware") {
-        return;
-    }
-    let node = map.get(key);
-    sink.error(
-        node.map(|n| n.pos),
-        &join(map.path, key),
-        node.map(|n| n.display()),
-        "kv_cache_aware is not supported yet: the router does not follow the workers' KV-cache events",
-        "use round_robin or load_balancing (the record says which policy ran)",
-    );
-}
-
 pub(crate) fn choice(
     sink: &mut Sink,
     map: MapRef<'_>,

@@ -267,8 +267,30 @@ impl TestConfig {
         config.warnings = diagnostics;
         let mut name_sink = Sink::new(path);
         name::check(&mut name_sink, &config);
+        config.kv_events_check(&mut name_sink);
         config.warnings.0.extend(name_sink.finish().0);
         Ok(config)
+    }
+
+    /// A `kv_cache_aware` router learns blocks only from KV cache events, which a worker keeps
+    /// only with `kv_cache_config.event_buffer_max_size` > 0 (upstream's default 0): say so,
+    /// or the run silently routes by load alone.
+    fn kv_events_check(&self, sink: &mut Sink) {
+        let policy = self.extensions.router.as_ref().and_then(|r| r.policy);
+        if policy != Some("kv_cache_aware") {
+            return;
+        }
+        for (side, w) in [("ctx", &self.ctx), ("gen", &self.gen_)] {
+            if w.kv_cache().event_buffer_max_size == 0 {
+                sink.warning(
+                    w.pos(),
+                    &format!("worker_config.{side}.kv_cache_config.event_buffer_max_size"),
+                    Some("0".into()),
+                    "router.policy is kv_cache_aware but these workers publish no KV cache events, so the router routes them by load alone",
+                    "set kv_cache_config.event_buffer_max_size (e.g. 1024), as upstream's kv_cache_aware configs do",
+                );
+            }
+        }
     }
 
     /// The file it was read from.

@@ -56,6 +56,72 @@ pub struct WorkerOptions {
     load_balancer_file: Option<String>,
     speculative: Option<Speculative>,
     tp_pos: Option<Pos>,
+    kv_cache: KvCacheOptions,
+}
+
+/// `kv_cache_config`: the keys the simulator and the router act on, upstream's defaults when
+/// absent (`KvCacheConfig` in `llm_args.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheOptions {
+    /// `tokens_per_block` (32).
+    pub tokens_per_block: u32,
+    /// `enable_block_reuse` (true).
+    pub enable_block_reuse: bool,
+    /// `event_buffer_max_size` (0: no KV cache events).
+    pub event_buffer_max_size: u32,
+    /// Whether `tokens_per_block` was written (upstream's router copies only a written one).
+    pub tokens_per_block_set: bool,
+}
+
+impl Default for KvCacheOptions {
+    fn default() -> Self {
+        KvCacheOptions {
+            tokens_per_block: 32,
+            enable_block_reuse: true,
+            event_buffer_max_size: 0,
+            tokens_per_block_set: false,
+        }
+    }
+}
+
+fn read_kv_cache(sink: &mut Sink, map: MapRef<'_>, path: &str) -> KvCacheOptions {
+    let kv_path = format!("{path}.kv_cache_config");
+    let Some(kv) = reader::section(sink, map, "kv_cache_config", &kv_path) else {
+        return KvCacheOptions::default();
+    };
+    let d = KvCacheOptions::default();
+    let tokens_per_block = reader::int(
+        sink,
+        kv,
+        "tokens_per_block",
+        Need::Optional,
+        1,
+        1 << 20,
+        "tokens per KV-cache block (a power of two, e.g. 32)",
+    )
+    .map(|v| v as u32);
+    KvCacheOptions {
+        tokens_per_block: tokens_per_block.unwrap_or(d.tokens_per_block),
+        tokens_per_block_set: tokens_per_block.is_some(),
+        enable_block_reuse: reader::bool(
+            sink,
+            kv,
+            "enable_block_reuse",
+            Need::Optional,
+            "true to reuse cached prompt blocks across requests",
+        )
+        .unwrap_or(d.enable_block_reuse),
+        event_buffer_max_size: reader::int(
+            sink,
+            kv,
+            "event_buffer_max_size",
+            Need::Optional,
+            0,
+            i64::from(u32::MAX),
+            "KV cache events kept for the router; 0 keeps none",
+        )
+        .map_or(d.event_buffer_max_size, |v| v as u32),
+    }
 }
 
 /// Upstream defaults used when a key is absent (`ServerConfig` in the upstream harness).
@@ -157,6 +223,7 @@ impl WorkerOptions {
         let spec_path = format!("{path}.speculative_config");
         let speculative = reader::section(sink, map, "speculative_config", &spec_path)
             .map(|s| read_speculative(sink, s));
+        let kv_cache = read_kv_cache(sink, map, path);
         WorkerOptions {
             raw: Some(node.clone()),
             pos: Some(node.pos),
@@ -176,6 +243,7 @@ impl WorkerOptions {
             load_balancer_file,
             speculative,
             tp_pos: node.get("tensor_parallel_size").map(|n| n.pos),
+            kv_cache,
         }
     }
 
@@ -199,6 +267,7 @@ impl WorkerOptions {
             load_balancer_file: None,
             speculative: None,
             tp_pos: None,
+            kv_cache: KvCacheOptions::default(),
         }
     }
 
@@ -295,6 +364,10 @@ impl WorkerOptions {
     /// `speculative_config`.
     pub fn speculative(&self) -> Option<&Speculative> {
         self.speculative.as_ref()
+    }
+    /// `kv_cache_config`'s block size, block reuse and event buffer.
+    pub fn kv_cache(&self) -> KvCacheOptions {
+        self.kv_cache
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod kv_cache;
 mod sse;
 mod types;
 

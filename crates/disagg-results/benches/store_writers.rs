@@ -54,6 +54,8 @@ fn record(label: &str) -> RunRecord {
         metrics,
         timelines: None,
         gen_step_time_ms: None,
+        dataset: None,
+        telemetry: None,
     }
 }
 

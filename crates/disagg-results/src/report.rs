@@ -310,6 +310,120 @@ fn compare_section(out: &mut String, runs: &[RunData]) {
     out.push_str("</div>");
 }
 
+/// Per record with telemetry: the servers' KV usage and queue depth against time beside the
+/// client's output throughput, and for an invalid or regressed record what the telemetry says
+/// about it.
+fn telemetry_section(out: &mut String, run: &RunData, checks: &[Row]) {
+    let with: Vec<&RunRecord> = run
+        .records
+        .iter()
+        .filter(|r| r.telemetry.is_some())
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Telemetry</h2><p>What the workers and the router reported during each run (read every second), beside the client's output throughput.</p>");
+    for r in with {
+        let Some(t) = &r.telemetry else { continue };
+        let regressed = checks
+            .iter()
+            .any(|c| c.run == r.load && c.verdict == "regression");
+        let _ = write!(out, "<h3>{}</h3>", escape(&r.load));
+        if !r.valid || regressed {
+            let lines = disagg_bench::telemetry::diagnose(t);
+            let what = if r.valid { "regressed" } else { "invalid" };
+            if lines.is_empty() {
+                let _ = write!(
+                    out,
+                    "<p>This run is {what}; its telemetry shows no full KV cache, queue or gap.</p>"
+                );
+            } else {
+                let _ = write!(out, "<p>This run is {what}. Diagnosis:</p><ul>");
+                for l in lines {
+                    let _ = write!(out, "<li>{}</li>", escape(&l));
+                }
+                out.push_str("</ul>");
+            }
+        }
+        let per_target = |pick: fn(&disagg_bench::telemetry::TargetSummary) -> &Vec<(f64, f64)>,
+                          scale: f64|
+         -> Vec<Series> {
+            t.targets
+                .iter()
+                .filter(|x| !pick(x).is_empty())
+                .map(|x| Series {
+                    name: x.name.clone(),
+                    points: pick(x).iter().map(|&(a, b)| (a, b * scale)).collect(),
+                })
+                .collect()
+        };
+        out.push_str("<div class=\"charts\">");
+        for (title, y, series) in [
+            (
+                "KV-cache usage",
+                "% of the cache",
+                per_target(|x| &x.kv_usage_series, 100.0),
+            ),
+            (
+                "Requests queued",
+                "requests",
+                per_target(|x| &x.queue_series, 1.0),
+            ),
+            (
+                "Client output throughput",
+                "tokens/s",
+                vec![Series {
+                    name: "client".into(),
+                    points: t.client_output_tokens_per_s.clone(),
+                }],
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "<div class=\"chart\">{}</div>",
+                svg::lines(
+                    &format!("{title} — {}", r.load),
+                    "seconds into the run",
+                    y,
+                    &series,
+                    false,
+                    None
+                )
+            );
+        }
+        out.push_str("</div><table><tr><th class=\"l\">target</th><th>reads</th><th>KV mean</th><th>KV max</th><th>queue mean</th><th>queue max</th><th>cache hit rate</th></tr>");
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0));
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        for x in &t.targets {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&x.name),
+                x.scrapes,
+                pct(x.kv_usage.map(|k| k.mean)),
+                pct(x.kv_usage.map(|k| k.max)),
+                num(x.queue.map(|q| q.mean)),
+                num(x.queue.map(|q| q.max)),
+                pct(x.cache_hit_rate),
+            );
+        }
+        out.push_str("</table>");
+        for g in &t.gpus {
+            let _ = write!(
+                out,
+                "<p>GPU {}: utilization {} %, memory {} MiB, power {} W (mean)</p>",
+                g.index,
+                num(g.utilization.map(|u| u.mean)),
+                num(g.memory_used_mib.map(|u| u.mean)),
+                num(g.power_w.map(|u| u.mean)),
+            );
+        }
+        for w in &t.warnings {
+            let _ = write!(out, "<p>warning: {}</p>", escape(w));
+        }
+    }
+}
+
 /// The whole report.
 pub fn render(run: &RunData, checks: &[Row], history: &[History], compare: &[RunData]) -> String {
     let s = &run.summary;
@@ -337,6 +451,7 @@ pub fn render(run: &RunData, checks: &[Row], history: &[History], compare: &[Run
     check_table(&mut out, checks);
     out.push_str("<h2>Latency and throughput</h2>");
     latency_charts(&mut out, run);
+    telemetry_section(&mut out, run, checks);
     if !history.is_empty() {
         out.push_str("<h2>History of the gated metrics</h2><p>Shaded: the baseline and its threshold; a point outside it on the bad side is a regression.</p>");
         history_charts(&mut out, history);

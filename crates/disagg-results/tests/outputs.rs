@@ -55,6 +55,8 @@ fn record(label: &str, out_tok_s: f64, valid: bool) -> RunRecord {
         metrics,
         timelines: None,
         gen_step_time_ms: None,
+        dataset: None,
+        telemetry: None,
     }
 }
 

@@ -61,6 +61,8 @@ fn record(concurrency: u32) -> RunRecord {
         metrics: disagg_bench::metrics::compute(&[], &[50.0], None),
         timelines: None,
         gen_step_time_ms: None,
+        dataset: None,
+        telemetry: None,
     }
 }
 

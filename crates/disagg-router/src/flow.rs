@@ -182,6 +182,57 @@ async fn attempt(
     }
 }
 
+/// How a leg's worker is picked.
+#[derive(Default)]
+struct Pick {
+    /// The prompt's tokens (load balancing by tokens).
+    tokens: u64,
+    /// The prompt's block hashes at the pool's block size (kv_cache_aware).
+    hashes: Option<Arc<[u64]>>,
+    /// A worker picked already (conditional disaggregation reserved it): tried first.
+    reserved: Option<Lease>,
+    /// Workers not to pick.
+    tried: Vec<usize>,
+}
+
+/// The prompt's block hashes at `pool`'s block size, when it routes by KV cache and the prompt
+/// is token ids (completions' `prompt`, chat's `prompt_token_ids`). Text is not tokenized here:
+/// such a request is routed by load alone.
+fn hashes_for(pool: &Pool, req: &Value) -> Option<Arc<[u64]>> {
+    let block = pool.tokens_per_block()?;
+    let ids = req["prompt"]
+        .as_array()
+        .or_else(|| req["prompt_token_ids"].as_array())?;
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|v| v.as_u64().map(|n| n as u32))
+        .collect::<Option<_>>()?;
+    Some(Arc::from(disagg_protocol::kv_cache::block_hashes(
+        &ids, block,
+    )))
+}
+
+/// Take a worker of `pool` for a leg, counting what a kv_cache_aware pick matched.
+fn take(st: &State, pool: &Pool, pick: &mut Pick) -> Option<Lease> {
+    let lease = match pick.reserved.take() {
+        Some(l) => l,
+        None => {
+            let lease = pool.lease_for(&pick.tried, pick.tokens, pick.hashes.as_ref())?;
+            note_kv_pick(st, pool, &lease, pick.tokens);
+            lease
+        }
+    };
+    Some(lease)
+}
+
+fn note_kv_pick(st: &State, pool: &Pool, lease: &Lease, tokens: u64) {
+    if pool.tokens_per_block().is_some() {
+        let i = usize::from(pool.role != "context");
+        st.metrics.kv_prompt_tokens[i].fetch_add(tokens, Ordering::Relaxed);
+        st.metrics.kv_matched_tokens[i].fetch_add(lease.matched_tokens, Ordering::Relaxed);
+    }
+}
+
 /// Send a leg to a worker of `pool`, retrying on another worker after a connection failure or a
 /// 5xx, never after a 4xx.
 async fn send_leg(
@@ -189,15 +240,15 @@ async fn send_leg(
     pool: &Pool,
     path: &str,
     out: Outgoing,
-    tokens: u64,
     deadline: Instant,
-    mut tried: Vec<usize>,
+    mut pick: Pick,
 ) -> Result<Leg, LegError> {
     let mut last = None;
     for n in 0..=st.settings.max_retries {
-        let Some(lease) = pool.lease(&tried, tokens) else {
+        let Some(lease) = take(st, pool, &mut pick) else {
             break;
         };
+        let tried = &mut pick.tried;
         if n > 0 {
             st.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -239,10 +290,13 @@ async fn concurrent_legs(
 ) -> Response {
     let mut tried = Vec::new();
     let mut last = None;
+    let ctx_hashes = hashes_for(&st.context, &req);
+    let gen_hashes = hashes_for(&st.generation, &req);
     for n in 0..=st.settings.max_retries {
-        let Some(ctx_lease) = st.context.lease(&tried, tokens) else {
+        let Some(ctx_lease) = st.context.lease_for(&tried, tokens, ctx_hashes.as_ref()) else {
             break;
         };
+        note_kv_pick(&st, &st.context, &ctx_lease, tokens);
         if n > 0 {
             st.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -291,9 +345,13 @@ async fn concurrent_legs(
             &st.generation,
             ep.path(),
             body,
-            tokens,
             deadline,
-            exclude,
+            Pick {
+                tokens,
+                hashes: gen_hashes.clone(),
+                reserved: None,
+                tried: exclude,
+            },
         );
         tokio::pin!(gen_leg);
         let leg = tokio::select! {
@@ -465,46 +523,77 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
     }
     let tokens = prompt_tokens(&req);
 
+    let whole = |req: &Value| Pick {
+        tokens,
+        hashes: hashes_for(&st.generation, req),
+        ..Pick::default()
+    };
     if st.settings.gen_only {
         // Upstream's gen-only benchmark mode: no context leg, a synthetic hand-off.
         req["disaggregated_params"] = json!({"request_type": "generation_only", "first_gen_tokens": [7],
             "ctx_request_id": 1, "encoded_opaque_state": null, "draft_tokens": null});
         req["ignore_eos"] = json!(true);
-        return generation(st, ep, req, tokens, stream, deadline, started, Vec::new()).await;
+        let pick = whole(&req);
+        return generation(st, ep, req, stream, deadline, started, pick).await;
     }
 
     let handoff = st.settings.handoff;
     if handoff.is_aggregated() {
-        return generation(st, ep, req, tokens, stream, deadline, started, Vec::new()).await;
+        let pick = whole(&req);
+        return generation(st, ep, req, stream, deadline, started, pick).await;
     }
     if handoff.concurrent() {
         return concurrent_legs(st, ep, req, tokens, stream, deadline, started).await;
     }
 
-    // Context leg.
+    // Conditional disaggregation (upstream's `_check_conditional_disagg`): pick the generation
+    // server first; one that holds part of the prompt and would have at most
+    // `max_local_prefill_length` tokens left to prefill takes the request whole.
+    let mut reserved = None;
+    if let Some(max_local) = st.settings.max_local_prefill_length {
+        let mut pick = whole(&req);
+        if let Some(lease) = take(&st, &st.generation, &mut pick) {
+            let matched = lease.matched_tokens;
+            if matched > 0 && tokens.saturating_sub(matched) <= u64::from(max_local) {
+                st.metrics.local_prefill.fetch_add(1, Ordering::Relaxed);
+                pick.reserved = Some(lease);
+                return generation(st, ep, req, stream, deadline, started, pick).await;
+            }
+            reserved = Some(lease);
+        }
+    }
+
+    // Context leg (not on the reserved generation server, as upstream excludes it).
+    let ctx_tried: Vec<usize> = reserved
+        .as_ref()
+        .and_then(|l| {
+            st.context
+                .workers
+                .iter()
+                .position(|w| w.addr == l.worker.addr && st.context.workers.len() > 1)
+        })
+        .into_iter()
+        .collect();
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let mut ctx_req = req.clone();
     handoff.context_leg(&mut ctx_req, id);
     let ctx_body = Outgoing::of(&st, &ctx_req);
     let ctx_started = Instant::now();
-    let (ctx_lease, resp) = match send_leg(
-        &st,
-        &st.context,
-        ep.path(),
-        ctx_body,
+    let ctx_pick = Pick {
         tokens,
-        deadline,
-        Vec::new(),
-    )
-    .await
-    {
-        Ok(Leg::Ok(lease, resp)) => (lease, resp),
-        Ok(Leg::Rejected(status, body)) => {
-            st.metrics.error(ErrorKind::WorkerRejected);
-            return passthrough(status, body);
-        }
-        Err(e) => return leg_error(&st, "context", e),
+        hashes: hashes_for(&st.context, &req),
+        reserved: None,
+        tried: ctx_tried,
     };
+    let (ctx_lease, resp) =
+        match send_leg(&st, &st.context, ep.path(), ctx_body, deadline, ctx_pick).await {
+            Ok(Leg::Ok(lease, resp)) => (lease, resp),
+            Ok(Leg::Rejected(status, body)) => {
+                st.metrics.error(ErrorKind::WorkerRejected);
+                return passthrough(status, body);
+            }
+            Err(e) => return leg_error(&st, "context", e),
+        };
     let ctx_addr = ctx_lease.worker.addr.clone();
     let Some(ctx_bytes) = read_body(resp, deadline).await else {
         return fail(
@@ -557,39 +646,30 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
         );
     }
 
-    // Generation leg: the client's body with the context's hand-off.
+    // Generation leg: the client's body with the context's hand-off (its prompt now the
+    // context's token ids, which a kv_cache_aware pool hashes).
     handoff.generation_leg(&mut req, &ctx, ep == Endpoint::Chat);
-    let exclude = same_server(&st, &ctx_addr);
-    generation(st, ep, req, tokens, stream, deadline, started, exclude).await
+    let pick = Pick {
+        tokens,
+        hashes: hashes_for(&st.generation, &req),
+        reserved,
+        tried: same_server(&st, &ctx_addr),
+    };
+    generation(st, ep, req, stream, deadline, started, pick).await
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename them"
-)]
 async fn generation(
     st: Arc<State>,
     ep: Endpoint,
     req: Value,
-    tokens: u64,
     stream: bool,
     deadline: Instant,
     started: Instant,
-    exclude: Vec<usize>,
+    pick: Pick,
 ) -> Response {
     let body = Outgoing::of(&st, &req);
     let sent = Instant::now();
-    match send_leg(
-        &st,
-        &st.generation,
-        ep.path(),
-        body,
-        tokens,
-        deadline,
-        exclude,
-    )
-    .await
-    {
+    match send_leg(&st, &st.generation, ep.path(), body, deadline, pick).await {
         Ok(Leg::Ok(lease, resp)) => answer(st, lease, resp, stream, deadline, started, sent).await,
         Ok(Leg::Rejected(status, body)) => {
             st.metrics.error(ErrorKind::WorkerRejected);

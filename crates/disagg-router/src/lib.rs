@@ -60,8 +60,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::handoff::HandOff;
 use crate::metrics::Metrics;
-pub use crate::pool::Policy;
 use crate::pool::Pool;
+pub use crate::pool::{KvAwareArgs, Policy};
 
 /// What the router needs to know.
 #[derive(Debug, Clone)]
@@ -95,6 +95,11 @@ pub struct RouterSettings {
     /// ([`disagg_protocol::auth`]); `None`: unsigned (workers with a key refuse them). Its
     /// `Debug` never shows the key.
     pub auth_key: Option<AuthKey>,
+    /// Upstream's conditional disaggregation (`conditional_disagg_config.max_local_prefill_length`,
+    /// with a kv_cache_aware generation pool): the generation server is picked first, and a
+    /// request it already holds part of, with at most this many prompt tokens uncached, is sent
+    /// to it whole, without a context leg.
+    pub max_local_prefill_length: Option<u32>,
 }
 
 impl RouterSettings {
@@ -124,6 +129,15 @@ impl RouterSettings {
                 "bootstrap ports are SGLang's; the hand-off is {}",
                 self.handoff.name()
             ));
+        }
+        if self.max_local_prefill_length.is_some()
+            && !matches!(self.generation_policy, Policy::KvCacheAware(_))
+        {
+            return Err(
+                "conditional disaggregation (max_local_prefill_length) needs a kv_cache_aware \
+                 generation policy"
+                    .into(),
+            );
         }
         if ports > 1 && ports != ctx {
             return Err(format!(
@@ -159,6 +173,7 @@ impl Default for RouterSettings {
             handoff: HandOff::Trtllm,
             bootstrap_ports: Vec::new(),
             auth_key: None,
+            max_local_prefill_length: None,
         }
     }
 }
@@ -270,6 +285,11 @@ impl Router {
         let state = self.state.clone();
         let tasks = tokio_util::task::TaskTracker::new();
         tasks.spawn(health_loop(state.clone(), cancel.clone()));
+        for pool in [0, 1] {
+            if matches!(state.pools()[pool].policy(), Policy::KvCacheAware(_)) {
+                tasks.spawn(event_loop(state.clone(), pool, cancel.clone()));
+            }
+        }
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -360,6 +380,73 @@ async fn health_loop(state: Arc<State>, cancel: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Read the KV cache events of every worker of pool `pool` that finished a request since its
+/// last read (upstream polls in `finish_request`; here off the request's path, one read per
+/// worker at a time, however many requests finished meanwhile).
+async fn event_loop(state: Arc<State>, pool: usize, cancel: CancellationToken) {
+    let notify = state.pools()[pool].poll.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = notify.notified() => {}
+        }
+        let due: Vec<_> = state.pools()[pool]
+            .workers
+            .iter()
+            .filter(|w| w.take_events_due())
+            .cloned()
+            .collect();
+        let reads = due.iter().map(|w| {
+            let state = state.clone();
+            async move {
+                let url = format!("{}/kv_cache_events", w.base);
+                match read_events(&state.client, &url).await {
+                    Ok(events) => {
+                        let updates = disagg_protocol::kv_cache::block_updates(&events);
+                        state
+                            .metrics
+                            .kv_events
+                            .fetch_add(updates.len() as u64, Ordering::Relaxed);
+                        w.apply_events(&updates);
+                    }
+                    Err(e) => {
+                        state
+                            .metrics
+                            .kv_event_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(worker = %w.addr, "cannot read KV cache events: {e}");
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(reads).await;
+    }
+}
+
+async fn read_events(client: &HttpClient, url: &str) -> Result<serde_json::Value, String> {
+    let req = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let call = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
 }
 
 async fn probe(client: &HttpClient, url: &str) -> bool {

@@ -101,6 +101,16 @@ pub struct Metrics {
     pub retries: AtomicU64,
     /// Requests answered from the context leg alone.
     pub finished_at_context: AtomicU64,
+    /// Requests conditional disaggregation sent whole to a generation server.
+    pub local_prefill: AtomicU64,
+    /// Prompt tokens routed by a kv_cache_aware pool, per pool (context, generation).
+    pub kv_prompt_tokens: [AtomicU64; 2],
+    /// Of those, tokens of leading blocks the chosen worker was known to hold.
+    pub kv_matched_tokens: [AtomicU64; 2],
+    /// Block updates read from workers' KV cache events.
+    pub kv_events: AtomicU64,
+    /// Failed reads of workers' KV cache events.
+    pub kv_event_errors: AtomicU64,
     /// Context leg duration.
     pub context_time: Histogram,
     /// From sending the generation leg to its first byte.
@@ -156,6 +166,38 @@ impl Metrics {
             out,
             "# HELP disagg_router_finished_at_context_total Requests the context leg completed.\n# TYPE disagg_router_finished_at_context_total counter\ndisagg_router_finished_at_context_total {}",
             self.finished_at_context.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP disagg_router_local_prefill_total Requests conditional disaggregation sent whole to a generation server.\n# TYPE disagg_router_local_prefill_total counter\ndisagg_router_local_prefill_total {}",
+            self.local_prefill.load(Ordering::Relaxed)
+        );
+        for (name, help, values) in [
+            (
+                "disagg_router_kv_prompt_tokens_total",
+                "Prompt tokens a kv_cache_aware pool routed.",
+                &self.kv_prompt_tokens,
+            ),
+            (
+                "disagg_router_kv_matched_tokens_total",
+                "Prompt tokens in blocks the chosen worker was known to hold.",
+                &self.kv_matched_tokens,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (pool, v) in ["context", "generation"].iter().zip(values) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pool=\"{pool}\"}} {}",
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP disagg_router_kv_events_total Block updates read from KV cache events.\n# TYPE disagg_router_kv_events_total counter\ndisagg_router_kv_events_total {}\n# HELP disagg_router_kv_event_errors_total Failed reads of KV cache events.\n# TYPE disagg_router_kv_event_errors_total counter\ndisagg_router_kv_event_errors_total {}",
+            self.kv_events.load(Ordering::Relaxed),
+            self.kv_event_errors.load(Ordering::Relaxed)
         );
         let per_worker = |out: &mut String,
                           name: &str,

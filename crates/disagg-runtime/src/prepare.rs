@@ -424,13 +424,10 @@ fn prepare_with_env(
         },
         router: Some(crate::spec::RouterRun {
             implementation: router.implementation.unwrap_or("disagg").to_string(),
-            // Upstream's coordinator runs what its server_config.yaml says: we write no router
-            // section, so its default, round robin.
-            policy: match router.implementation {
-                Some("trtllm") => "round_robin",
-                _ => crate::roles::router_policy(router.policy).name(),
-            }
-            .to_string(),
+            // Either coordinator runs what server_config.yaml says: the config's policy.
+            policy: crate::roles::router_policy(&config, disagg_plan::ServerKind::Gen)
+                .name()
+                .to_string(),
             handoff: handoff.name().to_string(),
         }),
         servers: crate::spec::ServerRun::of(&plan),

@@ -351,6 +351,7 @@ impl RunDir {
         ctx_urls: &[String],
         gen_urls: &[String],
         auth_key: Option<&AuthKey>,
+        routing: &Routing,
     ) -> Result<(), RunDirError> {
         let list = |urls: &[String]| {
             urls.iter()
@@ -364,15 +365,44 @@ impl RunDir {
                 serde_json::Value::from(k.expose_secret())
             )
         });
+        let conditional = routing
+            .max_local_prefill_length
+            .map_or_else(String::new, |n| {
+                format!("conditional_disagg_config:\n  max_local_prefill_length: {n}\n")
+            });
         let text = format!(
-            "backend: pytorch\ncontext_servers:\n  num_instances: {}\n  urls:\n{}generation_servers:\n  num_instances: {}\n  urls:\n{}hostname: {}\n{key}port: {port}\n",
+            "backend: pytorch\n{conditional}context_servers:\n  num_instances: {}\n  router: {}\n  urls:\n{}generation_servers:\n  num_instances: {}\n  router: {}\n  urls:\n{}hostname: {}\n{key}port: {port}\n",
             ctx_urls.len(),
+            routing.context.to_yaml(),
             list(ctx_urls),
             gen_urls.len(),
+            routing.generation.to_yaml(),
             list(gen_urls),
             serde_json::Value::from(hostname),
         );
         write_private(&self.server_config_file(), &text)
+    }
+}
+
+/// How the coordinator routes: each pool's policy and conditional disaggregation, written into
+/// `server_config.yaml` as upstream's coordinator reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routing {
+    /// Context pool.
+    pub context: disagg_config::RouterPolicy,
+    /// Generation pool.
+    pub generation: disagg_config::RouterPolicy,
+    /// `conditional_disagg_config.max_local_prefill_length`.
+    pub max_local_prefill_length: Option<u32>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            context: disagg_config::RouterPolicy::RoundRobin,
+            generation: disagg_config::RouterPolicy::RoundRobin,
+            max_local_prefill_length: None,
+        }
     }
 }
 
@@ -477,6 +507,14 @@ mod tests {
             &["n1:8001".into()],
             &["n2:8002".into(), "n3:8002".into()],
             AuthKey::new("0123456789").as_ref(),
+            &Routing {
+                generation: disagg_config::RouterPolicy::KvCacheAware(disagg_config::KvAwareArgs {
+                    max_batch_size: 8,
+                    ..disagg_config::KvAwareArgs::default()
+                }),
+                max_local_prefill_length: Some(128),
+                ..Routing::default()
+            },
         )
         .unwrap();
         // What the router reads back is what was written.
@@ -488,11 +526,20 @@ mod tests {
             "a string, not a number"
         );
         assert_eq!(c.generation.urls, ["n2:8002", "n3:8002"]);
+        assert_eq!(
+            c.generation.policy,
+            disagg_config::RouterPolicy::KvCacheAware(disagg_config::KvAwareArgs {
+                max_batch_size: 8,
+                ..disagg_config::KvAwareArgs::default()
+            })
+        );
+        assert_eq!(c.context.policy, disagg_config::RouterPolicy::RoundRobin);
+        assert_eq!(c.max_local_prefill_length, Some(128));
         assert!(c.warnings.0.is_empty(), "{}", c.warnings);
         let text = std::fs::read_to_string(run.server_config_file()).unwrap();
         assert_eq!(
             text,
-            "backend: pytorch\ncontext_servers:\n  num_instances: 1\n  urls:\n  - \"n1:8001\"\ngeneration_servers:\n  num_instances: 2\n  urls:\n  - \"n2:8002\"\n  - \"n3:8002\"\nhostname: \"n1\"\ninternal_request_auth_key: \"0123456789\"\nport: 0\n"
+            "backend: pytorch\nconditional_disagg_config:\n  max_local_prefill_length: 128\ncontext_servers:\n  num_instances: 1\n  router: {type: round_robin}\n  urls:\n  - \"n1:8001\"\ngeneration_servers:\n  num_instances: 2\n  router: {type: kv_cache_aware, max_batch_size: 8, tokens_per_block: 32, backfill_block_hashes_on_finish: false}\n  urls:\n  - \"n2:8002\"\n  - \"n3:8002\"\nhostname: \"n1\"\ninternal_request_auth_key: \"0123456789\"\nport: 0\n"
         );
         assert_eq!(mode(&run.server_config_file()), 0o600, "it holds the key");
     }

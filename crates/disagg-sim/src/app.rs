@@ -59,6 +59,7 @@ pub fn app(cfg: SimConfig, engine: Engine) -> Router {
         .route("/get_model_info", get(probes::model_info))
         .route("/get_load", get(probes::load))
         .route("/metrics", get(metrics::metrics))
+        .route("/kv_cache_events", post(probes::kv_cache_events))
         .route("/perf_metrics", get(metrics::perf_metrics))
         .route(
             "/steady_clock_offset",

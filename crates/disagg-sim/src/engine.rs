@@ -2,9 +2,12 @@
 //! cancellations from a channel, sleeps for each step's duration on absolute time (so small
 //! per-step overheads do not accumulate into drift), and hands each sequence its tokens.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use disagg_protocol::kv_cache::{KvCacheEvent, KvCacheEventData};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -51,6 +54,66 @@ pub struct Stats {
     pub cancelled: AtomicU64,
     /// Sequences finished.
     pub finished: AtomicU64,
+    /// KV tokens of cached blocks no running sequence uses.
+    pub kv_cached_free: AtomicU64,
+    /// Prompt blocks found in the cache.
+    pub reused_blocks: AtomicU64,
+    /// Prompt blocks computed.
+    pub missed_blocks: AtomicU64,
+    /// Prompt tokens looked up in the cache.
+    pub cache_query_tokens: AtomicU64,
+    /// Prompt tokens found in the cache.
+    pub cache_hit_tokens: AtomicU64,
+    /// Cached blocks evicted.
+    pub evicted_blocks: AtomicU64,
+}
+
+/// The KV cache events a worker keeps for `POST /kv_cache_events`: at most
+/// `event_buffer_max_size`, the oldest dropped first, each numbered in order (upstream's
+/// `KVCacheEventManager`). The first one says the cache was created.
+#[derive(Debug, Default)]
+pub struct EventBuffer {
+    max: usize,
+    next_id: u64,
+    window_size: u32,
+    events: VecDeque<KvCacheEvent>,
+}
+
+impl EventBuffer {
+    /// A buffer of at most `max` events (0: events are not kept) for a cache of `blocks` blocks.
+    pub fn new(max: usize, window_size: u32, blocks: u64) -> EventBuffer {
+        let mut b = EventBuffer {
+            max,
+            next_id: 0,
+            window_size,
+            events: VecDeque::new(),
+        };
+        b.push(KvCacheEventData::Created {
+            num_blocks_per_cache_level: vec![blocks, 0],
+        });
+        b
+    }
+
+    /// Keep an event (dropping the oldest when full).
+    pub fn push(&mut self, data: KvCacheEventData) {
+        if self.max == 0 {
+            return;
+        }
+        if self.events.len() == self.max {
+            self.events.pop_front();
+        }
+        self.events.push_back(KvCacheEvent {
+            event_id: self.next_id,
+            data,
+            window_size: self.window_size,
+        });
+        self.next_id += 1;
+    }
+
+    /// Every kept event, oldest first; the buffer is empty afterwards.
+    pub fn drain(&mut self) -> Vec<KvCacheEvent> {
+        self.events.drain(..).collect()
+    }
 }
 
 /// A handle to the engine task.
@@ -58,6 +121,7 @@ pub struct Stats {
 pub struct Engine {
     tx: mpsc::UnboundedSender<Command>,
     stats: Arc<Stats>,
+    events: Arc<Mutex<EventBuffer>>,
 }
 
 /// A running sequence: its tokens arrive on `rx`; dropping it cancels the sequence.
@@ -117,23 +181,40 @@ impl Engine {
         scheduler: Scheduler,
         cancel: CancellationToken,
     ) -> (Engine, tokio::task::JoinHandle<()>) {
-        Engine::start_logging(scheduler, cancel, false)
+        Engine::start_with(scheduler, 0, false, cancel)
     }
 
-    /// [`Engine::start`], printing every step to stderr as TensorRT-LLM's executor does with
-    /// `print_iter_log` ([`crate::scheduler::Step::iteration_log`]) when `iter_log` is set.
-    pub fn start_logging(
+    /// [`Engine::start`], its KV cache events labelled with attention window `window_size` (the
+    /// server's `max_seq_len`), and, when `iter_log` is set, every step printed to stderr as
+    /// TensorRT-LLM's executor does with `print_iter_log`
+    /// ([`crate::scheduler::Step::iteration_log`]).
+    pub fn start_with(
         scheduler: Scheduler,
-        cancel: CancellationToken,
+        window_size: u32,
         iter_log: bool,
+        cancel: CancellationToken,
     ) -> (Engine, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         stats
             .kv_capacity
             .store(scheduler.kv_capacity(), Ordering::Relaxed);
-        let task = tokio::spawn(run(scheduler, rx, stats.clone(), cancel, iter_log));
-        (Engine { tx, stats }, task)
+        let settings = scheduler.cache_settings();
+        let blocks = scheduler.kv_capacity() / u64::from(settings.tokens_per_block.max(1));
+        let events = Arc::new(Mutex::new(EventBuffer::new(
+            settings.event_buffer_max_size,
+            window_size,
+            blocks,
+        )));
+        let task = tokio::spawn(run(
+            scheduler,
+            rx,
+            stats.clone(),
+            events.clone(),
+            cancel,
+            iter_log,
+        ));
+        (Engine { tx, stats, events }, task)
     }
 
     /// The engine's counters.
@@ -141,8 +222,17 @@ impl Engine {
         &self.stats
     }
 
+    /// The KV cache events kept since the last call, oldest first.
+    pub fn drain_events(&self) -> Vec<KvCacheEvent> {
+        self.events
+            .lock()
+            .map(|mut b| b.drain())
+            .unwrap_or_default()
+    }
+
     /// Submit a sequence.
     pub async fn submit(&self, spec: SeqSpec) -> Result<Sequence, EngineError> {
+        let id = spec.id;
         let (out, rx) = mpsc::unbounded_channel();
         let (admitted, ok) = tokio::sync::oneshot::channel();
         self.tx
@@ -155,7 +245,7 @@ impl Engine {
         ok.await.map_err(|_| EngineError::Stopped)??;
         Ok(Sequence {
             rx,
-            id: spec.id,
+            id,
             done: false,
             engine: self.clone(),
         })
@@ -166,6 +256,7 @@ async fn run(
     mut sched: Scheduler,
     mut rx: mpsc::UnboundedReceiver<Command>,
     stats: Arc<Stats>,
+    events: Arc<Mutex<EventBuffer>>,
     cancel: CancellationToken,
     iter_log: bool,
 ) {
@@ -193,6 +284,14 @@ async fn run(
             continue;
         }
         let step = sched.step();
+        let new_events = sched.take_events();
+        if !new_events.is_empty() {
+            if let Ok(mut buffer) = events.lock() {
+                for e in new_events {
+                    buffer.push(e);
+                }
+            }
+        }
         let iter = stats.steps.fetch_add(1, Ordering::Relaxed);
         if iter_log {
             // The engine's own log, on the process's stderr like the engine it stands in for.
@@ -252,9 +351,10 @@ fn apply(
             out,
             admitted,
         } => {
+            let id = spec.id;
             let result = sched.submit(spec);
             if result.is_ok() {
-                outs.insert(spec.id, out);
+                outs.insert(id, out);
             }
             let _ = admitted.send(result);
         }
@@ -275,4 +375,17 @@ fn publish(sched: &Scheduler, stats: &Stats) {
         .waiting
         .store(sched.waiting() as u64, Ordering::Relaxed);
     stats.kv_used.store(sched.kv_used(), Ordering::Relaxed);
+    stats
+        .kv_cached_free
+        .store(sched.kv_cached_free(), Ordering::Relaxed);
+    let c = sched.cache_stats();
+    for (slot, v) in [
+        (&stats.reused_blocks, c.reused_blocks),
+        (&stats.missed_blocks, c.missed_blocks),
+        (&stats.cache_query_tokens, c.query_tokens),
+        (&stats.cache_hit_tokens, c.hit_tokens),
+        (&stats.evicted_blocks, c.evicted_blocks),
+    ] {
+        slot.store(v, Ordering::Relaxed);
+    }
 }

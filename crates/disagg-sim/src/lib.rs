@@ -4,6 +4,8 @@
 //! CI with it, and capacity questions can be asked before a job is submitted.
 //!
 //! - [`scheduler`]: the pure continuous-batching step and the cost model (its table is there);
+//! - [`prefix_cache`]: the reusable KV blocks (upstream's block reuse), LRU eviction and the KV
+//!   cache events a worker publishes;
 //! - [`engine`]: the async shell that sleeps for each step and delivers tokens;
 //! - [`app`](mod@app): the HTTP routes (`/v1/completions`, `/v1/chat/completions`, `/v1/models`,
 //!   `/health`, `/server_info`, `/metrics`, `/perf_metrics`, ...) and the three hand-offs;
@@ -27,6 +29,7 @@ mod client;
 pub mod engine;
 pub mod handoff;
 pub mod options;
+pub mod prefix_cache;
 pub mod scheduler;
 pub mod text;
 
@@ -94,10 +97,13 @@ impl Sim {
             cfg.issuer = self.addr.to_string();
         }
         let engine_cancel = cancel.child_token();
-        let (engine, task) = Engine::start_logging(
-            Scheduler::new(cfg.cost, self.limits).with_speculation(cfg.speculation),
-            engine_cancel.clone(),
+        let (engine, task) = Engine::start_with(
+            Scheduler::new(cfg.cost, self.limits)
+                .with_speculation(cfg.speculation)
+                .with_cache(cfg.kv_cache),
+            cfg.max_seq_len,
             cfg.print_iter_log,
+            engine_cancel.clone(),
         );
         let router = app(cfg, engine);
         let listener = self.listener.tap_io(|tcp| {

@@ -8,6 +8,7 @@
 
 use disagg_config::{AuthKey, SIM_PARAMS, TestConfig};
 
+use crate::prefix_cache::CacheSettings;
 use crate::scheduler::{CostModel, Limits, Speculation};
 use crate::{Protocol, Role, SimConfig, SimError, TextTokenizer};
 
@@ -83,6 +84,14 @@ pub struct SimOptions {
     /// Named cost-model parameters (names from [`disagg_config::SIM_PARAMS`]), applied after the
     /// config's `engine.sim` section and before the fields above.
     pub params: Vec<(String, f64)>,
+    /// Tokens per KV-cache block [default: `kv_cache_config.tokens_per_block`, else 32]; 0
+    /// counts as 1.
+    pub tokens_per_block: Option<u32>,
+    /// Reuse cached prompt blocks [default: `kv_cache_config.enable_block_reuse`, else true].
+    pub enable_block_reuse: Option<bool>,
+    /// KV cache events kept for `/kv_cache_events` [default:
+    /// `kv_cache_config.event_buffer_max_size`, else 0: none].
+    pub event_buffer_max_size: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -110,6 +119,9 @@ impl Default for SimOptions {
             auth_key: None,
             tokenizer: None,
             params: Vec::new(),
+            tokens_per_block: None,
+            enable_block_reuse: None,
+            event_buffer_max_size: None,
         }
     }
 }
@@ -162,6 +174,12 @@ impl SimOptions {
                 cfg.model = name.clone();
             }
             cfg.auth_key = config.auth_key().cloned();
+            let kv = w.kv_cache();
+            cfg.kv_cache = CacheSettings {
+                tokens_per_block: kv.tokens_per_block,
+                enable_block_reuse: kv.enable_block_reuse,
+                event_buffer_max_size: kv.event_buffer_max_size as usize,
+            };
             if let Some(engine) = &config.extensions().engine {
                 apply_params(&engine.sim.values, &mut cost, &mut limits, &mut cfg)?;
             }
@@ -245,6 +263,15 @@ impl SimOptions {
         if let Some(k) = &self.auth_key {
             cfg.auth_key = Some(k.clone());
         }
+        if let Some(v) = self.tokens_per_block {
+            cfg.kv_cache.tokens_per_block = v.max(1);
+        }
+        if let Some(v) = self.enable_block_reuse {
+            cfg.kv_cache.enable_block_reuse = v;
+        }
+        if let Some(v) = self.event_buffer_max_size {
+            cfg.kv_cache.event_buffer_max_size = v;
+        }
     }
 }
 
@@ -314,6 +341,11 @@ mod tests {
 
     /// `examples/local-sim.yaml` with distinct ctx and gen values, plus `extra` at the end.
     fn config(extra: &str) -> TestConfig {
+        config_with_ctx("", extra)
+    }
+
+    /// The same with `ctx` lines added to `worker_config.ctx`.
+    fn config_with_ctx(ctx: &str, extra: &str) -> TestConfig {
         let text = format!(
             "\
 metadata:
@@ -338,7 +370,7 @@ worker_config:
     max_batch_size: 8
     max_num_tokens: 4096
     max_seq_len: 2048
-  gen:
+{ctx}  gen:
     tensor_parallel_size: 1
     max_batch_size: 64
     max_num_tokens: 256
@@ -382,6 +414,59 @@ engine:
             .unwrap();
         assert_eq!(cfg.auth_key, None, "no key: requests are not checked");
         assert!(!format!("{cfg:?}").contains("explicit"));
+    }
+
+    #[test]
+    fn kv_cache_config_sets_blocks_reuse_and_events_unless_flags_say_otherwise() {
+        let c = config("");
+        let (cfg, _) = SimOptions::default()
+            .resolve(Some((&c, WorkerSide::Ctx)))
+            .unwrap();
+        assert_eq!(
+            cfg.kv_cache,
+            CacheSettings::default(),
+            "upstream's defaults"
+        );
+        assert!(cfg.kv_cache.enable_block_reuse && cfg.kv_cache.tokens_per_block == 32);
+        let c = config_with_ctx(
+            "    kv_cache_config:\n      tokens_per_block: 64\n      enable_block_reuse: false\n      event_buffer_max_size: 1024\n",
+            "",
+        );
+        let (cfg, _) = SimOptions::default()
+            .resolve(Some((&c, WorkerSide::Ctx)))
+            .unwrap();
+        assert_eq!(
+            cfg.kv_cache,
+            CacheSettings {
+                tokens_per_block: 64,
+                enable_block_reuse: false,
+                event_buffer_max_size: 1024
+            }
+        );
+        let (gen_cfg, _) = SimOptions::default()
+            .resolve(Some((&c, WorkerSide::Gen)))
+            .unwrap();
+        assert_eq!(
+            gen_cfg.kv_cache,
+            CacheSettings::default(),
+            "only ctx set it"
+        );
+        let (cfg, _) = SimOptions {
+            tokens_per_block: Some(16),
+            enable_block_reuse: Some(true),
+            event_buffer_max_size: Some(8),
+            ..SimOptions::default()
+        }
+        .resolve(Some((&c, WorkerSide::Ctx)))
+        .unwrap();
+        assert_eq!(
+            cfg.kv_cache,
+            CacheSettings {
+                tokens_per_block: 16,
+                enable_block_reuse: true,
+                event_buffer_max_size: 8
+            }
+        );
     }
 
     #[test]

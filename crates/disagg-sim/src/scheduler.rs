@@ -32,9 +32,25 @@
 //!
 //! So at concurrency 1 an aggregated request of `P` prompt tokens (`P ≤ max_num_tokens`) sees
 //! `TTFT = base + P / (rate × tp)` and `TPOT = base + per_seq`.
+//!
+//! # Prefix caching
+//!
+//! With a [`PrefixCache`] (upstream's `enable_block_reuse`, on by default), a sequence that
+//! carries its prompt's full-block hashes ([`SeqSpec::prefix`]) looks them up on admission: the
+//! leading blocks found are shared, not reserved again, and their tokens are not prefilled — a
+//! cached prefix of `C` tokens makes that TTFT `base + (P − C) / (rate × tp)`. When its prefill
+//! completes, its blocks join the table (a hand-off's at once: its KV arrived whole). A finished
+//! sequence's blocks stay cached, unreferenced, and count against `kv_capacity_tokens`
+//! (`blocks × tokens_per_block`) until admission needs their space: then the least recently used
+//! go first. Blocks never held by the table (the partial last block, the output) are reserved
+//! per sequence as before.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::prefix_cache::{CacheSettings, CacheStats, PrefixCache};
+use disagg_protocol::kv_cache::KvCacheEventData;
 
 /// Timing parameters. See the module docs for defaults and meaning.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,8 +159,17 @@ impl Default for Limits {
     }
 }
 
+/// A prompt's full blocks: their chained hashes and the prompt's tokens (for the events).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PromptBlocks {
+    /// Hashes of the full blocks, in order.
+    pub hashes: Vec<u64>,
+    /// The prompt's token ids.
+    pub tokens: Vec<u32>,
+}
+
 /// A sequence to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqSpec {
     /// Caller's id.
     pub id: u64,
@@ -155,6 +180,8 @@ pub struct SeqSpec {
     /// True when the KV cache arrives from a context server: no prefill, and the context's
     /// first token is emitted with the first decoded one.
     pub handoff: bool,
+    /// The prompt's blocks, to reuse cached ones and publish new ones (`None`: nothing reused).
+    pub prefix: Option<Arc<PromptBlocks>>,
 }
 
 impl SeqSpec {
@@ -168,6 +195,18 @@ struct Seq {
     spec: SeqSpec,
     prefilled: u32,
     emitted: u32,
+    /// Table blocks this sequence references.
+    held: Vec<u64>,
+    /// KV tokens reserved for it alone.
+    private: u64,
+    /// Prompt tokens that came from the cache.
+    cached: u32,
+}
+
+impl Seq {
+    fn hashes(&self) -> &[u64] {
+        self.spec.prefix.as_ref().map_or(&[], |p| &p.hashes)
+    }
 }
 
 /// Tokens a sequence emitted in a step.
@@ -196,6 +235,8 @@ pub struct Step {
     pub generation_tokens: u32,
     /// Tokens emitted, per sequence, in admission order.
     pub emissions: Vec<Emission>,
+    /// Sequences admitted in this step and their prompt tokens found in the cache.
+    pub admitted: Vec<(u64, u32)>,
 }
 
 impl Step {
@@ -248,11 +289,13 @@ pub struct Scheduler {
     speculation: Speculation,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
-    kv_used: u64,
+    /// KV tokens reserved by running sequences outside the block table.
+    private: u64,
+    cache: PrefixCache,
 }
 
 impl Scheduler {
-    /// An empty scheduler.
+    /// An empty scheduler with upstream's default block reuse.
     pub fn new(cost: CostModel, limits: Limits) -> Scheduler {
         Scheduler {
             cost,
@@ -260,7 +303,8 @@ impl Scheduler {
             speculation: Speculation::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
-            kv_used: 0,
+            private: 0,
+            cache: PrefixCache::new(CacheSettings::default()),
         }
     }
 
@@ -271,6 +315,32 @@ impl Scheduler {
             accepted: s.accepted.min(s.draft_len),
         };
         self
+    }
+
+    /// The same with these block settings.
+    pub fn with_cache(mut self, settings: CacheSettings) -> Scheduler {
+        self.cache = PrefixCache::new(settings);
+        self
+    }
+
+    /// The block settings.
+    pub fn cache_settings(&self) -> CacheSettings {
+        self.cache.settings()
+    }
+
+    /// Lookup counters of the block table.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// KV tokens held by cached blocks no running sequence uses (evictable).
+    pub fn kv_cached_free(&self) -> u64 {
+        self.cache.evictable() as u64 * self.cache.block_tokens()
+    }
+
+    /// The KV cache events recorded since the last call.
+    pub fn take_events(&mut self) -> Vec<KvCacheEventData> {
+        self.cache.take_events()
     }
 
     /// The cost model.
@@ -294,8 +364,83 @@ impl Scheduler {
             spec,
             prefilled,
             emitted: 0,
+            held: Vec::new(),
+            private: 0,
+            cached: 0,
         });
         Ok(())
+    }
+
+    /// KV tokens the table's blocks occupy, referenced or not.
+    fn table_tokens(&self) -> u64 {
+        self.cache.blocks() as u64 * self.cache.block_tokens()
+    }
+
+    /// Admit the head of the queue if its KV fits, evicting unreferenced cached blocks as
+    /// needed; returns whether it was admitted.
+    fn admit_head(&mut self) -> bool {
+        let Some(head) = self.waiting.front() else {
+            return false;
+        };
+        let block = self.cache.block_tokens();
+        let hit = self.cache.lookup(head.hashes());
+        let need = head.spec.kv_tokens() - hit as u64 * block;
+        // Space: what is not reserved, counting cached blocks nobody uses as free — except the
+        // ones this sequence is about to use.
+        let evictable = (self.cache.evictable() - self.cache.free_among(head.hashes(), hit)) as u64;
+        let occupied = self.private + self.table_tokens() - evictable * block;
+        if self.running.len() >= self.limits.max_batch_size as usize
+            || occupied + need > self.limits.kv_capacity_tokens
+        {
+            return false;
+        }
+        let Some(mut seq) = self.waiting.pop_front() else {
+            return false;
+        };
+        let hashes = seq.hashes().to_vec();
+        self.cache.acquire(&hashes[..hit]);
+        let over = (self.private + self.table_tokens() + need)
+            .saturating_sub(self.limits.kv_capacity_tokens);
+        self.cache.evict(over.div_ceil(block) as usize);
+        seq.held = hashes[..hit].to_vec();
+        seq.private = need;
+        self.private += need;
+        if seq.spec.handoff {
+            // The KV arrived whole: its blocks are reusable at once.
+            self.store_blocks(&mut seq);
+        } else if seq.spec.prefix.is_some() {
+            seq.cached = (hit as u64 * block) as u32;
+            seq.prefilled = seq.cached;
+            self.cache
+                .count_lookup(seq.spec.prompt_tokens, hashes.len(), hit);
+        }
+        self.running.push(seq);
+        true
+    }
+
+    /// Move a prefilled sequence's blocks that are not in the table yet into it.
+    fn store_blocks(&mut self, seq: &mut Seq) {
+        let Some(prefix) = seq.spec.prefix.clone() else {
+            return;
+        };
+        let block = self.cache.block_tokens() as usize;
+        let added = self.cache.insert(&prefix.hashes, seq.held.len(), |i| {
+            prefix
+                .tokens
+                .get(i * block..(i + 1) * block)
+                .map(<[u32]>::to_vec)
+                .unwrap_or_default()
+        });
+        let moved = added.len() as u64 * block as u64;
+        seq.private -= moved;
+        self.private -= moved;
+        seq.held.extend(added);
+    }
+
+    /// Release what a leaving sequence holds.
+    fn release(&mut self, seq: &Seq) {
+        self.private -= seq.private;
+        self.cache.release(&seq.held);
     }
 
     /// Drop a sequence wherever it is, releasing its slot and KV. Returns whether it existed.
@@ -306,7 +451,7 @@ impl Scheduler {
         }
         if let Some(i) = self.running.iter().position(|s| s.spec.id == id) {
             let seq = self.running.remove(i);
-            self.kv_used -= seq.spec.kv_tokens();
+            self.release(&seq);
             return true;
         }
         false
@@ -320,9 +465,9 @@ impl Scheduler {
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
-    /// KV tokens reserved.
+    /// KV tokens reserved by running sequences (their own and the cached blocks they use).
     pub fn kv_used(&self) -> u64 {
-        self.kv_used
+        self.private + self.cache.referenced_blocks() as u64 * self.cache.block_tokens()
     }
     /// KV capacity.
     pub fn kv_capacity(&self) -> u64 {
@@ -336,14 +481,10 @@ impl Scheduler {
     /// Run one iteration.
     pub fn step(&mut self) -> Step {
         // 1. Admission, FIFO.
-        while let Some(head) = self.waiting.front() {
-            let fits = self.kv_used + head.spec.kv_tokens() <= self.limits.kv_capacity_tokens;
-            if self.running.len() >= self.limits.max_batch_size as usize || !fits {
-                break;
-            }
-            if let Some(seq) = self.waiting.pop_front() {
-                self.kv_used += seq.spec.kv_tokens();
-                self.running.push(seq);
+        let mut admitted = Vec::new();
+        while self.admit_head() {
+            if let Some(seq) = self.running.last() {
+                admitted.push((seq.spec.id, seq.cached));
             }
         }
         // 2. Decode budget, then 3. prefill chunks.
@@ -377,7 +518,8 @@ impl Scheduler {
                 });
             }
         }
-        for seq in &mut self.running {
+        let mut prefilled_now = Vec::new();
+        for (i, seq) in self.running.iter_mut().enumerate() {
             let left = seq.spec.prompt_tokens - seq.prefilled;
             if left == 0 || budget == 0 {
                 continue;
@@ -389,12 +531,19 @@ impl Scheduler {
             seq.prefilled += chunk;
             if seq.prefilled == seq.spec.prompt_tokens {
                 seq.emitted = 1;
+                prefilled_now.push(i);
                 emissions.push(Emission {
                     id: seq.spec.id,
                     tokens: 1,
                     finished: seq.spec.output_tokens <= 1,
                 });
             }
+        }
+        // A prompt's blocks become reusable once it is prefilled.
+        for i in prefilled_now {
+            let mut seq = self.running[i].clone();
+            self.store_blocks(&mut seq);
+            self.running[i] = seq;
         }
         // 5. Release finished sequences.
         let finished: Vec<u64> = emissions
@@ -403,15 +552,13 @@ impl Scheduler {
             .map(|e| e.id)
             .collect();
         if !finished.is_empty() {
-            let mut freed = 0;
-            self.running.retain(|s| {
-                let done = finished.contains(&s.spec.id);
-                if done {
-                    freed += s.spec.kv_tokens();
-                }
-                !done
-            });
-            self.kv_used -= freed;
+            let (done, running): (Vec<Seq>, Vec<Seq>) = std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(|s| finished.contains(&s.spec.id));
+            self.running = running;
+            for seq in &done {
+                self.release(seq);
+            }
         }
         Step {
             duration: self.cost.step_time(decoding, prefill_tokens),
@@ -420,6 +567,7 @@ impl Scheduler {
             prefilling,
             generation_tokens: decoding * (1 + spec.draft_len),
             emissions,
+            admitted,
         }
     }
 }
@@ -450,6 +598,7 @@ mod tests {
             prompt_tokens: prompt,
             output_tokens: output,
             handoff: false,
+            prefix: None,
         }
     }
 
@@ -585,6 +734,7 @@ mod tests {
             prompt_tokens: 1000,
             output_tokens: 3,
             handoff: true,
+            prefix: None,
         })
         .unwrap();
         let st = s.step();
@@ -638,6 +788,140 @@ mod tests {
         assert!(!s.cancel(1));
     }
 
+    /// A prompt of `len` tokens starting with `shared` tokens common to every prompt of `group`.
+    fn prompt_spec(id: u64, group: u32, len: u32, shared: u32, tpb: u32) -> SeqSpec {
+        let tokens: Vec<u32> = (0..len)
+            .map(|i| {
+                if i < shared {
+                    group * 100_000 + i
+                } else {
+                    id as u32 * 1000 + i
+                }
+            })
+            .collect();
+        SeqSpec {
+            prefix: Some(Arc::new(PromptBlocks {
+                hashes: disagg_protocol::kv_cache::full_block_hashes(&tokens, tpb),
+                tokens,
+            })),
+            ..spec(id, len, 2)
+        }
+    }
+
+    fn cached(tpb: u32, capacity: u64) -> Scheduler {
+        Scheduler::new(
+            simple(),
+            Limits {
+                max_batch_size: 8,
+                max_num_tokens: 10_000,
+                kv_capacity_tokens: capacity,
+            },
+        )
+        .with_cache(CacheSettings {
+            tokens_per_block: tpb,
+            enable_block_reuse: true,
+            event_buffer_max_size: 16,
+        })
+    }
+
+    fn run_to_end(s: &mut Scheduler) -> Vec<Step> {
+        let mut steps = Vec::new();
+        while !s.is_idle() {
+            steps.push(s.step());
+        }
+        steps
+    }
+
+    #[test]
+    fn a_cached_prefix_skips_its_prefill_cost() {
+        let mut s = cached(16, 10_000);
+        s.submit(prompt_spec(1, 7, 200, 160, 16)).unwrap();
+        let first = s.step();
+        assert_eq!(first.prefill_tokens, 200);
+        assert!(close(first.duration, ms(210.0)), "{:?}", first.duration);
+        run_to_end(&mut s);
+        // 199 keyed tokens: 12 full blocks, the 10 of the shared 160 tokens are reused.
+        s.submit(prompt_spec(2, 7, 200, 160, 16)).unwrap();
+        let second = s.step();
+        assert_eq!(second.admitted, [(2, 160)]);
+        assert_eq!(second.prefill_tokens, 40, "only the uncached suffix");
+        assert!(close(second.duration, ms(50.0)), "{:?}", second.duration);
+        assert_eq!(
+            second.emissions[0].tokens, 1,
+            "the first token after the short prefill"
+        );
+        let stats = s.cache_stats();
+        assert_eq!((stats.reused_blocks, stats.missed_blocks), (10, 14));
+        assert_eq!((stats.hit_tokens, stats.query_tokens), (160, 400));
+        // Another group shares nothing.
+        run_to_end(&mut s);
+        s.submit(prompt_spec(3, 8, 200, 160, 16)).unwrap();
+        assert_eq!(s.step().prefill_tokens, 200);
+    }
+
+    #[test]
+    fn block_reuse_off_reuses_nothing() {
+        let mut s = cached(16, 10_000).with_cache(CacheSettings {
+            tokens_per_block: 16,
+            enable_block_reuse: false,
+            event_buffer_max_size: 16,
+        });
+        for id in 1..=2 {
+            s.submit(prompt_spec(id, 7, 200, 160, 16)).unwrap();
+            assert_eq!(s.step().prefill_tokens, 200);
+            run_to_end(&mut s);
+        }
+        assert!(s.take_events().is_empty());
+        assert_eq!(s.kv_cached_free(), 0);
+    }
+
+    #[test]
+    fn cached_blocks_give_way_least_recently_used_first() {
+        // 64 tokens: room for one prompt's 3 full blocks (48) plus a running sequence's rest.
+        let mut s = cached(16, 64);
+        s.submit(prompt_spec(1, 1, 50, 48, 16)).unwrap();
+        run_to_end(&mut s);
+        assert_eq!((s.kv_used(), s.kv_cached_free()), (0, 48));
+        assert!(
+            matches!(&s.take_events()[..], [KvCacheEventData::Stored { blocks, .. }] if blocks.len() == 3)
+        );
+        // A repeat uses the cached blocks and needs only 50 + 2 - 48 more.
+        s.submit(prompt_spec(2, 1, 50, 48, 16)).unwrap();
+        let st = s.step();
+        assert_eq!(st.prefill_tokens, 2);
+        assert_eq!(s.kv_used(), 52);
+        run_to_end(&mut s);
+        // Another group needs 52 tokens: the three cached blocks must go (52 + 16 > 64).
+        s.submit(prompt_spec(3, 2, 50, 48, 16)).unwrap();
+        assert_eq!(s.step().prefill_tokens, 50);
+        let events = s.take_events();
+        assert!(
+            matches!(&events[0], KvCacheEventData::Removed { block_hashes } if block_hashes.len() == 3),
+            "{events:?}"
+        );
+        run_to_end(&mut s);
+        assert!(s.kv_used() == 0 && s.kv_cached_free() <= 64);
+    }
+
+    #[test]
+    fn a_handoff_stores_its_blocks_at_once_and_cancel_keeps_them_cached() {
+        let mut s = cached(16, 10_000);
+        let mut h = prompt_spec(1, 3, 100, 96, 16);
+        h.handoff = true;
+        h.output_tokens = 50;
+        s.submit(h).unwrap();
+        s.step();
+        assert_eq!(s.kv_used(), 150);
+        assert!(s.cancel(1));
+        assert_eq!((s.kv_used(), s.kv_cached_free()), (0, 96));
+        s.submit(prompt_spec(2, 3, 100, 96, 16)).unwrap();
+        assert_eq!(
+            s.step().prefill_tokens,
+            4,
+            "99 keyed tokens: 6 blocks of 16 cached"
+        );
+    }
+
     #[test]
     fn tensor_parallel_scales_prefill_and_zero_cost_is_free() {
         let mut c = simple();
@@ -666,6 +950,7 @@ mod tests {
                 prompt_tokens: 1,
                 output_tokens: 8,
                 handoff: true,
+                prefix: None,
             })
             .unwrap();
         }

@@ -405,12 +405,39 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.0)]
     pub range_ratio: f64,
     /// Where prompts come from: random token ids; a JSONL file ({"prompt": ..., "output_len": N} per
-    /// line); or the trtllm_custom file of TensorRT-LLM (`input.messages[1].content`, `input.max_tokens`)
-    #[arg(long, value_parser = ["random", "jsonl", "trtllm-custom"], default_value = "random")]
+    /// line); the trtllm_custom file of TensorRT-LLM (`input.messages[1].content`, `input.max_tokens`);
+    /// groups of prompts sharing a prefix (shared-prefix); multi-turn chat sessions (multi-turn);
+    /// or a Mooncake trace replayed on its timestamps (mooncake, with --trace-speedup)
+    #[arg(long, value_parser = ["random", "jsonl", "trtllm-custom", "shared-prefix", "multi-turn", "mooncake"], default_value = "random")]
     pub dataset: String,
-    /// The dataset file (jsonl, trtllm-custom); its requests are used in order, repeated if short
+    /// The dataset file (jsonl, trtllm-custom, mooncake); jsonl and trtllm-custom requests are
+    /// used in order, repeated if short
     #[arg(long, value_name = "FILE")]
     pub dataset_path: Option<PathBuf>,
+    /// shared-prefix: distinct prefixes; request i uses prefix i mod N
+    #[arg(long, default_value_t = 16)]
+    pub prefix_groups: u32,
+    /// shared-prefix: tokens of each prefix
+    #[arg(long, default_value_t = 2048)]
+    pub prefix_len: u32,
+    /// shared-prefix: tokens each prompt adds after its prefix
+    #[arg(long, default_value_t = 128)]
+    pub suffix_len: u32,
+    /// multi-turn: turns per session (--num-prompts / turns sessions; the first prompt --isl tokens)
+    #[arg(long, default_value_t = 4)]
+    pub turns: u32,
+    /// multi-turn: new user tokens per later turn
+    #[arg(long, default_value_t = 128)]
+    pub turn_len: u32,
+    /// multi-turn: seconds between an answer and the session's next turn
+    #[arg(long, default_value_t = 0.0)]
+    pub think_time: f64,
+    /// mooncake: replay the trace this many times faster than recorded (1 = as recorded)
+    #[arg(long)]
+    pub trace_speedup: Option<f64>,
+    /// mooncake: tokens per hash_ids block
+    #[arg(long, default_value_t = 512)]
+    pub trace_block_size: u32,
     /// Ask the server to ignore EOS (exact output lengths; checked by the validity gate)
     #[arg(long)]
     pub ignore_eos: bool,
@@ -449,6 +476,18 @@ pub struct BenchArgs {
     /// Put every request's timeline (due, sent, each chunk, end) into the JSON record
     #[arg(long)]
     pub save_timelines: bool,
+    /// Read this Prometheus endpoint during each run, NAME=URL (e.g.
+    /// ctx0=http://127.0.0.1:8001/metrics); repeat for several. The series go to
+    /// OUT/telemetry/<run>.jsonl and a summary into the record; nvidia-smi is read too when present
+    #[arg(long, value_name = "NAME=URL")]
+    pub scrape: Vec<String>,
+    /// Seconds between two reads of the --scrape endpoints
+    #[arg(long, default_value_t = 1.0)]
+    pub scrape_interval: f64,
+    /// Send token-id prompts as text, one word `w<id>` per id, for routers that take only text
+    /// (sglang-router); the sim counts one token per word
+    #[arg(long)]
+    pub prompt_words: bool,
 }
 
 #[derive(Debug, Args)]
@@ -569,6 +608,17 @@ pub struct SimArgs {
     /// KV-cache capacity in tokens [default: 1048576]
     #[arg(long)]
     pub kv_capacity_tokens: Option<u64>,
+    /// Tokens per KV-cache block [default: from --config kv_cache_config, else 32]
+    #[arg(long)]
+    pub tokens_per_block: Option<u32>,
+    /// Reuse cached prompt blocks across requests (prefix caching) [default: from --config
+    /// kv_cache_config, else true]
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_block_reuse: Option<bool>,
+    /// KV cache events kept for POST /kv_cache_events (0 = none) [default: from --config
+    /// kv_cache_config, else 0]
+    #[arg(long)]
+    pub event_buffer_max_size: Option<usize>,
     /// Tensor parallel size (scales prefill) [default: from --config, else 1]
     #[arg(long)]
     pub tensor_parallel_size: Option<u32>,

@@ -34,6 +34,8 @@ fn record(load: &str, num_prompts: usize, isl: u32, osl: u32) -> RunRecord {
         metrics: disagg_bench::metrics::compute(&[], &[50.0], None),
         timelines: None,
         gen_step_time_ms: None,
+        dataset: None,
+        telemetry: None,
     }
 }
 

@@ -386,8 +386,44 @@ pub fn bench_plan(me: &RoleRun, url: String) -> BenchPlan {
         // speculation) and TensorRT-LLM itself.
         require_decoded_per_iter: shape.speculative
             && matches!(me.spec.engine, EngineKind::Sim | EngineKind::Trtllm),
+        telemetry: telemetry_targets(me),
+        telemetry_dir: Some(me.run.root().join("telemetry")),
         ..BenchPlan::new(url, me.model())
     }
+}
+
+/// Every worker's and the router's Prometheus endpoint: `/prometheus/metrics` on TensorRT-LLM
+/// (its `/metrics` is JSON iteration stats), `/metrics` elsewhere.
+fn telemetry_targets(me: &RoleRun) -> Vec<disagg_bench::telemetry::Target> {
+    let path = |role: Role| match (me.spec.engine, role) {
+        (disagg_config::EngineKind::Trtllm, _) => "/prometheus/metrics",
+        _ => "/metrics",
+    };
+    let trtllm_router = me
+        .config
+        .extensions()
+        .router
+        .as_ref()
+        .and_then(|r| r.implementation)
+        == Some("trtllm");
+    me.run
+        .roles()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.role != Role::Benchmark)
+        .filter_map(|r| {
+            let addr = r.address()?;
+            let path = match r.role {
+                Role::DisaggServer if trtllm_router => "/prometheus/metrics",
+                Role::DisaggServer => "/metrics",
+                role => path(role),
+            };
+            Some(disagg_bench::telemetry::Target {
+                name: r.role.to_string(),
+                url: format!("http://{addr}{path}"),
+            })
+        })
+        .collect()
 }
 
 /// The concurrencies the benchmark runs: the config's, or its first alone in the gen-only modes.

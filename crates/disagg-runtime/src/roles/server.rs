@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use disagg_config::RouterPolicy;
+use disagg_config::{RouterPolicy, TestConfig};
 use disagg_plan::{Role, ServerKind};
 use tokio_util::sync::CancellationToken;
 
@@ -62,12 +62,23 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     // `internal_request_auth_key` in server_config.yaml).
     let auth_key = me.run.auth_key()?;
     let (start_timeout, request_timeout) = coordinator_timeouts(&me.spec, &ext);
+    let routing = crate::rundir::Routing {
+        context: router_policy(&me.config, ServerKind::Ctx),
+        generation: router_policy(&me.config, ServerKind::Gen),
+        max_local_prefill_length: ext.max_local_prefill_length,
+    };
     if ext.implementation == Some("trtllm") {
         // Upstream's coordinator: `trtllm-serve disaggregated -c server_config.yaml -t T -r R`
         // on a port picked here (it has no way to report a port it picked itself).
         let port = super::free_port(&me.address.bind)?;
-        me.run
-            .write_server_config(&me.address.advertised, port, &ctx, &gen_, Some(&auth_key))?;
+        me.run.write_server_config(
+            &me.address.advertised,
+            port,
+            &ctx,
+            &gen_,
+            Some(&auth_key),
+            &routing,
+        )?;
         let argv = coordinator_argv(
             &me.run.server_config_file(),
             (start_timeout, request_timeout),
@@ -83,9 +94,14 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         )
         .await;
     }
-    me.run
-        .write_server_config(&me.address.advertised, 0, &ctx, &gen_, Some(&auth_key))?;
-    let policy = router_policy(ext.policy);
+    me.run.write_server_config(
+        &me.address.advertised,
+        0,
+        &ctx,
+        &gen_,
+        Some(&auth_key),
+        &routing,
+    )?;
     let handoff = handoff_of(me.spec.engine, &me.config).map_err(InvalidInput)?;
     // SGLang's bootstrap ports come from the plan, in context-server order.
     let bootstrap_ports = if handoff == disagg_router::HandOff::Sglang {
@@ -105,8 +121,8 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     let settings = disagg_router::RouterSettings {
         context: ctx,
         generation: gen_,
-        context_policy: policy,
-        generation_policy: policy,
+        context_policy: routing.context,
+        generation_policy: routing.generation,
         max_retries: ext.max_retries.unwrap_or(1),
         request_timeout: Duration::from_secs_f64(request_timeout),
         server_start_timeout: Duration::from_secs_f64(start_timeout),
@@ -115,6 +131,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         handoff,
         bootstrap_ports,
         auth_key: Some(auth_key),
+        max_local_prefill_length: routing.max_local_prefill_length,
     };
     settings
         .check()
@@ -128,7 +145,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
     eprintln!(
         "DISAGG_SERVER: router serving at {}:{port} (policy {})",
         me.address.advertised,
-        policy.name()
+        routing.generation.name()
     );
     let stop = CancellationToken::new();
     let serve = router.run(stop.clone());
@@ -253,10 +270,23 @@ pub fn handoff_of(
     }
 }
 
-/// The policy of the config's `router.policy` (validated: only names the router runs).
-pub fn router_policy(name: Option<&str>) -> RouterPolicy {
+/// The policy of the config's `router.policy` for the pool of `side`'s servers: a
+/// `kv_cache_aware` pool hashes prompts with those workers' `kv_cache_config.tokens_per_block`
+/// and weighs load against their `max_batch_size` (upstream copies both from a server section
+/// into its router args).
+pub fn router_policy(config: &TestConfig, side: ServerKind) -> RouterPolicy {
+    let name = config.extensions().router.as_ref().and_then(|r| r.policy);
+    let worker = match side {
+        ServerKind::Ctx => config.ctx(),
+        ServerKind::Gen => config.gen_(),
+    };
     match name {
         Some("load_balancing") => RouterPolicy::LoadBalancing { use_tokens: false },
+        Some("kv_cache_aware") => RouterPolicy::KvCacheAware(disagg_config::KvAwareArgs {
+            max_batch_size: worker.max_batch_size(),
+            tokens_per_block: worker.kv_cache().tokens_per_block,
+            backfill_block_hashes_on_finish: false,
+        }),
         _ => RouterPolicy::RoundRobin,
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use disagg_config::AuthKey;
 
 use crate::handoff;
+use crate::prefix_cache::CacheSettings;
 use crate::scheduler::{CostModel, Speculation};
 use crate::text;
 
@@ -81,6 +82,8 @@ pub struct SimConfig {
     /// Print every engine step to stderr as TensorRT-LLM does with `print_iter_log: true` (the
     /// gen-only benchmark reads the generation workers' step times from those lines).
     pub print_iter_log: bool,
+    /// Block size, reuse and KV cache events (`kv_cache_config`).
+    pub kv_cache: CacheSettings,
     /// How text prompts become token ids: a real tokenizer (so that prompt lengths, and with
     /// them prefill times, match what clients with that tokenizer meant), else one token per
     /// whitespace-separated word.
@@ -128,6 +131,7 @@ impl Default for SimConfig {
             cost: CostModel::default(),
             speculation: Speculation::default(),
             print_iter_log: false,
+            kv_cache: CacheSettings::default(),
             tokenizer: None,
         }
     }

@@ -18,8 +18,9 @@ use super::request::Kind;
 use super::stream::stream_response;
 use super::{AppState, SimConfig, now_unix};
 use crate::engine::{EngineError, Sequence};
-use crate::scheduler::SeqSpec;
+use crate::scheduler::{PromptBlocks, SeqSpec};
 use crate::text;
+use disagg_protocol::kv_cache;
 
 /// How many tokens a request produces: `max_tokens`, or fewer when the simulated model "ends"
 /// (each token past `min_tokens` ends the output with `eos_probability`, drawn from the prompt).
@@ -64,7 +65,8 @@ pub(super) async fn generate(
         leg::receive_kv(cfg, s, prompt.len() as u32).await?;
     }
     let transferred = st.started.elapsed().as_secs_f64();
-    let seq = submit(st, &leg, id, prompt.len() as u32, n_total).await?;
+    let blocks = prompt_blocks(cfg, &prompt);
+    let seq = submit(st, &leg, id, prompt.len() as u32, n_total, blocks).await?;
     let g = Generated {
         id,
         hash,
@@ -169,6 +171,16 @@ fn check(
     Ok((max_tokens as u32, min_tokens as u32))
 }
 
+/// The prompt's full blocks, for the engine to reuse and publish (none without block reuse).
+fn prompt_blocks(cfg: &SimConfig, prompt: &[u32]) -> Option<Arc<PromptBlocks>> {
+    cfg.kv_cache.enable_block_reuse.then(|| {
+        Arc::new(PromptBlocks {
+            hashes: kv_cache::full_block_hashes(prompt, cfg.kv_cache.tokens_per_block),
+            tokens: prompt.to_vec(),
+        })
+    })
+}
+
 /// Put the request in the engine's batch: a context leg makes one token, a generation leg
 /// starts from handed-off KV (no prefill).
 async fn submit(
@@ -177,6 +189,7 @@ async fn submit(
     id: u64,
     prompt_tokens: u32,
     n_total: u32,
+    prefix: Option<Arc<PromptBlocks>>,
 ) -> Result<Sequence, ApiError> {
     let (output_tokens, handoff) = match leg {
         Leg::Context { .. } => (1, false),
@@ -189,6 +202,7 @@ async fn submit(
             prompt_tokens,
             output_tokens,
             handoff,
+            prefix,
         })
         .await
         .map_err(|e| match e {

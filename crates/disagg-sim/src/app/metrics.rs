@@ -87,7 +87,9 @@ pub(super) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let c = &st.counters;
     let cap = s.kv_capacity.load(Ordering::Relaxed).max(1);
     let used = s.kv_used.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, f64); 13] = [
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let queried = load(&s.cache_query_tokens);
+    let rows: [(&str, &str, &str, f64); 20] = [
         (
             "disagg_sim_requests_running",
             "gauge",
@@ -165,6 +167,52 @@ pub(super) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             "counter",
             "Engine iterations.",
             s.steps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "disagg_sim_kv_cache_cached_tokens",
+            "gauge",
+            "KV-cache tokens of reusable blocks no running sequence uses (evictable).",
+            load(&s.kv_cached_free),
+        ),
+        (
+            "disagg_sim_prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache.",
+            queried,
+        ),
+        (
+            "disagg_sim_prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens whose KV came from the prefix cache.",
+            load(&s.cache_hit_tokens),
+        ),
+        (
+            "disagg_sim_prefix_cache_hit_ratio",
+            "gauge",
+            "Share of prompt tokens found in the prefix cache since start.",
+            if queried > 0.0 {
+                load(&s.cache_hit_tokens) / queried
+            } else {
+                0.0
+            },
+        ),
+        (
+            "disagg_sim_kv_cache_reused_blocks_total",
+            "counter",
+            "Prompt blocks reused from the cache (upstream's num_reused_blocks).",
+            load(&s.reused_blocks),
+        ),
+        (
+            "disagg_sim_kv_cache_missed_blocks_total",
+            "counter",
+            "Prompt blocks not in the cache (upstream's num_missed_blocks).",
+            load(&s.missed_blocks),
+        ),
+        (
+            "disagg_sim_kv_cache_evicted_blocks_total",
+            "counter",
+            "Cached blocks evicted to make room.",
+            load(&s.evicted_blocks),
         ),
     ];
     let role = st.cfg.role.as_str();

@@ -37,6 +37,8 @@ pub(super) async fn server_info(State(st): State<Arc<AppState>>) -> axum::Json<V
         "max_seq_len": st.cfg.max_seq_len,
         "stream_interval": st.cfg.stream_interval,
         "disaggregated_params": {"ctx_info_endpoint": [st.cfg.issuer]},
+        "kv_cache_hash_algo": disagg_protocol::kv_cache::HASH_ALGO_V1,
+        "tokens_per_block": st.cfg.kv_cache.tokens_per_block,
         "engine": "disagg-sim",
         "version": env!("CARGO_PKG_VERSION"),
     }))
@@ -78,4 +80,12 @@ pub(super) async fn set_steady_clock_offset(
         *o = offset;
     }
     Ok(StatusCode::OK)
+}
+
+/// `POST /kv_cache_events`, as upstream's workers serve it (`openai_server.py`): every KV cache
+/// event kept since the last call, oldest first (none unless `event_buffer_max_size` > 0).
+pub(super) async fn kv_cache_events(
+    State(st): State<Arc<AppState>>,
+) -> axum::Json<Vec<disagg_protocol::kv_cache::KvCacheEvent>> {
+    axum::Json(st.engine.drain_events())
 }

@@ -9,12 +9,13 @@ use crate::cli::BenchArgs;
 
 /// The typed plan of the flags.
 fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
-    let loads = match args.request_rate {
-        Some(rate) => vec![Load::Rate {
+    let loads = match (args.trace_speedup, args.request_rate) {
+        (Some(speedup), _) => vec![Load::Trace { speedup }],
+        (None, Some(rate)) => vec![Load::Rate {
             rate,
             burstiness: args.burstiness,
         }],
-        None => args
+        (None, None) => args
             .concurrency
             .iter()
             .map(|&c| Load::Concurrency(c))
@@ -32,7 +33,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         isl: args.isl,
         osl: args.osl,
         range_ratio: args.range_ratio,
-        dataset: Dataset::from_flags(&args.dataset, args.dataset_path.clone())?,
+        dataset: dataset(args)?,
         ignore_eos: args.ignore_eos,
         stream: !args.no_stream,
         warmup: args.warmup,
@@ -44,7 +45,52 @@ fn plan(args: &BenchArgs) -> anyhow::Result<BenchPlan> {
         out: args.out.clone(),
         tokenizer: args.tokenizer.clone(),
         save_timelines: args.save_timelines,
+        telemetry: args
+            .scrape
+            .iter()
+            .map(|s| {
+                let (name, url) = s.split_once('=').ok_or_else(|| {
+                    disagg_runtime::InvalidInput(format!(
+                        "--scrape `{s}`: write NAME=URL, e.g. ctx0=http://127.0.0.1:8001/metrics"
+                    ))
+                })?;
+                Ok(disagg_bench::telemetry::Target {
+                    name: name.to_string(),
+                    url: url.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        telemetry_interval: args.scrape_interval,
+        prompt_words: args.prompt_words,
         ..BenchPlan::new(args.url.clone(), args.model.clone())
+    })
+}
+
+/// The dataset of `--dataset` and its own flags.
+fn dataset(args: &BenchArgs) -> anyhow::Result<Dataset> {
+    Ok(match (args.dataset.as_str(), &args.dataset_path) {
+        ("shared-prefix", None) => Dataset::SharedPrefix {
+            groups: args.prefix_groups,
+            prefix_len: args.prefix_len,
+            suffix_len: args.suffix_len,
+        },
+        ("multi-turn", None) => Dataset::MultiTurn {
+            turns: args.turns,
+            turn_len: args.turn_len,
+            think_time: args.think_time,
+        },
+        ("mooncake", Some(path)) => Dataset::Mooncake {
+            path: path.clone(),
+            block_size: args.trace_block_size,
+        },
+        ("shared-prefix" | "multi-turn", Some(_)) => {
+            return Err(disagg_runtime::InvalidInput(format!(
+                "--dataset {} is generated: drop --dataset-path",
+                args.dataset
+            ))
+            .into());
+        }
+        (kind, path) => Dataset::from_flags(kind, path.clone())?,
     })
 }
 

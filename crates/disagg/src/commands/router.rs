@@ -43,6 +43,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         bootstrap_ports: args.bootstrap_ports.clone(),
         // Upstream's coordinator signs with the key of its server_config.yaml.
         auth_key: config.auth_key.clone(),
+        max_local_prefill_length: config.max_local_prefill_length,
     };
     if let Err(e) = settings.check() {
         return Err(InvalidInput(format!("{}: {e}", args.config.display())).into());

@@ -53,6 +53,9 @@ fn options(args: &SimArgs) -> anyhow::Result<SimOptions> {
         auth_key: None,
         tokenizer,
         params: Vec::new(),
+        tokens_per_block: args.tokens_per_block,
+        enable_block_reuse: args.enable_block_reuse,
+        event_buffer_max_size: args.event_buffer_max_size,
     })
 }
 

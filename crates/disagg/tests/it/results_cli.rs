@@ -188,6 +188,14 @@ fn report(db: &Path, tmp: &Path) {
         "Comparison for output tok/s",
         "configuration_1",
         "<h2>Config</h2>",
+        // Every worker and the router were read during each run.
+        "<h2>Telemetry</h2>",
+        "KV-cache usage — con4",
+        "Requests queued — con4",
+        "Client output throughput — con4",
+        "<td class=\"l\">CTX_0</td>",
+        "<td class=\"l\">GEN_0</td>",
+        "<td class=\"l\">DISAGG_SERVER</td>",
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
