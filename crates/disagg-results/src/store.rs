@@ -262,55 +262,30 @@ impl Store {
 
     /// Store a run (idempotent: the same run directory and label is stored once).
     pub fn insert(&mut self, run: &NewRun<'_>) -> Result<i64, StoreError> {
+        let ids = self.insert_all(std::slice::from_ref(run))?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Other("nothing stored".to_string()))
+    }
+
+    /// Store every record of a run in one transaction: a writer killed half-way leaves none of
+    /// them, never some (idempotent per run directory and label, as [`Store::insert`]).
+    pub fn insert_all(&mut self, runs: &[NewRun<'_>]) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE run_dir = ?1 AND label = ?2",
-                params![run.run_dir, run.record.load],
-                |r| r.get(0),
-            )
-            .optional()
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        if let Some(id) = existing {
-            return Ok(id);
-        }
-        let json = |v: &dyn erased::Ser| v.to_json();
-        tx.execute(
-            "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
-                valid, post_merge, identity, job, record, tool, metric_definitions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                run.run_dir,
-                run.record.load,
-                run.config_name,
-                run.config_hash,
-                case_key(run.identity),
-                run.created_unix_ms as i64,
-                run.record.valid,
-                run.post_merge,
-                json(run.identity),
-                json(run.job),
-                json(run.record),
-                run.record.tool,
-                run.record.metric_definitions,
-            ],
-        )
-        .map_err(err)?;
-        let id = tx.last_insert_rowid();
-        for (name, value) in run.record.upstream_metrics() {
-            tx.execute(
-                "INSERT INTO metrics (run_id, name, value) VALUES (?1, ?2, ?3)",
-                params![id, name, value],
-            )
-            .map_err(err)?;
+        let mut ids = Vec::with_capacity(runs.len());
+        for run in runs {
+            ids.push(insert_one(&tx, run).map_err(err)?);
         }
         tx.commit().map_err(err)?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Append a mark: `invalid`, `valid`, `baseline`, `not_baseline`.
@@ -474,6 +449,49 @@ impl Store {
             .ok_or_else(|| StoreError::NoRun(id.to_string()))?;
         serde_json::from_str(&text).map_err(|e| StoreError::Other(format!("run {id}: {e}")))
     }
+}
+
+/// One record inside the caller's transaction; the id it has (already stored) or got.
+fn insert_one(tx: &rusqlite::Transaction<'_>, run: &NewRun<'_>) -> rusqlite::Result<i64> {
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM runs WHERE run_dir = ?1 AND label = ?2",
+            params![run.run_dir, run.record.load],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let json = |v: &dyn erased::Ser| v.to_json();
+    tx.execute(
+        "INSERT INTO runs (run_dir, label, config_name, config_hash, case_key, created_unix_ms,
+            valid, post_merge, identity, job, record, tool, metric_definitions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            run.run_dir,
+            run.record.load,
+            run.config_name,
+            run.config_hash,
+            case_key(run.identity),
+            run.created_unix_ms as i64,
+            run.record.valid,
+            run.post_merge,
+            json(run.identity),
+            json(run.job),
+            json(run.record),
+            run.record.tool,
+            run.record.metric_definitions,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    for (name, value) in run.record.upstream_metrics() {
+        tx.execute(
+            "INSERT INTO metrics (run_id, name, value) VALUES (?1, ?2, ?3)",
+            params![id, name, value],
+        )?;
+    }
+    Ok(id)
 }
 
 fn now_ms() -> u64 {

@@ -548,7 +548,7 @@ pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
                     status = ExitStatus::Failure;
                 }
                 let why = format!("{e:#}");
-                summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?);
+                summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?.0);
             }
         }
     }

@@ -71,7 +71,10 @@ fn store_run_dir(
         .and_then(|t| serde_json::from_str::<disagg_results::Summary>(&t).ok())
         .filter(|s| s.outcome == disagg_results::Outcome::Failed)
         .map(|s| s.reason.unwrap_or_else(|| "the run failed".to_string()));
-    for (_, mut record) in disagg_results::load_records(&run.results_dir())? {
+    let config_hash = store::content_hash(&config_text);
+    let mut records = disagg_results::load_records(&run.results_dir())?;
+    let mut ids = Vec::with_capacity(records.len());
+    for (_, record) in &mut records {
         if let Some(why) = &failed {
             if record.valid {
                 record.valid = false;
@@ -80,18 +83,29 @@ fn store_run_dir(
                     .push(format!("the run failed: {why}"));
             }
         }
-        let id = identity(config, spec.engine, spec.gpu_type.as_deref(), &record);
-        store.insert(&NewRun {
+        ids.push(identity(
+            config,
+            spec.engine,
+            spec.gpu_type.as_deref(),
+            record,
+        ));
+    }
+    // All records of the run in one transaction: a writer killed half-way leaves no partial run.
+    let new: Vec<NewRun<'_>> = records
+        .iter()
+        .zip(&ids)
+        .map(|((_, record), id)| NewRun {
             run_dir: &dir,
             config_name: config.name(),
-            config_hash: &store::content_hash(&config_text),
-            identity: &id,
+            config_hash: &config_hash,
+            identity: id,
             job: &job,
             post_merge: post,
             created_unix_ms: spec.created_unix_ms,
-            record: &record,
-        })?;
-    }
+            record,
+        })
+        .collect();
+    store.insert_all(&new)?;
     Ok(store.by_run_dir(&dir)?)
 }
 

@@ -9,9 +9,9 @@ mod benchmark;
 mod server;
 mod worker;
 
-pub use server::{handoff_of, router_policy};
 #[cfg(test)]
 pub(crate) use server::{coordinator_argv, coordinator_timeouts};
+pub use server::{handoff_of, router_policy};
 
 use std::path::Path;
 use std::sync::Arc;

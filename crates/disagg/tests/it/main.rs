@@ -15,3 +15,4 @@ mod router_cli;
 mod run_cli;
 mod sim_cli;
 mod slurm_cli;
+mod storage_faults;
