@@ -130,28 +130,28 @@ pub fn push(store: &Store) -> anyhow::Result<Option<(usize, Option<String>)>> {
 }
 
 /// With an OpenSearch configured, its history of the same case (runs this store does not have).
-fn remote_history(run: &StoredRun, since: u64, dir: &str, local: &[StoredRun]) -> Vec<StoredRun> {
+fn remote_history(
+    run: &StoredRun,
+    since: u64,
+    dir: &str,
+    local: &[StoredRun],
+) -> Result<Vec<StoredRun>, String> {
     let Some(target) = Target::from_env(&env) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let must = BTreeMap::from([("s_case_key".to_string(), Value::from(run.case_key.clone()))]);
-    match target.search(&must, since) {
-        Ok(docs) => docs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| opensearch::from_document(i, d))
-            .filter(|h| h.run_dir != dir && h.case_key == run.case_key)
-            .filter(|h| {
-                !local
-                    .iter()
-                    .any(|l| l.run_dir == h.run_dir && l.label == h.label)
-            })
-            .collect(),
-        Err(e) => {
-            eprintln!("warning: OpenSearch history not read ({e}); using the local store only");
-            Vec::new()
-        }
-    }
+    Ok(target
+        .search(&must, since)?
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| opensearch::from_document(i, d))
+        .filter(|h| h.run_dir != dir && h.case_key == run.case_key)
+        .filter(|h| {
+            !local
+                .iter()
+                .any(|l| l.run_dir == h.run_dir && l.label == h.label)
+        })
+        .collect())
 }
 
 /// The history of every stored record of a run (local store, and OpenSearch when configured).
@@ -161,13 +161,26 @@ pub fn histories(
     runs: &[StoredRun],
 ) -> anyhow::Result<Vec<Vec<StoredRun>>> {
     let dir = run.root().display().to_string();
+    // After one failed search the results server is not asked again for this run: a server that
+    // hangs would otherwise cost its timeout once per record.
+    let mut remote_ok = true;
     runs.iter()
         .map(|r| {
             let since = r
                 .created_unix_ms
                 .saturating_sub(disagg_results::baseline::HISTORY_DAYS * 86_400_000);
             let mut history = store.history(&r.case_key, since, &dir)?;
-            history.extend(remote_history(r, since, &dir, &history));
+            if remote_ok {
+                match remote_history(r, since, &dir, &history) {
+                    Ok(remote) => history.extend(remote),
+                    Err(e) => {
+                        eprintln!(
+                            "warning: OpenSearch history not read ({e}); using the local store only"
+                        );
+                        remote_ok = false;
+                    }
+                }
+            }
             history.sort_by_key(|h| h.created_unix_ms);
             Ok(history)
         })

@@ -1,7 +1,8 @@
 //! What the crates' tests share: simulators started in-process on `127.0.0.1:0` (stopped when
 //! their handle drops), a small HTTP client that returns JSON or decoded SSE events, and child
 //! processes that never outlive a test ([`ChildGuard`], [`spawn_listening`]), and a free port for
-//! the servers that cannot bind port 0 and say which they got ([`free_port`]).
+//! the servers that cannot bind port 0 and say which they got ([`free_port`]), and a proxy that
+//! injects faults in front of a real server ([`FaultProxy`]).
 //!
 //! ```no_run
 //! use std::process::Command;
@@ -33,8 +34,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod fault_proxy;
 mod process;
 
+pub use fault_proxy::{Fault, FaultProxy};
 pub use process::{ChildGuard, spawn_listening};
 
 /// A simulator serving on loopback until dropped.

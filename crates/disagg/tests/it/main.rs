@@ -5,12 +5,14 @@
 //! which dominated the build of these tests (uv's `crates/uv/tests/it/` does the same). Test
 //! data is in `../data/`; snapshots are in `snapshots/`, named `it__MODULE__NAME.snap`.
 
+mod osmem;
 mod support;
 
 mod bench_cli;
 mod cli;
 mod plan_fixtures;
 mod results_cli;
+mod results_server_faults;
 mod router_cli;
 mod run_cli;
 mod sim_cli;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use disagg_test_support::{ChildGuard, free_port};
 
+use crate::osmem::osmem_server;
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/local-sim.yaml");
 
 fn disagg(db: &Path) -> Command {
@@ -250,46 +252,6 @@ fn report(db: &Path, tmp: &Path) {
         .filter(|e| e.metadata().is_ok_and(|m| m.len() > 1000))
         .count();
     assert_eq!(rendered, pages, "every page renders to a non-empty image");
-}
-
-/// The osmem-server binary: `$OSMEM_SERVER`, else installed from PyPI into a venv once.
-fn osmem_server() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("OSMEM_SERVER")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
-        return Some(p);
-    }
-    let venv = std::env::temp_dir().join("disagg-osmem-venv");
-    let find = || {
-        std::fs::read_dir(venv.join("lib"))
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
-            .find(|p| p.exists())
-    };
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    let ok = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "osmem-server"])
-            .status()
-            .is_ok_and(|s| s.success());
-    let found = if ok { find() } else { None };
-    if found.is_none() {
-        assert!(
-            std::env::var_os("DISAGG_REQUIRE_OSMEM").is_none(),
-            "DISAGG_REQUIRE_OSMEM is set but osmem-server could not be installed"
-        );
-        eprintln!("SKIPPED: osmem-server not available (pip install osmem-server failed)");
-    }
-    found
 }
 
 #[test]
