@@ -152,6 +152,39 @@ impl Http {
             .await
     }
 
+    /// `POST url` with a body of any bytes (invalid UTF-8 included), sent as JSON; an error
+    /// when the exchange fails (a server that answers a too-large body early and closes the
+    /// connection while the client still writes it).
+    pub async fn post_bytes(&self, url: &str, body: Bytes) -> Result<Reply, String> {
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| "no response within 30 s".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+            .await
+            .map_err(|_| "no body within 30 s".to_string())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
     /// `GET url`.
     pub async fn get(&self, url: &str) -> Reply {
         self.send("GET", url, Bytes::new(), false).await
