@@ -15,6 +15,7 @@ mod results_cli;
 mod results_server_faults;
 mod router_cli;
 mod run_cli;
+mod secrets;
 mod sim_cli;
 mod slurm_cli;
 mod storage_faults;
