@@ -9,6 +9,7 @@ mod osmem;
 mod support;
 
 mod bench_cli;
+mod churn;
 mod cli;
 mod plan_fixtures;
 mod results_cli;
