@@ -331,6 +331,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
     let deadline = Duration::from_secs_f64(p.spec.timeouts.run_s + 120.0);
     let mut interrupted = false;
     let mut failure: Option<String> = None;
+    let mut started = false;
     let ended = loop {
         runtime.block_on(async {
             tokio::select! {
@@ -349,6 +350,22 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
             slurm.cancel(job_id)?;
         }
         match slurm.state(job_id) {
+            JobState::Pending(_) if started => {
+                // Back in the queue after it ran: Slurm requeued it (preemption, a node that
+                // failed, `scontrol requeue`). Its rerun would start the roles again in this
+                // run directory over the first attempt's files: end it instead, and say why.
+                if failure.is_none() {
+                    let why = format!(
+                        "job {job_id} was requeued by Slurm after it had started (preempted, a \
+                         node failed, or `scontrol requeue`); a run never restarts in its own \
+                         directory, so the job was cancelled: submit it again"
+                    );
+                    let _ = p.run.write_status_once(&Status::Failed(why.clone()));
+                    eprintln!("{} {why}", at(t0));
+                    let _ = slurm.cancel(job_id);
+                    failure = Some(why);
+                }
+            }
             state @ JobState::Pending(_) => {
                 let JobState::Pending(reason) = &state else {
                     continue;
@@ -365,7 +382,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
                     last_pending.clone_from(reason);
                 }
             }
-            JobState::Running => {}
+            JobState::Running => started = true,
             JobState::Ended { state, exit_code } => break Some((state, exit_code)),
             JobState::Unknown => break None,
         }

@@ -19,4 +19,5 @@ mod run_cli;
 mod secrets;
 mod sim_cli;
 mod slurm_cli;
+mod slurm_faults;
 mod storage_faults;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::repo_root;
 
-fn data(name: &str) -> String {
+pub(crate) fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The local Slurm's `slurm.conf`, starting the cluster when needed and possible.
-fn slurm_conf() -> Option<&'static str> {
+pub(crate) fn slurm_conf() -> Option<&'static str> {
     static CONF: OnceLock<Option<String>> = OnceLock::new();
     CONF.get_or_init(|| {
         if let Some(conf) = std::env::var("SLURM_CONF").ok().filter(|c| Path::new(c).exists()) {
@@ -52,14 +52,14 @@ fn slurm_conf() -> Option<&'static str> {
 }
 
 /// One job at a time: the `local` partition gives whole nodes and has only four.
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A clusters file with the `local` profile pointing at the local Slurm.
-fn clusters(dir: &Path, conf: &str) -> PathBuf {
+pub(crate) fn clusters(dir: &Path, conf: &str) -> PathBuf {
     let path = dir.join("clusters.yaml");
     std::fs::write(
         &path,
@@ -72,7 +72,7 @@ fn clusters(dir: &Path, conf: &str) -> PathBuf {
 }
 
 /// `disagg` on the local Slurm, with the results store in a directory of this test process.
-fn disagg(conf: &str, clusters: &Path) -> Command {
+pub(crate) fn disagg(conf: &str, clusters: &Path) -> Command {
     static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
     let data = DATA.get_or_init(|| tempfile::tempdir().unwrap());
     let mut c = Command::new(env!("CARGO_BIN_EXE_disagg"));
@@ -84,7 +84,7 @@ fn disagg(conf: &str, clusters: &Path) -> Command {
     c
 }
 
-fn slurm(conf: &str, args: &[&str]) -> String {
+pub(crate) fn slurm(conf: &str, args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .env("SLURM_CONF", conf)
@@ -93,7 +93,7 @@ fn slurm(conf: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn job_id(run: &Path) -> String {
+pub(crate) fn job_id(run: &Path) -> String {
     let text = std::fs::read_to_string(run.join("job.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["job_id"].as_u64().unwrap().to_string()
