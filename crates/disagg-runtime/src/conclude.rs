@@ -42,6 +42,9 @@ pub struct Concluded {
     pub summary: Summary,
     /// The launcher's exit status.
     pub status: ExitStatus,
+    /// Why the run failed for a reason of the cluster, not of the test (a node failed, the job
+    /// was requeued or preempted): what `disagg ci --retry-infra` retries.
+    pub infrastructure: Option<String>,
 }
 
 /// Collect, print, store and check; `heading` titles the table, `since` names what the
@@ -133,7 +136,11 @@ pub fn conclude(
             ExitStatus::Failure
         }
     };
-    Ok(Concluded { summary, status })
+    Ok(Concluded {
+        summary,
+        status,
+        infrastructure: None,
+    })
 }
 
 /// `the filesystem of DIR is full (N bytes free)` when it has less than 64 KiB left.

@@ -268,6 +268,7 @@ pub fn submit_and_follow(
         ended,
         failure,
         interrupted,
+        requeued,
     } = follow(p, &slurm, job_id, t0)?;
     let verdict = match (&ended, p.run.status()) {
         (Some((state, 0)), Some(Status::Done)) if state == "COMPLETED" => None,
@@ -299,9 +300,31 @@ pub fn submit_and_follow(
             },
         }
     });
+    let infrastructure = infrastructure_failure(job_id, ended.as_ref(), requeued);
     let heading = format!("{} (job {job_id})", p.config.name());
-    let done = conclude(p, &heading, "sbatch", submitted, t0, failure, store)?;
+    let mut done = conclude(p, &heading, "sbatch", submitted, t0, failure, store)?;
+    done.infrastructure = infrastructure;
     Ok(Some(done))
+}
+
+/// Slurm states that say the cluster failed the job, not the test in it.
+const INFRASTRUCTURE_STATES: &[&str] = &["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"];
+
+/// Why job `job_id` failed because of the cluster, if it did: a node failed, the node never
+/// booted, the job was preempted or requeued. Never a test's own failure (a role that died, a
+/// benchmark that was invalid, a time limit the test ran past).
+fn infrastructure_failure(
+    job_id: u64,
+    ended: Option<&(String, i32)>,
+    requeued: bool,
+) -> Option<String> {
+    if requeued {
+        return Some(format!("job {job_id} was requeued"));
+    }
+    let (state, _) = ended?;
+    INFRASTRUCTURE_STATES
+        .contains(&state.as_str())
+        .then(|| format!("job {job_id} ended {state}"))
 }
 
 /// How following a job ended.
@@ -312,6 +335,8 @@ struct Followed {
     failure: Option<String>,
     /// We were interrupted (and cancelled the job).
     interrupted: bool,
+    /// Slurm requeued the job after it started (and we cancelled it).
+    requeued: bool,
 }
 
 /// Follow job `job_id` until Slurm says it ended.
@@ -332,6 +357,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
     let mut interrupted = false;
     let mut failure: Option<String> = None;
     let mut started = false;
+    let mut requeued = false;
     let ended = loop {
         runtime.block_on(async {
             tokio::select! {
@@ -354,6 +380,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
                 // Back in the queue after it ran: Slurm requeued it (preemption, a node that
                 // failed, `scontrol requeue`). Its rerun would start the roles again in this
                 // run directory over the first attempt's files: end it instead, and say why.
+                requeued = true;
                 if failure.is_none() {
                     let why = format!(
                         "job {job_id} was requeued by Slurm after it had started (preempted, a \
@@ -400,6 +427,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
         ended,
         failure,
         interrupted,
+        requeued,
     })
 }
 
@@ -536,6 +564,9 @@ pub struct CiRequest {
     pub runs_dir: PathBuf,
     /// How to run each test.
     pub options: RunOptions,
+    /// How many times a test whose job failed for a reason of the cluster (a node failed, the
+    /// job was requeued or preempted) is submitted again; a test's own failure never is.
+    pub retry_infra: u32,
 }
 
 /// Every test of the list through submit, one JUnit file (one suite per test); the exit status
@@ -548,25 +579,50 @@ pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
     for test in &tests {
         eprintln!("== {test}");
         let config = load_config(test, &request.config_dir)?;
-        let dir = default_run_dir(&request.runs_dir, &config);
         let named = Some((request.cluster.as_str(), cluster.clone()));
-        let p = prepare(config, &request.options, named, &dir, None)?;
-        match submit_and_follow(&p, None, false, store) {
-            Ok(Some(done)) => {
-                if status == ExitStatus::Success {
-                    status = done.status;
+        let mut attempt = 0;
+        loop {
+            // A retry gets a run directory of its own: runs are never reused.
+            let dir = match attempt {
+                0 => default_run_dir(&request.runs_dir, &config),
+                n => {
+                    let d = default_run_dir(&request.runs_dir, &config);
+                    d.with_file_name(format!(
+                        "{}-retry{n}",
+                        d.file_name().unwrap_or_default().to_string_lossy()
+                    ))
                 }
-                summaries.push(done.summary);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("error: {test}: {e:#}");
-                if status == ExitStatus::Success {
-                    status = ExitStatus::Failure;
+            };
+            let p = prepare(config.clone(), &request.options, named.clone(), &dir, None)?;
+            match submit_and_follow(&p, None, false, store) {
+                Ok(Some(done)) => {
+                    if let Some(why) = done.infrastructure.as_ref() {
+                        if attempt < request.retry_infra {
+                            attempt += 1;
+                            eprintln!(
+                                "== {test}: an infrastructure failure ({why}), not the test's: \
+                                 retrying ({attempt} of {})",
+                                request.retry_infra
+                            );
+                            continue;
+                        }
+                    }
+                    if status == ExitStatus::Success {
+                        status = done.status;
+                    }
+                    summaries.push(done.summary);
                 }
-                let why = format!("{e:#}");
-                summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?.0);
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("error: {test}: {e:#}");
+                    if status == ExitStatus::Success {
+                        status = ExitStatus::Failure;
+                    }
+                    let why = format!("{e:#}");
+                    summaries.push(collect(&p, Some(&why), now_ms(), 0.0, None)?.0);
+                }
             }
+            break;
         }
     }
     let junit_path = &request.junit;

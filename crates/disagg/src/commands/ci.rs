@@ -26,6 +26,7 @@ pub fn run(global: &Global, args: &CiArgs) -> anyhow::Result<ExitStatus> {
             .clone()
             .unwrap_or_else(|| workspace.join("disagg-runs")),
         options: args.overrides.options()?,
+        retry_infra: args.retry_infra,
     };
     disagg_runtime::job::ci(&request, &args.store())
 }

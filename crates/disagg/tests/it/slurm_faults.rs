@@ -290,3 +290,120 @@ fn a_requeued_job_ends_the_run_instead_of_running_twice_in_one_directory() {
         "the job is gone"
     );
 }
+
+/// `disagg ci --retry-infra 2`: the first attempt's node fails (infrastructure: retried in a
+/// new run directory), the second attempt's worker step is killed (the test's own failure:
+/// never retried, although a retry is left).
+#[test]
+fn ci_retries_an_infrastructure_failure_but_never_a_test_failure() {
+    let Some(conf) = slurm_conf() else { return };
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("tests.txt");
+    std::fs::write(&list, format!("{}\n", data("slurm-ctx4-gen8.yaml"))).unwrap();
+    let runs = tmp.path().join("runs");
+    let stderr = tmp.path().join("stderr");
+    let mut child = disagg(conf, &clusters(tmp.path(), conf))
+        .args([
+            "ci",
+            "--cluster",
+            "local",
+            "--retry-infra",
+            "2",
+            "--test-list",
+        ])
+        .arg(&list)
+        .args([
+            "--concurrency",
+            "1",
+            "--num-prompts",
+            "160",
+            "--osl",
+            "64",
+            "--junit",
+        ])
+        .arg(tmp.path().join("results.xml"))
+        .arg("--runs-dir")
+        .arg(&runs)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // The n-th attempt's run directory, once its benchmark runs.
+    let attempt = |n: usize| -> (PathBuf, String, String) {
+        let t0 = Instant::now();
+        loop {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "attempt {n} never ran"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            dirs.sort_by_key(|d| d.to_string_lossy().contains("-retry"));
+            if let Some(run) = dirs.get(n) {
+                if run.join("rendezvous/BENCHMARK.json").exists() {
+                    let (id, nodes) = benchmark_running(conf, run);
+                    return (run.clone(), id, nodes);
+                }
+            }
+        }
+    };
+    let (_, id, nodes) = attempt(0);
+    let first = Job(conf, id);
+    let node = slurm(conf, &["scontrol", "show", "hostnames", &nodes])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let down = DownNode { conf, node };
+    assert!(
+        Command::new("scontrol")
+            .args(["update", &format!("nodename={}", down.node), "state=down"])
+            .arg("reason=disagg fault test")
+            .env("SLURM_CONF", conf)
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(down);
+    let (_, id, _) = attempt(1);
+    let second = Job(conf, id.clone());
+    let steps = slurm(conf, &["squeue", "-h", "-s", "-j", &id, "-o", "%i %j"]);
+    let step = steps
+        .lines()
+        .find(|l| l.ends_with(" GEN_0"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    Command::new("scancel")
+        .args(["--signal=KILL", &step])
+        .env("SLURM_CONF", conf)
+        .status()
+        .unwrap();
+    let (code, text, _) = ended(&mut child, &stderr, Instant::now(), Duration::from_secs(60));
+    drop((first, second));
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        text.matches("retrying (").count(),
+        1,
+        "one retry, for the node failure only: {text}"
+    );
+    assert!(
+        text.contains("NODE_FAIL") && text.contains("retrying (1 of 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step GEN_0 ended before the benchmark"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        2,
+        "two attempts, two run directories"
+    );
+}
