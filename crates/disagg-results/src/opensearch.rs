@@ -304,9 +304,9 @@ fn bulk_accepted(text: &str, n: usize) -> Result<(), String> {
 const MUTABLE_FIELDS: &[&str] = &["b_is_valid", "b_is_baseline", "b_is_regression"];
 
 /// `_id`: MD5 of the document's JSON with sorted keys (serde_json's map is sorted), as
-/// upstream, leaving out the fields a mark changes ([`MUTABLE_FIELDS`]): a record sent again
-/// after being marked (an upload whose answer was lost, then `mark-invalid`, then `push`)
-/// replaces its document instead of adding a second one.
+/// upstream, leaving out the fields a mark changes (`b_is_valid`, `b_is_baseline`,
+/// `b_is_regression`): a record sent again after being marked (an upload whose answer was lost,
+/// then `mark-invalid`, then `push`) replaces its document instead of adding a second one.
 pub fn doc_id(doc: &Map<String, Value>) -> String {
     let mut doc = doc.clone();
     for k in MUTABLE_FIELDS {
