@@ -134,14 +134,40 @@ impl Drop for DownNode<'_> {
     }
 }
 
+/// A node set DOWN once the first concurrency is done: the run ends naming the node failure,
+/// and the finished concurrency is kept (in the summary, valid, and in the store).
 #[test]
 fn a_node_set_down_under_the_job_ends_the_run_naming_the_node_failure() {
     let Some(conf) = slurm_conf() else { return };
     let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let (mut child, _run, stderr) = submit(conf, tmp.path());
-    let (id, nodes) = benchmark_running(conf, &tmp.path().join("run"));
+    let run = tmp.path().join("run");
+    let stderr = tmp.path().join("stderr");
+    // con4 first (4 rounds, ~2 s), then con1 (16 requests in a row, ~9 s).
+    let mut child = disagg(conf, &clusters(tmp.path(), conf))
+        .args([
+            "submit",
+            &data("slurm-ctx4-gen8.yaml"),
+            "--cluster",
+            "local",
+        ])
+        .args(["--concurrency", "4,1", "--num-prompts", "16", "--osl", "64"])
+        .arg("--out")
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let (id, nodes) = benchmark_running(conf, &run);
     let _job = Job(conf, id);
+    let t0 = Instant::now();
+    while !run.join("results/con4.json").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "con4 never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let node = slurm(conf, &["scontrol", "show", "hostnames", &nodes])
         .lines()
         .next()
@@ -161,6 +187,12 @@ fn a_node_set_down_under_the_job_ends_the_run_naming_the_node_failure() {
     assert_eq!(code, 1, "{text}");
     assert!(took < Duration::from_secs(30), "{took:?}: {text}");
     assert!(text.contains("NODE_FAIL"), "{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["runs"][0]["label"], "con4", "{summary}");
+    assert_eq!(summary["runs"][0]["status"], "valid", "{summary}");
+    assert_ne!(summary["runs"][1]["status"], "valid", "{summary}");
 }
 
 /// `slurmstepd` of the GEN_0 step killed: the worker it started lives on (its daemon is not its
