@@ -643,6 +643,36 @@ pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
 mod tests {
     use super::*;
 
+    /// What `disagg ci --retry-infra` retries: the cluster's failures, never the test's.
+    #[test]
+    fn only_the_clusters_failures_are_infrastructure() {
+        let ended = |s: &str, code| Some((s.to_string(), code));
+        for state in ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"] {
+            assert_eq!(
+                infrastructure_failure(7, ended(state, 1).as_ref(), false),
+                Some(format!("job 7 ended {state}"))
+            );
+        }
+        for state in [
+            "FAILED",
+            "TIMEOUT",
+            "CANCELLED",
+            "COMPLETED",
+            "OUT_OF_MEMORY",
+        ] {
+            assert_eq!(
+                infrastructure_failure(7, ended(state, 1).as_ref(), false),
+                None,
+                "{state}"
+            );
+        }
+        assert_eq!(infrastructure_failure(7, None, false), None);
+        assert_eq!(
+            infrastructure_failure(7, ended("CANCELLED", 0).as_ref(), true),
+            Some("job 7 was requeued".to_string())
+        );
+    }
+
     #[test]
     fn test_lists_drop_comments_blanks_and_upstream_suffixes() {
         let text = "# nightly\n\nperf/test_perf_sanity.py::test_e2e[disagg_upload-a] TIMEOUT (120)\n  b.yaml # local\n";
