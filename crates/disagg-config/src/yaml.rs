@@ -406,18 +406,36 @@ enum Frame {
     },
 }
 
+/// The most nodes a document may expand to once its aliases are copied. Test configs have a
+/// few hundred; a "billion laughs" document (aliases of aliases of lists) has billions and
+/// would take every byte of memory before it failed.
+const MAX_NODES: usize = 1_000_000;
+
+/// Nodes in a tree, itself included.
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Scalar { .. } => 0,
+        Value::Seq(items) => items.iter().map(size).sum(),
+        Value::Map(entries) => entries.iter().map(|(_, v)| 1 + size(v)).sum(),
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchor id, the anchored node, its size.
+    anchors: Vec<(usize, Node, usize)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// Nodes made so far, aliases counted as the copies they are.
+    nodes: usize,
 }
 
 impl Builder {
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let n = size(&node);
+            self.anchors.push((anchor, node.clone(), n));
         }
         match self.stack.last_mut() {
             None => {
@@ -459,6 +477,7 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos::from(mark);
+        self.nodes += 1;
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
@@ -491,8 +510,18 @@ impl MarkedEventReceiver for Builder {
                 }
                 None => {}
             },
-            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
-                Some((_, node)) => {
+            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _, _)| *a == id) {
+                Some((_, _, n)) if self.nodes.saturating_add(*n) > MAX_NODES => {
+                    self.error.get_or_insert(SyntaxError {
+                        pos,
+                        message: format!(
+                            "the document expands to more than {MAX_NODES} values through its \
+                             aliases; a test config has a few hundred"
+                        ),
+                    });
+                }
+                Some((_, node, n)) => {
+                    self.nodes += *n;
                     let node = node.clone();
                     self.push_value(node, 0);
                 }
@@ -531,6 +560,20 @@ mod tests {
             doc.get("y").unwrap().get("k").unwrap().scalar(),
             Some(Scalar::Int(1))
         );
+    }
+
+    /// A "billion laughs" document: nine levels of ten aliases each would be 10^9 scalars.
+    #[test]
+    fn aliases_of_aliases_are_bounded() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let t0 = std::time::Instant::now();
+        let err = load(&doc).unwrap_err();
+        assert!(err.message.contains("expands to more than"), "{err:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

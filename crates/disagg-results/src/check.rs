@@ -567,6 +567,7 @@ mod tests {
             match_key: "m".into(),
             created_unix_ms: T0 + day * DAY,
             valid: true,
+            stored_valid: true,
             post_merge: true,
             baseline: false,
             identity: BTreeMap::from([(

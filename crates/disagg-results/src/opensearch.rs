@@ -44,6 +44,10 @@ pub struct Target {
     pub index: String,
     /// Use upstream's posting endpoint instead of `_bulk`.
     pub posting: bool,
+    /// The most time one upload or one search may take, retries included
+    /// (`DISAGG_OPENSEARCH_TIMEOUT` seconds, default 30): a results server that hangs must not
+    /// hold a finished test for minutes.
+    pub budget: Duration,
     user: Option<String>,
     password: Option<String>,
 }
@@ -63,13 +67,18 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// `DISAGG_OPENSEARCH_URL` (required), `DISAGG_OPENSEARCH_INDEX` (default
     /// `df-disagg-perf`), `DISAGG_OPENSEARCH_POSTING=1`, `DISAGG_OPENSEARCH_USER` and
-    /// `DISAGG_OPENSEARCH_PASSWORD`. `None` when no URL is configured.
+    /// `DISAGG_OPENSEARCH_PASSWORD`, `DISAGG_OPENSEARCH_TIMEOUT`. `None` when no URL is
+    /// configured.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Target> {
         let url = env("DISAGG_OPENSEARCH_URL").filter(|u| !u.is_empty())?;
         Some(Target {
             url: url.trim_end_matches('/').to_string(),
             index: env("DISAGG_OPENSEARCH_INDEX").unwrap_or_else(|| "df-disagg-perf".to_string()),
             posting: env("DISAGG_OPENSEARCH_POSTING").is_some_and(|v| v == "1" || v == "true"),
+            budget: env("DISAGG_OPENSEARCH_TIMEOUT")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map_or(Duration::from_secs(30), Duration::from_secs_f64),
             user: env("DISAGG_OPENSEARCH_USER"),
             password: env("DISAGG_OPENSEARCH_PASSWORD"),
         })
@@ -97,11 +106,17 @@ impl Target {
         ))
     }
 
-    /// Post documents; retried with backoff (0.5 s, 1 s, 2 s) on connection errors and 5xx.
+    /// Post documents; retried with backoff (0.5 s, 1 s, 2 s) on connection errors, 429 and
+    /// 5xx, all within [`Target::budget`]. Success is a 2xx whose body says every document was
+    /// taken (`_bulk`: valid JSON, `errors: false`, one item per document): a garbled answer
+    /// leaves them unsent, and since a document's `_id` does not change, sending it again later
+    /// replaces it rather than adding a second copy.
     pub fn post(&self, docs: &[Document]) -> Result<(), String> {
         if docs.is_empty() {
             return Ok(());
         }
+        let deadline = std::time::Instant::now() + self.budget;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
         let (url, body, content_type) = if self.posting {
             let project = self.index.strip_prefix("df-").unwrap_or(&self.index);
             // Upstream posts the `_id` inside each document.
@@ -125,42 +140,58 @@ impl Target {
                 "application/x-ndjson",
             )
         };
-        let agent = self.agent(Duration::from_secs(20));
         if !self.posting {
             // The prefixes' types, as upstream's indices have them (strings as keywords, so
             // `term` filters match whole values); best effort — an existing template stays.
-            let _ = self.put_template(&agent);
+            let _ = self.put_template(&self.agent(left().min(Duration::from_secs(10))));
         }
         let mut last = String::new();
         for attempt in 0..4 {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(500 << (attempt - 1)));
+                let pause = Duration::from_millis(500 << (attempt - 1));
+                if left() <= pause {
+                    break;
+                }
+                std::thread::sleep(pause);
             }
-            let mut req = agent.post(&url).header("Content-Type", content_type);
+            if left().is_zero() {
+                break;
+            }
+            let mut req = self
+                .agent(left())
+                .post(&url)
+                .header("Content-Type", content_type);
             if let Some(a) = self.auth() {
                 req = req.header("Authorization", a);
             }
             match req.send(body.as_str()) {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        // _bulk answers 200 with per-item errors.
-                        if !self.posting && text.contains("\"errors\":true") {
-                            return Err(format!(
-                                "{url}: some documents were rejected: {}",
-                                cut(&text)
-                            ));
+                    let text = resp.body_mut().read_to_string();
+                    let text = match text {
+                        Ok(t) => t,
+                        Err(e) => {
+                            last = format!("{url}: HTTP {status}, the body could not be read: {e}");
+                            continue;
                         }
-                        return Ok(());
+                    };
+                    if (200..300).contains(&status) {
+                        return if self.posting {
+                            Ok(())
+                        } else {
+                            bulk_accepted(&text, docs.len()).map_err(|why| format!("{url}: {why}"))
+                        };
                     }
                     last = format!("{url}: HTTP {status}: {}", cut(&text));
-                    if status < 500 {
+                    if status < 500 && status != 429 {
                         return Err(last);
                     }
                 }
                 Err(e) => last = format!("{url}: {e}"),
             }
+        }
+        if last.is_empty() {
+            last = format!("{url}: no answer within {:.0} s", self.budget.as_secs_f64());
         }
         Err(last)
     }
@@ -202,7 +233,7 @@ impl Target {
         let query = history_query(case, since_ms);
         let url = format!("{}/{}-*/_search", self.url, self.index);
         let mut req = self
-            .agent(Duration::from_secs(10))
+            .agent(self.budget.min(Duration::from_secs(10)))
             .post(&url)
             .header("Content-Type", "application/json");
         if let Some(a) = self.auth() {
@@ -294,10 +325,15 @@ pub fn document(run: &StoredRun) -> Document {
     d.insert("b_is_post_merge".into(), run.post_merge.into());
     d.insert("b_is_baseline".into(), run.baseline.into());
     d.insert("b_is_regression".into(), false.into());
-    // Upstream hashes the document with `"_id": ""` in it, before the check's fields.
-    d.insert("_id".into(), "".into());
-    let id = doc_id(&d);
-    d.remove("_id");
+    // Upstream hashes the document with `"_id": ""` in it, before the check's fields — here
+    // the document as first sent, with the validity the run was stored with and no baseline
+    // mark: a record sent again after a mark (`results push` after a lost answer) keeps its
+    // `_id` and replaces its document instead of adding a second one.
+    let mut first = d.clone();
+    first.insert("b_is_valid".into(), run.stored_valid.into());
+    first.insert("b_is_baseline".into(), false.into());
+    first.insert("_id".into(), "".into());
+    let id = doc_id(&first);
     d.insert("b_is_regression".into(), run.regression.into());
     d.insert(
         "s_regression_info".into(),
@@ -317,6 +353,33 @@ pub fn document(run: &StoredRun) -> Document {
         .into(),
     );
     Document { id, body: d }
+}
+
+/// Whether a `_bulk` answer took every one of `n` documents: valid JSON, `errors: false`, `n`
+/// items each with a 2xx status.
+fn bulk_accepted(text: &str, n: usize) -> Result<(), String> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("the answer is not JSON ({e}): {}", cut(text)))?;
+    let items = v["items"]
+        .as_array()
+        .ok_or_else(|| format!("the answer has no items: {}", cut(text)))?;
+    let taken = items
+        .iter()
+        .filter(|i| {
+            i.as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|r| r["status"].as_u64())
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+        .count();
+    if v["errors"] == Value::Bool(false) && items.len() == n && taken == n {
+        Ok(())
+    } else {
+        Err(format!(
+            "{taken} of {n} documents were taken: {}",
+            cut(text)
+        ))
+    }
 }
 
 /// The `_bulk` NDJSON body: one index action per document, with its `_id`, into
@@ -393,6 +456,7 @@ pub fn from_document(i: usize, d: &Map<String, Value>) -> Option<StoredRun> {
         match_key,
         created_unix_ms: created,
         valid: b("b_is_valid"),
+        stored_valid: b("b_is_valid"),
         post_merge: b("b_is_post_merge"),
         baseline: b("b_is_baseline"),
         identity: identity_fields,
@@ -420,6 +484,7 @@ mod tests {
             match_key: "m".into(),
             created_unix_ms: 1_795_886_507_123,
             valid: true,
+            stored_valid: true,
             post_merge: true,
             baseline: false,
             identity: BTreeMap::from([
@@ -558,6 +623,36 @@ mod tests {
             ]
         );
         assert_eq!(q["size"], 5000);
+    }
+
+    #[test]
+    fn marks_do_not_change_a_documents_id() {
+        let run = stored();
+        let first = document(&run);
+        let mut marked = run.clone();
+        marked.valid = false;
+        marked.baseline = true;
+        let again = document(&marked);
+        assert_eq!(again.id, first.id);
+        assert_eq!(
+            again.body["b_is_valid"], false,
+            "the document says what the mark says"
+        );
+        let mut other = run;
+        other.run_dir = "/other".into();
+        assert_ne!(document(&other).id, first.id);
+    }
+
+    #[test]
+    fn only_a_bulk_answer_that_took_every_document_is_success() {
+        let ok = r#"{"took":1,"errors":false,"items":[{"index":{"_id":"a","status":201}},{"index":{"_id":"b","status":200}}]}"#;
+        assert_eq!(bulk_accepted(ok, 2), Ok(()));
+        assert!(bulk_accepted(ok, 3).is_err(), "a missing item");
+        let rejected = r#"{"errors":true,"items":[{"index":{"status":429}}]}"#;
+        assert!(bulk_accepted(rejected, 1).unwrap_err().contains("0 of 1"));
+        for garbage in ["", "{", "<html>502</html>", "null", r#"{"errors":false}"#] {
+            assert!(bulk_accepted(garbage, 1).is_err(), "{garbage:?}");
+        }
     }
 
     #[test]

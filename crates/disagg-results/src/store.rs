@@ -152,6 +152,9 @@ pub struct StoredRun {
     pub created_unix_ms: u64,
     /// Valid, after the marks.
     pub valid: bool,
+    /// Valid as the run stored it, before any mark (its document's `_id` is hashed with it).
+    #[serde(default)]
+    pub stored_valid: bool,
     /// Post-merge.
     pub post_merge: bool,
     /// Marked as a baseline.
@@ -440,6 +443,7 @@ impl Store {
                         Some("valid") => true,
                         _ => r.get(7)?,
                     },
+                    stored_valid: r.get(7)?,
                     post_merge: r.get(8)?,
                     baseline: base_mark.as_deref() == Some("baseline"),
                     identity: serde_json::from_str(&identity).unwrap_or_default(),

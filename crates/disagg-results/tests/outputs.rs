@@ -97,6 +97,7 @@ fn stored(id: i64, at: u64, tok: f64) -> StoredRun {
         match_key: "m".into(),
         created_unix_ms: at,
         valid: true,
+        stored_valid: true,
         post_merge: true,
         baseline: false,
         identity: BTreeMap::new(),

@@ -86,6 +86,7 @@ fn new_run(concurrency: u32, branch: &str, post_merge: bool, metrics: &[(&str, f
         match_key: match_key(&match_values(&identity, &job)),
         created_unix_ms: NOW,
         valid: true,
+        stored_valid: true,
         post_merge,
         baseline: false,
         identity,

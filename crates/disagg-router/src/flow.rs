@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::State as AxState;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -76,13 +77,34 @@ fn stream_error(message: &str, code: u16) -> Bytes {
 async fn completions(
     AxState(st): AxState<Arc<State>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(st, Endpoint::Completions, &headers, body).await
+    match body {
+        Ok(body) => handle(st, Endpoint::Completions, &headers, body).await,
+        Err(e) => unreadable(&st, &e),
+    }
 }
 
-async fn chat(AxState(st): AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, Endpoint::Chat, &headers, body).await
+async fn chat(
+    AxState(st): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => handle(st, Endpoint::Chat, &headers, body).await,
+        Err(e) => unreadable(&st, &e),
+    }
+}
+
+/// A body that could not be read (over axum's 2 MB limit, cut off): answered OpenAI-shaped like
+/// every other error, not as axum's plain-text rejection.
+fn unreadable(st: &State, e: &BytesRejection) -> Response {
+    fail(
+        st,
+        e.status(),
+        ErrorKind::BadRequest,
+        format!("the request body could not be read: {}", e.body_text()),
+    )
 }
 
 /// What the outcome of one leg is.
@@ -744,6 +766,33 @@ fn relay(
         lease: Lease,
         first: bool,
         done: bool,
+        /// The last bytes relayed: whether the stream ended at an event boundary, with `[DONE]`.
+        tail: Vec<u8>,
+    }
+    impl Relay {
+        fn keep_tail(&mut self, data: &[u8]) {
+            self.tail
+                .extend_from_slice(&data[data.len().saturating_sub(16)..]);
+            let cut = self.tail.len().saturating_sub(16);
+            self.tail.drain(..cut);
+        }
+        /// The error event that ends a broken stream, after a blank line when the stream was
+        /// cut inside an event (else the error would be glued to the half event's line).
+        fn broken(&self, msg: &str, code: u16) -> Bytes {
+            let event = stream_error(msg, code);
+            if self.tail.is_empty() || self.tail.ends_with(b"\n\n") {
+                event
+            } else {
+                let mut out = b"\n\n".to_vec();
+                out.extend_from_slice(&event);
+                Bytes::from(out)
+            }
+        }
+        fn ended_with_done(&self) -> bool {
+            self.tail
+                .trim_ascii_end()
+                .ends_with(disagg_protocol::DONE.as_bytes())
+        }
     }
     let state = Relay {
         st,
@@ -751,6 +800,7 @@ fn relay(
         lease,
         first: true,
         done: false,
+        tail: Vec::with_capacity(32),
     };
     let stream = futures_util::stream::unfold(state, move |mut r| async move {
         loop {
@@ -765,11 +815,31 @@ fn relay(
                         "the request did not finish within {:?}; the stream was cut",
                         r.st.settings.request_timeout
                     );
-                    return Some((Ok::<_, Infallible>(stream_error(&msg, 504)), r));
+                    let event = r.broken(&msg, 504);
+                    return Some((Ok::<_, Infallible>(event), r));
+                }
+                Ok(None) if r.ended_with_done() => {
+                    r.st.metrics.request_time.observe(started.elapsed());
+                    if r.tail.ends_with(b"\n\n") {
+                        return None;
+                    }
+                    // `data: [DONE]` without its blank line: end the event, or the client
+                    // never sees it.
+                    r.done = true;
+                    return Some((Ok(Bytes::from_static(b"\n\n")), r));
                 }
                 Ok(None) => {
-                    r.st.metrics.request_time.observe(started.elapsed());
-                    return None;
+                    // A worker that closed the stream cleanly but early: the client still gets an
+                    // error and [DONE], as when the worker dies.
+                    r.done = true;
+                    r.st.metrics.error(ErrorKind::StreamAborted);
+                    let msg = format!(
+                        "the generation server {} ended the stream before [DONE]",
+                        r.lease.worker.addr
+                    );
+                    tracing::warn!(%msg);
+                    let event = r.broken(&msg, 502);
+                    return Some((Ok(event), r));
                 }
                 Ok(Some(Err(e))) => {
                     r.done = true;
@@ -780,10 +850,12 @@ fn relay(
                         r.lease.worker.addr
                     );
                     tracing::warn!(%msg);
-                    return Some((Ok(stream_error(&msg, 502)), r));
+                    let event = r.broken(&msg, 502);
+                    return Some((Ok(event), r));
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        r.keep_tail(&data);
                         if r.first {
                             r.first = false;
                             r.st.metrics.generation_ttft.observe(sent.elapsed());

@@ -65,6 +65,9 @@ pub struct CiRequest {
     pub options: RunOptions,
     /// Most tests (Slurm jobs) in flight.
     pub parallel: usize,
+    /// How many times a test whose job failed for a reason of the cluster (a node failed, the
+    /// job was requeued or preempted) is submitted again; a test's own failure never is.
+    pub retry_infra: u32,
 }
 
 /// One test of the list, checked and planned.
@@ -75,6 +78,8 @@ struct Test {
     /// How its `disagg submit` ended (`None`: it never ran).
     ended: Option<(ProcessStatus, bool)>,
     log: Option<PathBuf>,
+    /// Submissions again after an infrastructure failure.
+    retries: u32,
 }
 
 /// Every test of the list through `disagg submit`, at most `parallel` at once; one JUnit file
@@ -97,51 +102,56 @@ pub fn ci(request: &CiRequest, store: &StoreTo) -> anyhow::Result<ExitStatus> {
             run_dir,
             ended: None,
             log: None,
+            retries: 0,
         });
     }
     std::fs::create_dir_all(&request.runs_dir)
         .with_context(|| format!("cannot create {}", request.runs_dir.display()))?;
     let exe = std::env::current_exe().context("cannot locate the disagg binary")?;
     let parallel = request.parallel.max(1);
+    // A test's `disagg submit`, into its run directory.
+    let job = |i: usize, t: &mut Test| {
+        let mut cmd = Command::new(&exe);
+        if let Some(f) = &request.clusters_file {
+            cmd.arg("--clusters").arg(f);
+        }
+        cmd.arg("submit")
+            .arg(t.config.path())
+            .args(["--cluster", &request.cluster])
+            .arg("--out")
+            .arg(&t.run_dir);
+        match store {
+            StoreTo::Off => {
+                cmd.arg("--no-store");
+            }
+            StoreTo::At(db) => {
+                cmd.arg("--db").arg(db);
+            }
+            StoreTo::Default => {}
+        }
+        cmd.args(request.options.args());
+        // Alone, a test shows its progress as `disagg submit` does; in parallel each writes its
+        // own log beside its run directory.
+        t.log = (parallel > 1).then(|| t.run_dir.with_extension("log"));
+        Job {
+            tag: i,
+            name: t.id.clone(),
+            command: cmd,
+            run_dir: t.run_dir.clone(),
+            log: t.log.clone(),
+        }
+    };
     let jobs: Vec<Job> = tests
         .iter_mut()
         .enumerate()
-        .map(|(i, t)| {
-            let mut cmd = Command::new(&exe);
-            if let Some(f) = &request.clusters_file {
-                cmd.arg("--clusters").arg(f);
-            }
-            cmd.arg("submit")
-                .arg(t.config.path())
-                .args(["--cluster", &request.cluster])
-                .arg("--out")
-                .arg(&t.run_dir);
-            match store {
-                StoreTo::Off => {
-                    cmd.arg("--no-store");
-                }
-                StoreTo::At(db) => {
-                    cmd.arg("--db").arg(db);
-                }
-                StoreTo::Default => {}
-            }
-            cmd.args(request.options.args());
-            // Alone, a test shows its progress as `disagg submit` does; in parallel each
-            // writes its own log beside its run directory.
-            t.log = (parallel > 1).then(|| t.run_dir.with_extension("log"));
-            Job {
-                tag: i,
-                name: t.id.clone(),
-                command: cmd,
-                run_dir: t.run_dir.clone(),
-                log: t.log.clone(),
-            }
-        })
+        .map(|(i, t)| job(i, t))
         .collect();
     let interrupted = {
         let mut driver = CiDriver {
             tests: &mut tests,
             t0,
+            retry_infra: request.retry_infra,
+            job: &job,
         };
         crate::queue::run(jobs, parallel, &mut driver)?
     };
@@ -230,6 +240,8 @@ fn summary_of(t: &Test) -> Summary {
 struct CiDriver<'a> {
     tests: &'a mut [Test],
     t0: Instant,
+    retry_infra: u32,
+    job: &'a dyn Fn(usize, &mut Test) -> Job,
 }
 
 impl Driver for CiDriver<'_> {
@@ -251,7 +263,29 @@ impl Driver for CiDriver<'_> {
         elapsed: Duration,
         interrupted: bool,
     ) -> Vec<Job> {
-        self.tests[job.tag].ended = Some((status, interrupted));
+        let t = &mut self.tests[job.tag];
+        t.ended = Some((status, interrupted));
+        if !interrupted && !status.success() && t.retries < self.retry_infra {
+            let why = crate::sweep::exec::failure_reason(&t.run_dir, t.log.as_deref(), status);
+            if crate::sweep::exec::is_infrastructure(&why) {
+                // A retry gets a run directory of its own: runs are never reused.
+                t.retries += 1;
+                let first = t.run_dir.file_name().unwrap_or_default().to_string_lossy();
+                let first = first.split("-retry").next().unwrap_or_default().to_string();
+                t.run_dir = t
+                    .run_dir
+                    .with_file_name(format!("{first}-retry{}", t.retries));
+                t.ended = None;
+                eprintln!(
+                    "{} == {}: an infrastructure failure ({why}), not the test's: retrying ({} of {})",
+                    at(self.t0),
+                    job.name,
+                    t.retries,
+                    self.retry_infra
+                );
+                return vec![(self.job)(job.tag, t)];
+            }
+        }
         eprintln!(
             "{} == {} {} after {:.1} s",
             at(self.t0),

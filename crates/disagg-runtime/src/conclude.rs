@@ -42,6 +42,9 @@ pub struct Concluded {
     pub summary: Summary,
     /// The launcher's exit status.
     pub status: ExitStatus,
+    /// Why the run failed for a reason of the cluster, not of the test (a node failed, the job
+    /// was requeued or preempted): what `disagg ci --retry-infra` retries.
+    pub infrastructure: Option<String>,
 }
 
 /// Collect, print, store and check; `heading` titles the table, `since` names what the
@@ -62,16 +65,42 @@ pub fn conclude(
         .and_then(|rs| rs.into_iter().find(|r| r.role == Role::Benchmark))
         .and_then(|r| r.progress?.first_request_ms)
         .map(|ms| ms.saturating_sub(started_ms) as f64 / 1000.0);
+    // A full disk is the cause whatever failed first: say so, with the path.
+    let failure = failure.map(|mut f| {
+        if let Some(full) = full_filesystem(p.run.root()) {
+            f.why.push_str(&format!("\n  {full}"));
+        }
+        f
+    });
     let verdict = failure
         .as_ref()
         .map(|f| f.why.lines().next().unwrap_or_default());
-    let summary = collect(
+    let (summary, unwritten) = collect(
         p,
         verdict,
         started_ms,
         t0.elapsed().as_secs_f64(),
         first_request_s,
     )?;
+    // Results that cannot be written are a failure of the run, reported after its own cause;
+    // the records already written are still stored.
+    let failure = match (failure, unwritten) {
+        (f, None) => f,
+        (Some(mut f), Some(e)) => {
+            f.why
+                .push_str(&format!("\n  and the summary was not written: {e}"));
+            Some(f)
+        }
+        (None, Some(e)) => Some(Failure {
+            why: format!(
+                "the results could not be written: {e}{}",
+                full_filesystem(p.run.root())
+                    .map(|f| format!("\n  {f}"))
+                    .unwrap_or_default()
+            ),
+            status: ExitStatus::Failure,
+        }),
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{heading}")?;
     write!(out, "{}", summary.table())?;
@@ -107,17 +136,35 @@ pub fn conclude(
             ExitStatus::Failure
         }
     };
-    Ok(Concluded { summary, status })
+    Ok(Concluded {
+        summary,
+        status,
+        infrastructure: None,
+    })
 }
 
-/// Read the records, write `summary.json` and `results.xml`.
+/// `the filesystem of DIR is full (N bytes free)` when it has less than 64 KiB left.
+pub fn full_filesystem(dir: &std::path::Path) -> Option<String> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let free = st.blocks_available() * st.fragment_size();
+    (free < 64 * 1024).then(|| {
+        format!(
+            "the filesystem of {} is full ({free} bytes free): free space or give another --out",
+            dir.display()
+        )
+    })
+}
+
+/// Read the records, write `summary.json` and `results.xml`. The summary is returned also when
+/// it could not be written (with that error), so a full disk still shows the table and stores
+/// the records.
 pub fn collect(
     p: &Prepared,
     failure: Option<&str>,
     started_ms: u64,
     duration_s: f64,
     first_request_s: Option<f64>,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<(Summary, Option<anyhow::Error>)> {
     let dir = p.run.results_dir();
     let records: Vec<_> = disagg_results::load_records(&dir)?
         .into_iter()
@@ -140,10 +187,10 @@ pub fn collect(
         },
         &records,
     );
-    write_atomic(
+    let written = write_atomic(
         &dir.join("summary.json"),
         &(serde_json::to_string_pretty(&summary)? + "\n"),
-    )?;
-    write_atomic(&dir.join("results.xml"), &junit::render(&summary))?;
-    Ok(summary)
+    )
+    .and_then(|()| write_atomic(&dir.join("results.xml"), &junit::render(&summary)));
+    Ok((summary, written.err().map(anyhow::Error::from)))
 }

@@ -291,6 +291,7 @@ pub fn submit_and_follow(
         ended,
         failure,
         interrupted,
+        requeued,
     } = follow(p, &slurm, job_id, t0)?;
     let verdict = match (&ended, p.run.status()) {
         (Some((state, 0)), Some(Status::Done)) if state == "COMPLETED" => None,
@@ -322,9 +323,31 @@ pub fn submit_and_follow(
             },
         }
     });
+    let infrastructure = infrastructure_failure(job_id, ended.as_ref(), requeued);
     let heading = format!("{} (job {job_id})", p.config.name());
-    let done = conclude(p, &heading, "sbatch", submitted, t0, failure, store)?;
+    let mut done = conclude(p, &heading, "sbatch", submitted, t0, failure, store)?;
+    done.infrastructure = infrastructure;
     Ok(Some(done))
+}
+
+/// Slurm states that say the cluster failed the job, not the test in it.
+const INFRASTRUCTURE_STATES: &[&str] = &["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"];
+
+/// Why job `job_id` failed because of the cluster, if it did: a node failed, the node never
+/// booted, the job was preempted or requeued. Never a test's own failure (a role that died, a
+/// benchmark that was invalid, a time limit the test ran past).
+fn infrastructure_failure(
+    job_id: u64,
+    ended: Option<&(String, i32)>,
+    requeued: bool,
+) -> Option<String> {
+    if requeued {
+        return Some(format!("job {job_id} was requeued"));
+    }
+    let (state, _) = ended?;
+    INFRASTRUCTURE_STATES
+        .contains(&state.as_str())
+        .then(|| format!("job {job_id} ended {state}"))
 }
 
 /// How following a job ended.
@@ -335,6 +358,8 @@ struct Followed {
     failure: Option<String>,
     /// We were interrupted (and cancelled the job).
     interrupted: bool,
+    /// Slurm requeued the job after it started (and we cancelled it).
+    requeued: bool,
 }
 
 /// Follow job `job_id` until Slurm says it ended.
@@ -354,6 +379,8 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
     let deadline = Duration::from_secs_f64(p.spec.timeouts.run_s + 120.0);
     let mut interrupted = false;
     let mut failure: Option<String> = None;
+    let mut started = false;
+    let mut requeued = false;
     let ended = loop {
         runtime.block_on(async {
             tokio::select! {
@@ -372,6 +399,23 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
             slurm.cancel(job_id)?;
         }
         match slurm.state(job_id) {
+            JobState::Pending(_) if started => {
+                // Back in the queue after it ran: Slurm requeued it (preemption, a node that
+                // failed, `scontrol requeue`). Its rerun would start the roles again in this
+                // run directory over the first attempt's files: end it instead, and say why.
+                requeued = true;
+                if failure.is_none() {
+                    let why = format!(
+                        "job {job_id} was requeued by Slurm after it had started (preempted, a \
+                         node failed, or `scontrol requeue`); a run never restarts in its own \
+                         directory, so the job was cancelled: submit it again"
+                    );
+                    let _ = p.run.write_status_once(&Status::Failed(why.clone()));
+                    eprintln!("{} {why}", at(t0));
+                    let _ = slurm.cancel(job_id);
+                    failure = Some(why);
+                }
+            }
             state @ JobState::Pending(_) => {
                 let JobState::Pending(reason) = &state else {
                     continue;
@@ -388,7 +432,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
                     last_pending.clone_from(reason);
                 }
             }
-            JobState::Running => {}
+            JobState::Running => started = true,
             JobState::Ended { state, exit_code } => break Some((state, exit_code)),
             JobState::Unknown => break None,
         }
@@ -406,6 +450,7 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
         ended,
         failure,
         interrupted,
+        requeued,
     })
 }
 
@@ -510,6 +555,36 @@ pub fn cancel(run_dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `disagg ci --retry-infra` retries: the cluster's failures, never the test's.
+    #[test]
+    fn only_the_clusters_failures_are_infrastructure() {
+        let ended = |s: &str, code| Some((s.to_string(), code));
+        for state in ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"] {
+            assert_eq!(
+                infrastructure_failure(7, ended(state, 1).as_ref(), false),
+                Some(format!("job 7 ended {state}"))
+            );
+        }
+        for state in [
+            "FAILED",
+            "TIMEOUT",
+            "CANCELLED",
+            "COMPLETED",
+            "OUT_OF_MEMORY",
+        ] {
+            assert_eq!(
+                infrastructure_failure(7, ended(state, 1).as_ref(), false),
+                None,
+                "{state}"
+            );
+        }
+        assert_eq!(infrastructure_failure(7, None, false), None);
+        assert_eq!(
+            infrastructure_failure(7, ended("CANCELLED", 0).as_ref(), true),
+            Some("job 7 was requeued".to_string())
+        );
+    }
 
     #[test]
     fn job_names_are_sbatch_safe_and_differ_per_run_directory() {

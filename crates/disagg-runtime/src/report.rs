@@ -41,10 +41,15 @@ fn run_data(dir: &Path, name: Option<String>) -> anyhow::Result<RunData> {
         .as_array()
         .map(|s| s.iter().filter_map(|x| x["gpus"].as_u64()).sum::<u64>() as u32)
         .unwrap_or(1);
-    let config_text = spec
+    let mut config_text = spec
         .as_ref()
         .and_then(|s| std::fs::read_to_string(dir.join(&s.config_file)).ok())
         .unwrap_or_default();
+    // A config may carry its own internal_request_auth_key: the report shows the config, never
+    // the key (a report is made to be passed around).
+    if let Ok(key) = run.auth_key() {
+        config_text = config_text.replace(key.expose_secret(), "<redacted>");
+    }
     let mut meta = vec![
         ("config".to_string(), summary.config.clone()),
         ("run directory".to_string(), summary.run_dir.clone()),

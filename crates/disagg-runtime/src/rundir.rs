@@ -177,9 +177,13 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), RunDirError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    file.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    let written = file.write_all(text.as_bytes()).map_err(io(&tmp));
     drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let written = written.and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A run directory.
@@ -189,8 +193,22 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Create (or reuse) the directory tree.
+    /// Create (or reuse) the directory tree. The root is its owner's only (0700): it holds the
+    /// run's internal-auth key and the coordinator config with it, and its logs may quote
+    /// requests.
     pub fn create(root: &Path) -> Result<RunDir, RunDirError> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(root))?;
+            }
+            Err(e) => return Err(io(root)(e)),
+        }
         for sub in ["rendezvous/hostnames", "logs", "results"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
@@ -320,7 +338,13 @@ impl RunDir {
             Status::Done => "Done".to_string(),
             Status::Failed(why) => format!("Failed: {}", why.replace('\n', " ")),
         };
-        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        if let Err(e) = std::fs::write(&tmp, text) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(RunDirError::Io {
+                path: tmp,
+                source: e,
+            });
+        }
         // link(2) fails if the target exists: an atomic "create if absent", also on NFS.
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);

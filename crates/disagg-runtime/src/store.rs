@@ -165,27 +165,23 @@ fn remote_history(
     since: u64,
     dir: &str,
     local: &[StoredRun],
-) -> Vec<StoredRun> {
+) -> Result<Vec<StoredRun>, String> {
     let Some(target) = Target::from_env(&env) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    match target.history(case, since) {
-        Ok(docs) => docs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| opensearch::from_document(i, d))
-            .filter(|h| h.run_dir != dir)
-            .filter(|h| {
-                !local
-                    .iter()
-                    .any(|l| l.run_dir == h.run_dir && l.label == h.label)
-            })
-            .collect(),
-        Err(e) => {
-            eprintln!("warning: OpenSearch history not read ({e}); using the local store only");
-            Vec::new()
-        }
-    }
+    Ok(target
+        .history(case, since)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| opensearch::from_document(i, d))
+        .filter(|h| h.run_dir != dir)
+        .filter(|h| {
+            !local
+                .iter()
+                .any(|l| l.run_dir == h.run_dir && l.label == h.label)
+        })
+        .collect())
 }
 
 /// The history of every stored record of a run (local store, and OpenSearch when configured):
@@ -197,12 +193,25 @@ pub fn histories(
     pre_merge: bool,
 ) -> anyhow::Result<Vec<Vec<StoredRun>>> {
     let dir = run.root().display().to_string();
+    // After one failed search the results server is not asked again for this run: a server that
+    // hangs would otherwise cost its timeout once per record.
+    let mut remote_ok = true;
     runs.iter()
         .map(|r| {
             let since = disagg_results::baseline::window_start(r.created_unix_ms);
             let (values, key) = case_of(r, pre_merge);
             let mut history = store.history(&key, since, &dir)?;
-            history.extend(remote_history(&values, since, &dir, &history));
+            if remote_ok {
+                match remote_history(&values, since, &dir, &history) {
+                    Ok(remote) => history.extend(remote),
+                    Err(e) => {
+                        eprintln!(
+                            "warning: OpenSearch history not read ({e}); using the local store only"
+                        );
+                        remote_ok = false;
+                    }
+                }
+            }
             history.sort_by_key(|h| h.created_unix_ms);
             Ok(history)
         })

@@ -1,8 +1,9 @@
 //! What the crates' tests share: simulators started in-process on `127.0.0.1:0` (stopped when
 //! their handle drops), a small HTTP client that returns JSON or decoded SSE events, and child
 //! processes that never outlive a test ([`ChildGuard`], [`spawn_listening`]), a free port for
-//! the servers that cannot bind port 0 and say which they got ([`free_port`]), and an
-//! OpenSearch-API test server ([`osmem_server`], [`Osmem`]).
+//! the servers that cannot bind port 0 and say which they got ([`free_port`]), an
+//! OpenSearch-API test server ([`osmem_server`], [`Osmem`]), and a proxy that injects faults in
+//! front of a real server ([`FaultProxy`]).
 //!
 //! ```no_run
 //! use std::process::Command;
@@ -34,9 +35,11 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod fault_proxy;
 mod osmem;
 mod process;
 
+pub use fault_proxy::{Fault, FaultProxy};
 pub use osmem::{Osmem, osmem_server};
 pub use process::{ChildGuard, spawn_listening};
 
@@ -150,6 +153,39 @@ impl Http {
     pub async fn post_raw(&self, url: &str, body: &str) -> Reply {
         self.send("POST", url, Bytes::from(body.to_string()), false)
             .await
+    }
+
+    /// `POST url` with a body of any bytes (invalid UTF-8 included), sent as JSON; an error
+    /// when the exchange fails (a server that answers a too-large body early and closes the
+    /// connection while the client still writes it).
+    pub async fn post_bytes(&self, url: &str, body: Bytes) -> Result<Reply, String> {
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| "no response within 30 s".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+            .await
+            .map_err(|_| "no body within 30 s".to_string())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// `GET url`.

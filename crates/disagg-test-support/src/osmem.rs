@@ -54,7 +54,7 @@ pub fn osmem_server() -> Option<PathBuf> {
 pub struct Osmem {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    _child: ChildGuard,
+    child: ChildGuard,
 }
 
 impl Osmem {
@@ -84,7 +84,12 @@ impl Osmem {
         }
         Osmem {
             url: format!("http://127.0.0.1:{port}"),
-            _child: child,
+            child,
         }
+    }
+
+    /// Its process id (a test stops and continues it to play a server that hangs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }

@@ -176,6 +176,11 @@ pub struct CiArgs {
     /// Where the run directories go [default: $WORKSPACE/disagg-runs, else ./disagg-runs]
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
+    /// Submit a test again, up to N times, when its job failed for a reason of the cluster (a
+    /// node failed or never booted, the job was preempted or requeued); never after a failure
+    /// of the test itself
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retry_infra: u32,
     /// Results database [default: $DISAGG_DB, else the config's results.db, else
     /// $XDG_DATA_HOME/disagg/results.sqlite]
     #[arg(long, value_name = "PATH")]

@@ -77,7 +77,8 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
         progress: me.progress.clone(),
     };
     let outcome = execute(&plan, &rt, &hooks);
-    me.heartbeat();
+    // A failed beat here shows again in the verdict below, which names the file.
+    let _ = me.heartbeat();
     let stopped = why_stopped.lock().ok().and_then(|mut w| w.take());
     match (outcome, stopped) {
         (Err(e), _) => me.fail(&e.into()),
@@ -86,6 +87,7 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
                 Ending::Peer(r, why) => format!("{r} failed: {why}"),
                 Ending::Signal => "BENCHMARK terminated by a signal".to_string(),
                 Ending::RunOver => "the run was ended while the benchmark ran".to_string(),
+                Ending::Broken(why) => format!("BENCHMARK: {why}"),
             };
             let _ = me.run.write_status_once(&Status::Failed(why));
             me.finish(&ending)

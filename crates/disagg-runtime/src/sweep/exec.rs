@@ -93,6 +93,7 @@ pub(crate) fn is_infrastructure(reason: &str) -> bool {
         "Slurm keeps no record",
         "Batch job submission failed",
         "can never start",
+        "was requeued by Slurm",
     ]
     .iter()
     .any(|needle| reason.contains(needle))
@@ -100,7 +101,7 @@ pub(crate) fn is_infrastructure(reason: &str) -> bool {
 
 /// Why a run ended unsuccessfully, from its run directory (`summary.json`, else the verdict
 /// file), else the last line of its log.
-fn failure_reason(run_dir: &Path, log: Option<&Path>, status: ExitStatus) -> String {
+pub(crate) fn failure_reason(run_dir: &Path, log: Option<&Path>, status: ExitStatus) -> String {
     let summary = std::fs::read_to_string(run_dir.join("results/summary.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<disagg_results::Summary>(&t).ok())

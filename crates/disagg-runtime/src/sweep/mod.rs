@@ -14,7 +14,7 @@
 //! figures), `exec` (the runs, the live table, retries and SLA probes).
 
 mod estimate;
-mod exec;
+pub(crate) mod exec;
 mod points;
 
 use std::io::{IsTerminal as _, Write as _};

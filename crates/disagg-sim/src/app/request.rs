@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use disagg_protocol::auth::{self, Signed};
@@ -55,11 +56,26 @@ fn authenticate(st: &AppState, headers: &HeaderMap, sampling: &Sampling) -> Resu
     })
 }
 
+/// The body, or an OpenAI-shaped refusal when it could not be read (over axum's 2 MB limit,
+/// cut off) instead of axum's plain-text rejection.
+fn readable(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        refused(
+            st,
+            ApiError {
+                status: e.status(),
+                message: format!("the request body could not be read: {}", e.body_text()),
+            },
+        )
+    })
+}
+
 pub(super) async fn completions(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = readable(&st, body)?;
     let req: CompletionRequest = parse(&st, &headers, &body)?;
     authenticate(&st, &headers, &req.sampling)?;
     let prompt = match req.prompt {
@@ -90,8 +106,9 @@ pub(super) async fn completions(
 pub(super) async fn chat(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = readable(&st, body)?;
     let req: ChatRequest = parse(&st, &headers, &body)?;
     authenticate(&st, &headers, &req.sampling)?;
     if req.messages.is_empty() && req.prompt_token_ids.is_none() {

@@ -27,6 +27,7 @@ pub fn run(global: &Global, args: &CiArgs) -> anyhow::Result<ExitStatus> {
             .unwrap_or_else(|| workspace.join("disagg-runs")),
         options: args.overrides.options()?,
         parallel: args.parallel,
+        retry_infra: args.retry_infra,
     };
     disagg_runtime::ci::ci(&request, &args.store())
 }

@@ -8,11 +8,16 @@
 mod support;
 
 mod bench_cli;
+mod churn;
 mod cli;
 mod plan_fixtures;
 mod results_cli;
+mod results_server_faults;
 mod router_cli;
 mod run_cli;
+mod secrets;
 mod sim_cli;
 mod slurm_cli;
+mod slurm_faults;
+mod storage_faults;
 mod sweep_cli;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::repo_root;
 
-fn data(name: &str) -> String {
+pub(crate) fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn slurm(conf: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn job_id(run: &Path) -> String {
+pub(crate) fn job_id(run: &Path) -> String {
     let text = std::fs::read_to_string(run.join("job.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["job_id"].as_u64().unwrap().to_string()
