@@ -184,7 +184,19 @@ impl RoleRun {
         if self.role != Role::Benchmark && self.run.status().is_some() {
             return Some(Ending::RunOver);
         }
-        let roles = self.run.roles().ok()?;
+        let roles = match self.run.roles() {
+            Ok(roles) => roles,
+            // Deleted under a running role (a cleaned-up workspace): nothing will ever end the
+            // run there, and ranks above 0 never write to notice. Found on orphaned Slurm tasks
+            // still following a deleted run half an hour later.
+            Err(_) if !self.run.root().exists() => {
+                return Some(Ending::Broken(format!(
+                    "the run directory {} is gone",
+                    self.run.root().display()
+                )));
+            }
+            Err(_) => return None,
+        };
         let others: Vec<RoleState> = roles.into_iter().filter(|r| r.role != self.role).collect();
         let stale_ms = (self.spec.timeouts.stale_s * 1000.0) as u64;
         first_failure(&others, now_ms(), stale_ms).map(|(r, why)| Ending::Peer(r, why))
@@ -513,6 +525,22 @@ mod tests {
             "{why}"
         );
         assert_eq!(gen_.finish(&ending), ExitStatus::Failure);
+    }
+
+    /// A rank that never writes (rank 1 of a Slurm step) still ends when the run directory is
+    /// deleted under it.
+    #[test]
+    fn a_deleted_run_directory_ends_every_rank() {
+        let (dir, _) = run_dir(5.0);
+        let follower = RoleRun::join(Role::Gen(0), dir.path(), None, 1).unwrap();
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let t0 = Instant::now();
+        let ending = block_on(follower.watch(&CancellationToken::new()));
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert!(
+            matches!(&ending, Ending::Broken(why) if why.contains("is gone")),
+            "{ending:?}"
+        );
     }
 
     #[test]
