@@ -483,7 +483,7 @@ pub struct BenchArgs {
     pub save_timelines: bool,
     /// Read this Prometheus endpoint during each run, NAME=URL (e.g.
     /// ctx0=http://127.0.0.1:8001/metrics); repeat for several. The series go to
-    /// OUT/telemetry/<run>.jsonl and a summary into the record; nvidia-smi is read too when present
+    /// `OUT/telemetry/<run>.jsonl` and a summary into the record; nvidia-smi is read too when present
     #[arg(long, value_name = "NAME=URL")]
     pub scrape: Vec<String>,
     /// Seconds between two reads of the --scrape endpoints
