@@ -458,31 +458,8 @@ mod tests {
 
     #[test]
     fn a_speculative_run_without_decoded_tokens_per_iter_is_invalid() {
-        use crate::timeline::{Chunk, DecodedPerIter};
-        let ms = Duration::from_millis;
-        let mut t = Timeline {
-            intended: ms(0),
-            sent: ms(0),
-            end: ms(21),
-            prompt_tokens: 8,
-            requested_output_tokens: 4,
-            chunks: vec![
-                Chunk {
-                    at: ms(10),
-                    tokens: 1,
-                },
-                Chunk {
-                    at: ms(20),
-                    tokens: 3,
-                },
-            ],
-            usage_output_tokens: Some(4),
-            usage_prompt_tokens: Some(8),
-            output_text: None,
-            tokenizer_output_tokens: None,
-            decoded_per_iter: DecodedPerIter::NotSent,
-            error: None,
-        };
+        use crate::timeline::DecodedPerIter;
+        let mut t = Timeline::sample(DecodedPerIter::NotSent);
         let m = compute(std::slice::from_ref(&t), &[99.0], None);
         assert!(validity(&m, std::slice::from_ref(&t), true, false).is_empty());
         let reasons = validity(&m, std::slice::from_ref(&t), true, true);

@@ -192,31 +192,8 @@ mod tests {
     #[test]
     fn the_decoded_tokens_section_reads_as_upstream_prints_it() {
         use crate::metrics::compute;
-        use crate::timeline::{Chunk, DecodedPerIter, Timeline};
-        let ms = std::time::Duration::from_millis;
-        let t = |v: f64| Timeline {
-            intended: ms(0),
-            sent: ms(0),
-            end: ms(21),
-            prompt_tokens: 8,
-            requested_output_tokens: 4,
-            chunks: vec![
-                Chunk {
-                    at: ms(10),
-                    tokens: 1,
-                },
-                Chunk {
-                    at: ms(20),
-                    tokens: 3,
-                },
-            ],
-            usage_output_tokens: Some(4),
-            usage_prompt_tokens: Some(8),
-            output_text: None,
-            tokenizer_output_tokens: None,
-            decoded_per_iter: DecodedPerIter::Value(v),
-            error: None,
-        };
+        use crate::timeline::{DecodedPerIter, Timeline};
+        let t = |v: f64| Timeline::sample(DecodedPerIter::Value(v));
         let block = console_block(&compute(&[t(2.0), t(3.0)], &[99.0], None));
         let section = "-----------Avg Decoded Tokens per Iter------------\n\
              Mean Avg Decoded Tokens per Iter:        2.50      \n\

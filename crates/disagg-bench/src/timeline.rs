@@ -96,6 +96,36 @@ pub enum TokenSource {
 }
 
 impl Timeline {
+    /// A finished request for tests: 8 prompt tokens, 4 output tokens in two chunks (at 10 and
+    /// 20 ms), ended at 21 ms, with `decoded_per_iter`.
+    #[cfg(test)]
+    pub(crate) fn sample(decoded_per_iter: DecodedPerIter) -> Timeline {
+        let ms = std::time::Duration::from_millis;
+        Timeline {
+            intended: ms(0),
+            sent: ms(0),
+            end: ms(21),
+            prompt_tokens: 8,
+            requested_output_tokens: 4,
+            chunks: vec![
+                Chunk {
+                    at: ms(10),
+                    tokens: 1,
+                },
+                Chunk {
+                    at: ms(20),
+                    tokens: 3,
+                },
+            ],
+            usage_output_tokens: Some(4),
+            usage_prompt_tokens: Some(8),
+            output_text: None,
+            tokenizer_output_tokens: None,
+            decoded_per_iter,
+            error: None,
+        }
+    }
+
     /// Whether it counts as a success: no error and at least one content chunk.
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && !self.chunks.is_empty()

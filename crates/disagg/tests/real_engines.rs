@@ -320,6 +320,46 @@ fn assert_nothing_left(run: &Path, tree: &Tree) {
     assert!(strays.is_empty(), "left running:\n{}", strays.join("\n"));
 }
 
+/// Follow a run started by [`start_run`] in `dir` to its end (at most 10 minutes), calling
+/// `each` every 100 ms meanwhile; it must exit 0. Its stderr.
+fn finish_run(dir: &Path, child: &mut Tree, mut each: impl FnMut()) -> String {
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "the run took over 10 minutes"
+        );
+        child.look();
+        each();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    stderr
+}
+
+/// The records of a run of `--concurrency 1,2 --num-prompts 4 --osl 8`: both valid, every
+/// request completed, exactly the requested output length (`ignore_eos`) counted.
+fn exact_records(run: &Path) -> Vec<serde_json::Value> {
+    ["con1", "con2"]
+        .iter()
+        .map(|con| {
+            let rec: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(run.join(format!("results/{con}.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(rec["valid"], true, "{rec}");
+            assert_eq!(rec["metrics"]["completed"], 4, "{con}");
+            assert_eq!(rec["metrics"]["total_output_tokens"], 32, "{con}");
+            rec
+        })
+        .collect()
+}
+
 #[test]
 fn a_disaggregated_run_on_real_vllm_moves_the_kv_over_nixl() {
     if !vllm() {
@@ -334,41 +374,20 @@ fn a_disaggregated_run_on_real_vllm_moves_the_kv_over_nixl() {
     );
     // While the benchmark runs, read the decode server's own counters of where its prompt
     // tokens came from.
-    let t0 = Instant::now();
     let (mut external, mut local) = (0.0_f64, 0.0_f64);
-    let status = loop {
-        if let Some(status) = child.try_wait() {
-            break status;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(600),
-            "the run took over 10 minutes"
-        );
-        child.look();
+    finish_run(dir.path(), &mut child, || {
         let gen_ = std::fs::read_to_string(run.join("rendezvous/hostnames/GEN_0.txt")).ok();
         if let Some((e, l)) = gen_.and_then(|a| prompt_sources(&a)) {
             external = external.max(e);
             local = local.max(l);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
-    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    });
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("results/summary.json")).unwrap())
             .unwrap();
     assert_eq!(summary["outcome"], "passed", "{summary}");
-    for con in ["con1", "con2"] {
-        let rec: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(run.join(format!("results/{con}.json"))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(rec["valid"], true, "{rec}");
-        assert_eq!(rec["metrics"]["completed"], 4, "{con}");
-        // ignore_eos: exactly the requested output length, counted from the engine's usage.
-        assert_eq!(rec["metrics"]["total_output_tokens"], 32, "{con}");
-    }
+    // ignore_eos: exactly the requested output length, counted from the engine's usage.
+    exact_records(&run);
     // The decode server loaded the prompts over NIXL and computed none of them.
     assert!(
         external > 0.0,
@@ -402,40 +421,15 @@ fn an_aggregated_run_on_real_vllm_serves_whole_requests() {
             "8",
         ],
     );
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait() {
-            break status;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(600),
-            "the run took over 10 minutes"
-        );
-        child.look();
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap_or_default();
-    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    let stderr = finish_run(dir.path(), &mut child, || {});
     assert!(stderr.contains("engine vllm, aggregated"), "{stderr}");
     // One server, no KV connector, no context server.
     let engines = engines(&run);
     assert_eq!(engines.len(), 1, "{engines:?}");
     assert_eq!(engines[0].0, "GEN_0");
     assert!(!engines[0].2.contains("kv-transfer-config"), "{engines:?}");
-    for con in ["con1", "con2"] {
-        let rec: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(run.join(format!("results/{con}.json"))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(rec["valid"], true, "{rec}");
-        assert_eq!(rec["metrics"]["completed"], 4, "{con}");
-        // Exactly the requested output length, counted from the engine's usage.
-        assert_eq!(rec["metrics"]["total_output_tokens"], 32, "{con}");
-        assert_eq!(
-            rec["metrics"]["output_token_source"], "usage",
-            "{con}: {rec}"
-        );
+    for rec in exact_records(&run) {
+        assert_eq!(rec["metrics"]["output_token_source"], "usage", "{rec}");
     }
     let run_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();

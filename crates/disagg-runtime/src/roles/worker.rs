@@ -19,26 +19,20 @@ use crate::supervise;
 pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Result<ExitStatus> {
     let kind = me.role.server_kind().unwrap_or(ServerKind::Gen);
     let nodes = me.spec.server(me.role).map_or(1, |s| s.nodes);
-    let idle = match me.spec.engine {
+    // How many engine processes a server runs, and per what: `None` for one per rank.
+    let processes = match me.spec.engine {
         // One server process in all.
-        EngineKind::Sim | EngineKind::Command => me.rank > 0,
+        EngineKind::Sim | EngineKind::Command => Some((1, "server")),
         // One per node (the plan gives their steps one task per node): ranks past the
         // server's nodes have nothing to run.
-        EngineKind::Vllm | EngineKind::Sglang => me.rank >= nodes,
+        EngineKind::Vllm | EngineKind::Sglang => Some((nodes, "node")),
         // Every rank runs the MPI launcher.
-        EngineKind::Trtllm => false,
+        EngineKind::Trtllm => None,
     };
-    if idle {
+    if let Some((_, per)) = processes.filter(|(n, _)| me.rank >= *n) {
         eprintln!(
-            "{}: rank {} has no engine process to run ({} runs one per {}); following the run",
-            me.role,
-            me.rank,
-            me.spec.engine,
-            if me.spec.engine == EngineKind::Sim || me.spec.engine == EngineKind::Command {
-                "server"
-            } else {
-                "node"
-            }
+            "{}: rank {} has no engine process to run ({} runs one per {per}); following the run",
+            me.role, me.rank, me.spec.engine
         );
         let ending = me.watch(signal).await;
         return Ok(me.finish(&ending));

@@ -23,6 +23,24 @@ fn submit(conf: &str, tmp: &Path) -> (Child, PathBuf, PathBuf) {
 
 /// [`submit`] with this clusters file.
 fn submit_with(conf: &str, tmp: &Path, clusters: &Path) -> (Child, PathBuf, PathBuf) {
+    let load = [
+        "--concurrency",
+        "1,4",
+        "--num-prompts",
+        "160",
+        "--osl",
+        "64",
+    ];
+    submit_load(conf, tmp, clusters, &load)
+}
+
+/// [`submit`] with this clusters file and this benchmark load.
+fn submit_load(
+    conf: &str,
+    tmp: &Path,
+    clusters: &Path,
+    load: &[&str],
+) -> (Child, PathBuf, PathBuf) {
     let run = tmp.join("run");
     let stderr = tmp.join("stderr");
     let child = disagg(conf, clusters)
@@ -32,14 +50,7 @@ fn submit_with(conf: &str, tmp: &Path, clusters: &Path) -> (Child, PathBuf, Path
             "--cluster",
             "local",
         ])
-        .args([
-            "--concurrency",
-            "1,4",
-            "--num-prompts",
-            "160",
-            "--osl",
-            "64",
-        ])
+        .args(load)
         .arg("--out")
         .arg(&run)
         .stdout(Stdio::null())
@@ -141,23 +152,10 @@ fn a_node_set_down_under_the_job_ends_the_run_naming_the_node_failure() {
     let Some(conf) = slurm_conf() else { return };
     let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    let stderr = tmp.path().join("stderr");
     // con4 first (4 rounds, ~2 s), then con1 (16 requests in a row, ~9 s).
-    let mut child = disagg(conf, &clusters(tmp.path(), conf))
-        .args([
-            "submit",
-            &data("slurm-ctx4-gen8.yaml"),
-            "--cluster",
-            "local",
-        ])
-        .args(["--concurrency", "4,1", "--num-prompts", "16", "--osl", "64"])
-        .arg("--out")
-        .arg(&run)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+    let load = ["--concurrency", "4,1", "--num-prompts", "16", "--osl", "64"];
+    let (mut child, run, stderr) =
+        submit_load(conf, tmp.path(), &clusters(tmp.path(), conf), &load);
     let (id, nodes) = benchmark_running(conf, &run);
     let _job = Job(conf, id);
     let t0 = Instant::now();
@@ -202,22 +200,9 @@ fn a_killed_slurmstepd_leaves_the_run_to_finish() {
     let Some(conf) = slurm_conf() else { return };
     let _one = exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    let stderr = tmp.path().join("stderr");
-    let mut child = disagg(conf, &clusters(tmp.path(), conf))
-        .args([
-            "submit",
-            &data("slurm-ctx4-gen8.yaml"),
-            "--cluster",
-            "local",
-        ])
-        .args(["--concurrency", "1", "--num-prompts", "10", "--osl", "32"])
-        .arg("--out")
-        .arg(&run)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+    let load = ["--concurrency", "1", "--num-prompts", "10", "--osl", "32"];
+    let (mut child, run, stderr) =
+        submit_load(conf, tmp.path(), &clusters(tmp.path(), conf), &load);
     let (id, _) = benchmark_running(conf, &run);
     let _job = Job(conf, id.clone());
     let steps = slurm(conf, &["squeue", "-h", "-s", "-j", &id, "-o", "%i %j"]);
