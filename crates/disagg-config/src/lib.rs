@@ -53,7 +53,7 @@ pub use extensions::{Engine, EngineKind, Extensions, Results, Router, SIM_PARAMS
 pub use name::{NameFields, Parallel, decode as decode_name, rename};
 pub use overrides::Overrides;
 pub use reader::is_placeholder;
-pub use sweep::{Constraints, DerivedPoint, Sla, SweepSpec};
+pub use sweep::{Constraints, DerivedPoint, Sla, SweepSpec, is_sweep_spec};
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
 pub use test_id::{TestId, config_path, parse_test_list};
 pub use worker::{HARNESS_KEYS, KvCacheOptions, Speculative, WorkerOptions};

@@ -233,6 +233,14 @@ pub struct DerivedPoint {
     pub config: Result<TestConfig, Diagnostics>,
 }
 
+/// Whether `text` is a sweep spec rather than a test config: a mapping with `base` and no
+/// `hardware` section (what `disagg validate` uses to pick the checks of a file).
+pub fn is_sweep_spec(text: &str) -> bool {
+    reader::load_yaml(Sink::new(Path::new("")), text)
+        .map(|(_, root)| root.get("base").is_some() && root.get("hardware").is_none())
+        .unwrap_or(false)
+}
+
 impl SweepSpec {
     /// Read and validate a spec file.
     pub fn load(path: &Path) -> Result<SweepSpec, ConfigError> {
@@ -671,6 +679,22 @@ fn read_sla(sink: &mut Sink, s: MapRef<'_>) -> Sla {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_spec_is_told_from_a_test_config() {
+        assert!(is_sweep_spec(
+            "base: a.yaml\naxes: {hardware.num_gen_servers: [1, 2]}\n"
+        ));
+        assert!(!is_sweep_spec(
+            "hardware: {gpus_per_node: 4}\nbenchmark: {}\n"
+        ));
+        assert!(!is_sweep_spec(
+            "base: a.yaml\nhardware: {gpus_per_node: 4}\n"
+        ));
+        assert!(!is_sweep_spec("- not a mapping\n"));
+        assert!(!is_sweep_spec("base: [unclosed\n"));
+    }
+
     use super::*;
 
     const BASE: &str = "metadata: {model_name: m}\nbenchmark:\n  concurrency_list: '1'\n  input_length: 1024\n  output_length: 1024\nhardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}\nworker_config:\n  ctx: {tensor_parallel_size: 1}\n  gen: {tensor_parallel_size: 4, max_batch_size: 8}\n";

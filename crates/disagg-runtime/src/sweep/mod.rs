@@ -87,6 +87,37 @@ fn base_path(spec: &SweepSpec, config_dir: Option<&Path>) -> anyhow::Result<Path
         .with_context(|| format!("{}: base `{}`", spec.path().display(), spec.base))
 }
 
+/// What `disagg validate` finds in a sweep spec: the spec's own problems are the error (with
+/// diagnostics); otherwise every derived point, validated, and the spec's warnings.
+pub struct SpecCheck {
+    /// How many points the spec derives.
+    pub points: usize,
+    /// The points that are not valid configs, by name, with every problem.
+    pub invalid: Vec<(String, disagg_config::Diagnostics)>,
+    /// The spec's warnings (axis paths the base does not have).
+    pub warnings: disagg_config::Diagnostics,
+}
+
+/// Validate a sweep spec and every point it derives, without writing or running anything.
+/// `config_dir`: where a base given as a test id is looked up (default: the spec's directory).
+pub fn check_spec(path: &Path, config_dir: Option<&Path>) -> anyhow::Result<SpecCheck> {
+    let spec = SweepSpec::load(path)?;
+    let base = base_path(&spec, config_dir)?;
+    let base_text = std::fs::read_to_string(&base)
+        .with_context(|| format!("{}: reading its base {}", path.display(), base.display()))?;
+    let (derived, warnings) = spec.points(&base, &base_text, Path::new("points"))?;
+    let points = derived.len();
+    let invalid = derived
+        .into_iter()
+        .filter_map(|p| p.config.err().map(|d| (p.name, d)))
+        .collect();
+    Ok(SpecCheck {
+        points,
+        invalid,
+        warnings,
+    })
+}
+
 /// Run (or with `dry_run` only price) the sweep; the exit status: 130 when interrupted, 1 when a
 /// point failed, else 0.
 pub fn sweep(req: &SweepRequest) -> anyhow::Result<ExitStatus> {

@@ -35,6 +35,13 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let mut stderr = std::io::stderr().lock();
     let (mut invalid, mut warned) = (0usize, 0usize);
     for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if disagg_config::is_sweep_spec(&text) {
+            let ok = validate_spec(file, args.deny_warnings, &mut stdout, &mut stderr)?;
+            invalid += usize::from(!ok.0);
+            warned += usize::from(ok.1);
+            continue;
+        }
         match TestConfig::load(file) {
             Ok(config) => {
                 let warnings = config.warnings().0.len();
@@ -87,4 +94,52 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// Validate a sweep spec and its points; `(valid, warned)`.
+fn validate_spec(
+    file: &Path,
+    deny_warnings: bool,
+    stdout: &mut impl std::io::Write,
+    stderr: &mut impl std::io::Write,
+) -> anyhow::Result<(bool, bool)> {
+    match disagg_runtime::sweep::check_spec(file, None) {
+        Ok(check) => {
+            let warned = !check.warnings.0.is_empty();
+            if warned {
+                write!(stderr, "{}", check.warnings)?;
+                writeln!(stderr)?;
+            }
+            for (name, d) in &check.invalid {
+                writeln!(stderr, "point {name}:")?;
+                write!(stderr, "{d}")?;
+                writeln!(stderr)?;
+            }
+            let ok = check.invalid.is_empty() && !(deny_warnings && warned);
+            let verdict = if ok { "valid" } else { "invalid" };
+            let bad = match check.invalid.len() {
+                0 => "all valid".to_string(),
+                n => format!("{n} invalid"),
+            };
+            writeln!(
+                stdout,
+                "{verdict}  {} (sweep spec: {} points, {bad})",
+                file.display(),
+                check.points
+            )?;
+            Ok((ok, warned))
+        }
+        Err(err) => {
+            match err
+                .downcast_ref::<disagg_config::ConfigError>()
+                .and_then(|e| e.diagnostics())
+            {
+                Some(d) => write!(stderr, "{d}")?,
+                None => write!(stderr, "error: {err:#}")?,
+            }
+            writeln!(stderr)?;
+            writeln!(stdout, "invalid  {} (sweep spec)", file.display())?;
+            Ok((false, false))
+        }
+    }
 }

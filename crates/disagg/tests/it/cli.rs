@@ -66,6 +66,45 @@ fn validate_accepts_every_fixture() {
 }
 
 #[test]
+fn validate_checks_a_sweep_spec_and_every_point_it_derives() {
+    // The examples directory holds test configs and a sweep spec; each is checked as what it is.
+    let out = disagg(&["validate", "examples"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("valid  examples/sweep-sim.yaml (sweep spec: 8 points, all valid)"),
+        "{}",
+        out.stdout
+    );
+    // A spec whose axis makes some points impossible: those points are named, the spec invalid.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("examples/local-sim.yaml"),
+        dir.path().join("local-sim.yaml"),
+    )
+    .unwrap();
+    let spec = dir.path().join("bad-sweep.yaml");
+    std::fs::write(
+        &spec,
+        "base: local-sim.yaml\naxes:\n  worker_config.gen.tensor_parallel_size: [1, 6]\n",
+    )
+    .unwrap();
+    let out = disagg(&["validate", spec.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("(sweep spec: 2 points, 1 invalid)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("point "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("tensor_parallel_size") || out.stderr.contains("6 GPUs"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn validate_deny_warnings_fails_on_legacy_spellings() {
     let out = disagg(&[
         "validate",
