@@ -83,7 +83,7 @@ fn from_history(store: &Store, point: &Point) -> Option<f64> {
 /// The benchmark time the sim's cost model predicts for `config`, s: for each concurrency C,
 /// `ceil(prompts / C)` rounds of one request each, a request being the context step that
 /// prefills C/ctx-servers prompts plus `osl − 1` generation steps of C/gen-servers sequences
-/// (`base + per_seq × sequences`; see README, "Cost model"). `None` when the model cannot be
+/// (`base + per_seq × sequences`; see docs/simulator.md, "Cost model"). `None` when the model cannot be
 /// resolved.
 pub(crate) fn model_seconds(
     config: &TestConfig,

@@ -306,7 +306,7 @@ fn a_sweep_killed_midway_completes_only_the_missing_points_on_resume() {
 fn the_sla_answer_on_the_sim_is_the_concurrency_its_cost_model_predicts() {
     let _one = one_local_sweep();
     let tmp = tempfile::tempdir().unwrap();
-    // A generation step costs `base + per_seq × decoding` (README, "Cost model"); prefill and
+    // A generation step costs `base + per_seq × decoding` (docs/simulator.md, "Cost model"); prefill and
     // the KV hand-off are free here. C requests sent at once decode in lockstep; a generation
     // leg sends the context's token with its first decoded one, so after the first chunk the
     // remaining osl − 2 tokens take osl − 2 steps: TPOT = step(C) × (osl − 2) / (osl − 1).
