@@ -10,6 +10,7 @@ mod support;
 mod bench_cli;
 mod churn;
 mod cli;
+mod config_reference;
 mod plan_fixtures;
 mod results_cli;
 mod results_server_faults;
