@@ -2,6 +2,11 @@
 //! keys are read from what `disagg` itself says it knows (the `known keys:` hint of an unknown
 //! key), so a key added to the code and not to the reference fails here.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 use std::process::Command;
 
 use crate::support::repo_root;
