@@ -26,6 +26,8 @@ use clap::CommandFactory as _;
 mod cli;
 
 mod reference;
+mod shell;
+mod snippets;
 
 /// The repository root.
 fn repo_root() -> PathBuf {
