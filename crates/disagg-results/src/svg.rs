@@ -49,13 +49,10 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
     let start = (lo / step).floor() * step;
-    let mut t = Vec::new();
-    let mut v = start;
-    while v <= hi + step * 0.5 && t.len() < 20 {
-        t.push(v);
-        v += step;
-    }
-    t
+    // Up to the first tick at or above `hi`: the axis holds every point (stopping half a step
+    // short drew an ITL p99 above its chart).
+    let steps = ((hi - start) / step - 1e-9).ceil().clamp(0.0, 19.0) as usize;
+    (0..=steps).map(|i| start + i as f64 * step).collect()
 }
 
 fn fmt_num(v: f64) -> String {
@@ -171,8 +168,11 @@ fn plot(
     let x_ticks: Vec<f64> = if log2_x || xs.len() <= 8 {
         xs
     } else {
-        let lo = xs[0];
-        ticks(lo, xs[xs.len() - 1], 6)
+        let (lo, hi) = (xs[0], xs[xs.len() - 1]);
+        ticks(lo, hi, 6)
+            .into_iter()
+            .filter(|t| (lo..=hi).contains(t))
+            .collect()
     };
     for t in &x_ticks {
         let _ = write!(
@@ -332,6 +332,9 @@ mod tests {
         );
         let t = ticks(3.0, 47.0, 5);
         assert!(t[0] <= 3.0 && *t.last().unwrap() >= 47.0, "{t:?}");
+        // A top within half a step of a tick used to end the axis one tick short.
+        let t = ticks(0.0, 17.3, 5);
+        assert_eq!(t, vec![0.0, 5.0, 10.0, 15.0, 20.0]);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use disagg_runtime::conclude::StoreTo;
 use disagg_runtime::prepare::{RunOptions, RunRequest};
 
 /// Run disaggregated LLM-serving performance tests end to end: validate a test config, plan
-/// its nodes and GPUs exactly as upstream CI does, render its Slurm job.
+/// its nodes and GPUs exactly as upstream CI does, run it on this machine or as a Slurm job,
+/// benchmark it, judge it against its baselines, report it.
 #[derive(Debug, Parser)]
 #[command(name = "disagg", version, max_term_width = 100)]
 pub struct Cli {
