@@ -95,7 +95,6 @@ shoot report.html docs/img/report.png '.charts~*{display:none}'
 echo "== disagg sweep examples/sweep-sim.yaml"
 bounded 1200 "$DISAGG" sweep examples/sweep-sim.yaml --out sweep >sweep.log 2>&1 ||
   { tail -20 sweep.log >&2; exit 1; }
-# The answer and the frontier chart, larger, its legend (the rect+text pairs of the swatches)
-# moved out to the right of the plot: the point names are longer than the chart's legend box.
+# The answer and the frontier chart (its legend of long point names beside the plot), larger.
 shoot sweep/report.html docs/img/pareto.png \
-  '.charts~*{display:none}.charts{display:block}.chart svg{width:58%;height:auto;overflow:visible}.chart svg rect[width="10"],.chart svg rect[width="10"]+text{transform:translate(172px,22px)}'
+  '.charts~*{display:none}.charts{display:block}.chart svg{width:100%;height:auto}'

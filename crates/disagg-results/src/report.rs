@@ -559,16 +559,13 @@ pub fn render_sweep(doc: &crate::sweep::SweepDoc) -> String {
             points: pts.iter().map(|t| (t.1, t.2)).collect(),
         });
     }
-    series.insert(
-        0,
-        Series {
-            name: "Pareto frontier".into(),
-            points: front
-                .iter()
-                .map(|&i| (all[i].user_tok_s, all[i].output_tok_s_per_gpu))
-                .collect(),
-        },
-    );
+    let frontier = Series {
+        name: "Pareto frontier".into(),
+        points: front
+            .iter()
+            .map(|&i| (all[i].user_tok_s, all[i].output_tok_s_per_gpu))
+            .collect(),
+    };
     let limit = doc.sla.as_ref().and_then(tpot_limit_x);
     let _ = write!(
         out,
@@ -577,6 +574,7 @@ pub fn render_sweep(doc: &crate::sweep::SweepDoc) -> String {
             "Output tok/s per GPU vs tok/s per user",
             "tok/s per user",
             "output tok/s per GPU",
+            Some(&frontier),
             &series,
             limit.as_ref().map(|(x, l)| (*x, l.as_str()))
         )

@@ -71,9 +71,15 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    frame_wide(out, W, title, x_label, y_label);
+}
+
+/// [`frame`] of a chart `width` wide: the plot keeps its place, the rest is room on the right
+/// (a legend of long names).
+fn frame_wide(out: &mut String, width: f64, title: &str, x_label: &str, y_label: &str) {
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\" role=\"img\"><title>{t}</title><rect width=\"{W}\" height=\"{H}\" fill=\"white\"/><text x=\"{cx}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{t}</text><text x=\"{cx}\" y=\"{xl}\" text-anchor=\"middle\">{x}</text><text transform=\"translate(14 {cy}) rotate(-90)\" text-anchor=\"middle\">{y}</text>",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {H}\" width=\"{width}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\" role=\"img\"><title>{t}</title><rect width=\"{width}\" height=\"{H}\" fill=\"white\"/><text x=\"{cx}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{t}</text><text x=\"{cx}\" y=\"{xl}\" text-anchor=\"middle\">{x}</text><text transform=\"translate(14 {cy}) rotate(-90)\" text-anchor=\"middle\">{y}</text>",
         t = escape(title),
         cx = LEFT + (W - LEFT - RIGHT) / 2.0,
         xl = H - 10.0,
@@ -92,20 +98,36 @@ pub fn lines(
     log2_x: bool,
     band: Option<Band>,
 ) -> String {
-    plot(title, x_label, y_label, series, log2_x, band, None)
+    plot(title, x_label, y_label, series, log2_x, band, None, None)
 }
 
-/// A line chart on a linear x axis with a labelled vertical line at `x` (a limit).
+/// A line chart on a linear x axis with a labelled vertical line at `x` (a limit) and, drawn
+/// over the others in black, an emphasized series (a frontier).
 pub fn lines_with_limit(
     title: &str,
     x_label: &str,
     y_label: &str,
+    emphasized: Option<&Series>,
     series: &[Series],
     limit: Option<(f64, &str)>,
 ) -> String {
-    plot(title, x_label, y_label, series, false, None, limit)
+    plot(
+        title, x_label, y_label, series, false, None, limit, emphasized,
+    )
 }
 
+/// Colour of the emphasized series: not one of [`COLORS`].
+const EMPHASIS: &str = "#111111";
+
+/// Width of a legend line of `name` (11 px sans-serif, about 6.2 px a character).
+fn legend_width(name: &str) -> f64 {
+    14.0 + 6.2 * name.chars().count() as f64
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "private: the public functions name what each chart sets"
+)]
 fn plot(
     title: &str,
     x_label: &str,
@@ -114,15 +136,40 @@ fn plot(
     log2_x: bool,
     band: Option<Band>,
     limit: Option<(f64, &str)>,
+    emphasized: Option<&Series>,
 ) -> String {
     let tx = |x: f64| if log2_x { x.max(1e-9).log2() } else { x };
     let pts: Vec<(f64, f64)> = series
         .iter()
+        .chain(emphasized)
         .flat_map(|s| s.points.iter().copied())
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
+    // The legend: `(name, colour)`, the emphasized series first. It sits in the plot's top right
+    // corner while its names fit 136 px and it has at most 8 lines; otherwise to the right of
+    // the plot, the chart made wider by its width.
+    let legend: Vec<(&str, &str)> = emphasized
+        .map(|s| (s.name.as_str(), EMPHASIS))
+        .into_iter()
+        .chain(
+            series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), COLORS[i % COLORS.len()])),
+        )
+        .collect();
+    let widest = legend
+        .iter()
+        .map(|(n, _)| legend_width(n))
+        .fold(0.0, f64::max);
+    let outside = widest > 150.0 || legend.len() > 8;
+    let (width, legend_x) = if outside {
+        (W + widest + 12.0, W + 4.0)
+    } else {
+        (W, W - RIGHT - 150.0)
+    };
     let mut out = String::new();
-    frame(&mut out, title, x_label, y_label);
+    frame_wide(&mut out, width, title, x_label, y_label);
     if pts.is_empty() {
         out.push_str("<text x=\"280\" y=\"150\" text-anchor=\"middle\">no data</text></svg>");
         return out;
@@ -204,18 +251,28 @@ fn plot(
         b = H - BOTTOM
     );
     if let Some((x, label)) = limit.filter(|(x, _)| x.is_finite()) {
+        // The label right of the line, or left of it when it would leave the plot.
+        let (lx, anchor) = if px(x) + 4.0 + legend_width(label) > W - RIGHT {
+            (px(x) - 4.0, "end")
+        } else {
+            (px(x) + 4.0, "start")
+        };
         let _ = write!(
             out,
-            "<line class=\"limit\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{}\" stroke=\"#c62828\" stroke-dasharray=\"5 3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#c62828\">{}</text>",
+            "<line class=\"limit\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{TOP}\" y2=\"{}\" stroke=\"#c62828\" stroke-dasharray=\"5 3\"/><text x=\"{lx:.1}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"#c62828\">{}</text>",
             H - BOTTOM,
-            px(x) + 4.0,
             TOP + 10.0,
             escape(label),
             x = px(x)
         );
     }
-    for (i, s) in series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
+    // The emphasized series last, so that it is drawn over the others.
+    let drawn = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s, COLORS[i % COLORS.len()], 2.0))
+        .chain(emphasized.map(|s| (s, EMPHASIS, 3.0)));
+    for (s, c, stroke) in drawn {
         let path: Vec<String> = s
             .points
             .iter()
@@ -224,21 +281,22 @@ fn plot(
             .collect();
         let _ = write!(
             out,
-            "<polyline class=\"series\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            "<polyline class=\"series\" fill=\"none\" stroke=\"{c}\" stroke-width=\"{stroke}\" points=\"{}\"/>",
             path.join(" ")
         );
         for p in &path {
             let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = write!(out, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{c}\"/>");
         }
+    }
+    for (i, (name, c)) in legend.iter().enumerate() {
         let ly = TOP + 4.0 + 14.0 * i as f64;
         let _ = write!(
             out,
-            "<rect x=\"{lx}\" y=\"{ly:.1}\" width=\"10\" height=\"3\" fill=\"{c}\"/><text x=\"{tx}\" y=\"{:.1}\">{}</text>",
+            "<rect x=\"{legend_x}\" y=\"{ly:.1}\" width=\"10\" height=\"3\" fill=\"{c}\"/><text x=\"{tx}\" y=\"{:.1}\">{}</text>",
             ly + 4.0,
-            escape(&s.name),
-            lx = W - RIGHT - 150.0,
-            tx = W - RIGHT - 136.0,
+            escape(name),
+            tx = legend_x + 14.0,
         );
     }
     out.push_str("</svg>");
@@ -323,6 +381,55 @@ pub fn bars(title: &str, y_label: &str, groups: &[String], series: &[Series]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frontier_is_drawn_last_in_its_own_colour_and_long_names_get_a_legend_beside_the_plot() {
+        let s = |name: &str, y: f64| Series {
+            name: name.into(),
+            points: vec![(1.0, y), (2.0, y / 2.0)],
+        };
+        let frontier = s("Pareto frontier", 10.0);
+        // Nine points: more than the palette has colours, names longer than the corner box.
+        let points: Vec<Series> = (0..9)
+            .map(|i| {
+                s(
+                    &format!("a-long-point-name_numgenservers{i}_maxbatchsize64"),
+                    5.0,
+                )
+            })
+            .collect();
+        let svg = lines_with_limit("t", "x", "y", Some(&frontier), &points, None);
+        let polylines: Vec<&str> = svg.split("<polyline").skip(1).collect();
+        assert_eq!(polylines.len(), 10);
+        assert!(
+            polylines[9].contains(EMPHASIS),
+            "the frontier is drawn last"
+        );
+        assert!(!COLORS.contains(&EMPHASIS));
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        assert!(width > W + 250.0, "legend beside the plot: {width}");
+        // The legend lists the frontier first, then every point, all beside the plot.
+        let legend_x = format!("<rect x=\"{}\"", W + 4.0);
+        assert_eq!(svg.matches(legend_x.as_str()).count(), 10);
+        // Short names keep the corner legend and the usual width.
+        let short = lines_with_limit(
+            "t",
+            "x",
+            "y",
+            Some(&frontier),
+            &points[..2]
+                .iter()
+                .map(|p| s(&p.name[..6], 5.0))
+                .collect::<Vec<_>>(),
+            None,
+        );
+        assert!(short.contains(&format!("width=\"{W}\"")));
+    }
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
