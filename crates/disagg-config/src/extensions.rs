@@ -1,4 +1,5 @@
-//! Our own optional top-level sections: `engine`, `router`, `results`. Unlike the upstream
+//! Our own optional top-level sections: `engine`, `router`, `results` (and `workload`, in
+//! [`crate::workload`]). Unlike the upstream
 //! sections they reject unknown keys, so a typo never silently falls back to a default.
 
 use crate::diag::Sink;
@@ -182,6 +183,8 @@ pub struct Extensions {
     pub router: Option<Router>,
     /// `results:`.
     pub results: Option<Results>,
+    /// `workload:`: a generated or traced dataset instead of random prompts.
+    pub workload: Option<crate::Workload>,
 }
 
 impl Extensions {
@@ -191,6 +194,7 @@ impl Extensions {
             router: reader::section(sink, top, "router", "router").map(|r| read_router(sink, r)),
             results: reader::section(sink, top, "results", "results")
                 .map(|r| read_results(sink, r)),
+            workload: crate::workload::read(sink, top),
         }
     }
 }

@@ -21,3 +21,4 @@ mod slurm_cli;
 mod slurm_faults;
 mod storage_faults;
 mod sweep_cli;
+mod workload_cli;
