@@ -539,6 +539,12 @@ pub struct RouterArgs {
     /// Worker threads. One thread is the default: next to the workers on a busy node, waking
     /// another thread costs more per request (~150 µs measured) than the routing itself, and one
     /// core relays thousands of requests per second
+    /// How a kv_cache_aware pool turns text prompts into token ids: `sim` (the simulated
+    /// engine's word tokenizer and chat template) or a Hugging Face tokenizer (a directory with
+    /// tokenizer.json, or the file; completions only). Without one, text prompts are routed by
+    /// load alone
+    #[arg(long, value_name = "sim|PATH")]
+    pub tokenizer: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }

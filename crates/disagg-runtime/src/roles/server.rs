@@ -132,6 +132,10 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         bootstrap_ports,
         auth_key: Some(auth_key),
         max_local_prefill_length: routing.max_local_prefill_length,
+        // The sim's workers count one token per word of a text prompt: the router can make the
+        // very ids (and block hashes) they make. Another engine's tokenizer is not known here.
+        tokenizer: (me.spec.engine == disagg_config::EngineKind::Sim)
+            .then_some(disagg_router::PromptTokenizer::Words),
     };
     settings
         .check()
