@@ -411,8 +411,11 @@ fn telemetry_section(out: &mut String, run: &RunData, checks: &[Row]) {
         for g in &t.gpus {
             let _ = write!(
                 out,
-                "<p>GPU {}: utilization {} %, memory {} MiB, power {} W (mean)</p>",
+                "<p>GPU {}{}: utilization {} %, memory {} MiB, power {} W (mean)</p>",
                 g.index,
+                g.source
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" ({}, DCGM)", escape(s))),
                 num(g.utilization.map(|u| u.mean)),
                 num(g.memory_used_mib.map(|u| u.mean)),
                 num(g.power_w.map(|u| u.mean)),
