@@ -338,6 +338,9 @@ pub struct Checked {
     pub regressed: bool,
     /// Where `regression.yaml` was written.
     pub written: PathBuf,
+    /// What the telemetry says of each invalid or regressed run (records of the run directory
+    /// that carry telemetry).
+    pub diagnoses: Vec<disagg_results::diagnosis::Diagnosis>,
 }
 
 /// Store the run's records when they are not yet, and check them against their baselines.
@@ -369,7 +372,14 @@ pub fn check(req: &CheckRequest) -> anyhow::Result<Checked> {
         .map(check::read_baseline)
         .transpose()?;
     let (rows, regressed) = check_stored(&store, &run, &runs, &gate, pinned.as_ref())?;
+    // A record file that cannot be read only costs its diagnosis.
+    let records: Vec<disagg_results::RunRecord> = disagg_results::load_records(&run.results_dir())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     Ok(Checked {
+        diagnoses: disagg_results::diagnosis::Diagnosis::of_all(&records, &rows),
         rows,
         regressed,
         written: run.results_dir().join("regression.yaml"),

@@ -87,6 +87,9 @@ fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
         "{}",
         text(&check)
     );
+    // With the telemetry diagnosis of the regressed run, as the report shows it.
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("con4: This run is regressed"), "{stdout}");
     let yaml = std::fs::read_to_string(tmp.path().join("b/results/regression.yaml")).unwrap();
     assert!(
         yaml.contains("regressed: true") && yaml.contains("verdict: regression"),
