@@ -298,6 +298,13 @@ fn store_and_check(
         let mut out = std::io::stdout().lock();
         writeln!(out, "check (post-merge {}):", !gate.pre_merge)?;
         write!(out, "{}", check::table(&rows))?;
+        // The benchmark already printed an invalid run's diagnosis under its line.
+        for d in diagnoses(run, &rows)
+            .iter()
+            .filter(|d| d.what == "regressed")
+        {
+            write!(out, "{}", d.text())?;
+        }
         regressed
     } else {
         false
@@ -311,6 +318,17 @@ fn store_and_check(
         }
     }
     Ok(regressed)
+}
+
+/// The telemetry diagnosis of each invalid or regressed run of the run directory; a record
+/// file that cannot be read only costs its diagnosis.
+fn diagnoses(run: &RunDir, rows: &[Row]) -> Vec<disagg_results::diagnosis::Diagnosis> {
+    let records: Vec<disagg_results::RunRecord> = disagg_results::load_records(&run.results_dir())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    disagg_results::diagnosis::Diagnosis::of_all(&records, rows)
 }
 
 /// `disagg check`: which run, and how.
@@ -372,14 +390,8 @@ pub fn check(req: &CheckRequest) -> anyhow::Result<Checked> {
         .map(check::read_baseline)
         .transpose()?;
     let (rows, regressed) = check_stored(&store, &run, &runs, &gate, pinned.as_ref())?;
-    // A record file that cannot be read only costs its diagnosis.
-    let records: Vec<disagg_results::RunRecord> = disagg_results::load_records(&run.results_dir())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
     Ok(Checked {
-        diagnoses: disagg_results::diagnosis::Diagnosis::of_all(&records, &rows),
+        diagnoses: diagnoses(&run, &rows),
         rows,
         regressed,
         written: run.results_dir().join("regression.yaml"),

@@ -68,6 +68,7 @@ fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
     let out = text(&slow);
     assert_eq!(slow.status.code(), Some(1), "{out}");
     assert!(out.contains("regressed against its baseline"), "{out}");
+    assert!(out.contains("con4: This run is regressed"), "{out}");
     for metric in ["token_throughput", "total_token_throughput"] {
         let line = out
             .lines()
