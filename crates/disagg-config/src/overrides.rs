@@ -169,6 +169,7 @@ impl TestConfig {
         if overrides.random_prompts {
             b.dataset_file = None;
             self.extensions.workload = None;
+            self.random_prompts = true;
         }
         if b.concurrency.is_empty() {
             return Err(ConfigError::Override {

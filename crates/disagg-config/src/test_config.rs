@@ -153,6 +153,8 @@ pub struct TestConfig {
     /// Served aggregated (`--aggregated`): no context servers, the generation servers take
     /// whole requests.
     pub(crate) aggregated: bool,
+    /// Random prompts in place of the config's dataset (`--random-prompts`).
+    pub(crate) random_prompts: bool,
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &[
@@ -294,6 +296,12 @@ impl TestConfig {
         }
     }
 
+    /// Whether `--random-prompts` dropped the config's dataset (`benchmark.dataset_file`,
+    /// `workload`).
+    pub fn random_prompts(&self) -> bool {
+        self.random_prompts
+    }
+
     /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -433,6 +441,7 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
         auth_key,
         warnings: Diagnostics::default(),
         aggregated: false,
+        random_prompts: false,
     })
 }
 
