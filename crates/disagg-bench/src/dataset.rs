@@ -93,6 +93,15 @@ impl Tokenizer {
             .unwrap_or_default()
     }
 
+    /// Token ids of `text` with the special tokens the model's tokenizer adds (a BOS), as an
+    /// engine tokenizes a prompt (`tokenizer(prompt)["input_ids"]`).
+    pub fn encode_prompt(&self, text: &str) -> Vec<u32> {
+        self.inner
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Text of `ids`.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.inner.decode(ids, false).unwrap_or_default()

@@ -81,90 +81,22 @@ pub struct BenchPlan {
     pub prompt_words: bool,
 }
 
-/// Where the prompts come from.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Dataset {
-    /// Random token ids of the plan's lengths (random text of exact length with a tokenizer).
-    #[default]
-    Random,
-    /// A JSONL file, `{"prompt": ..., "output_len": N}` per line, used in order and repeated
-    /// if short (see [`crate::dataset::load_jsonl`]).
-    Jsonl(PathBuf),
-    /// The `trtllm_custom` file of TensorRT-LLM, shuffled by the seed (see
-    /// [`crate::dataset::load_trtllm_custom`]).
-    TrtllmCustom(PathBuf),
-    /// Groups of prompts sharing a prefix (`--dataset shared-prefix`, see
-    /// [`crate::dataset::shared_prefix_requests`]).
-    SharedPrefix {
-        /// Distinct prefixes (`--prefix-groups`).
-        groups: u32,
-        /// Tokens of each prefix (`--prefix-len`).
-        prefix_len: u32,
-        /// Tokens of each prompt's own suffix (`--suffix-len`).
-        suffix_len: u32,
-    },
-    /// Multi-turn sessions (`--dataset multi-turn`, see
-    /// [`crate::dataset::multi_turn_requests`]): `--num-prompts` / `turns` sessions, the first
-    /// prompt `--isl` tokens.
-    MultiTurn {
-        /// Turns per session (`--turns`).
-        turns: u32,
-        /// New user tokens per later turn (`--turn-len`).
-        turn_len: u32,
-        /// Pause between a turn's answer and the next turn, seconds (`--think-time`).
-        think_time: f64,
-    },
-    /// A Mooncake trace replayed on its timestamps (`--dataset mooncake --dataset-path FILE`,
-    /// see [`crate::trace`]); its run is [`Load::Trace`].
-    Mooncake {
-        /// The JSONL file.
-        path: PathBuf,
-        /// Tokens per `hash_ids` block (`--trace-block-size`, 512).
-        block_size: u32,
-    },
-}
+/// Where the prompts come from: the one type the config's `workload:` section reads too.
+pub use disagg_config::Dataset;
 
-impl Dataset {
-    /// How a record names it: `None` for random prompts.
-    pub fn describe(&self) -> Option<String> {
-        match self {
-            Dataset::Random => None,
-            Dataset::Jsonl(p) => Some(format!("jsonl {}", p.display())),
-            Dataset::TrtllmCustom(p) => Some(format!("trtllm-custom {}", p.display())),
-            Dataset::SharedPrefix {
-                groups,
-                prefix_len,
-                suffix_len,
-            } => Some(format!(
-                "shared-prefix groups={groups} prefix={prefix_len} suffix={suffix_len}"
-            )),
-            Dataset::MultiTurn {
-                turns,
-                turn_len,
-                think_time,
-            } => Some(format!(
-                "multi-turn turns={turns} turn={turn_len} think={think_time}s"
-            )),
-            Dataset::Mooncake { path, block_size } => {
-                Some(format!("mooncake {} block={block_size}", path.display()))
-            }
+/// The dataset of `--dataset KIND` (`random`, `jsonl`, `trtllm-custom`) and `--dataset-path
+/// FILE`.
+pub fn dataset_from_flags(kind: &str, path: Option<PathBuf>) -> Result<Dataset, BenchError> {
+    let invalid = |message: String| Err(BenchError::InvalidPlan(message));
+    match (kind, path) {
+        ("jsonl", Some(path)) => Ok(Dataset::Jsonl(path)),
+        ("trtllm-custom", Some(path)) => Ok(Dataset::TrtllmCustom(path)),
+        ("random", Some(_)) => {
+            invalid("--dataset-path is read only with --dataset jsonl or trtllm-custom".to_string())
         }
-    }
-
-    /// The dataset of `--dataset KIND` (`random`, `jsonl`, `trtllm-custom`) and
-    /// `--dataset-path FILE`.
-    pub fn from_flags(kind: &str, path: Option<PathBuf>) -> Result<Dataset, BenchError> {
-        let invalid = |message: String| Err(BenchError::InvalidPlan(message));
-        match (kind, path) {
-            ("jsonl", Some(path)) => Ok(Dataset::Jsonl(path)),
-            ("trtllm-custom", Some(path)) => Ok(Dataset::TrtllmCustom(path)),
-            ("random", Some(_)) => invalid(
-                "--dataset-path is read only with --dataset jsonl or trtllm-custom".to_string(),
-            ),
-            ("random", None) => Ok(Dataset::Random),
-            (kind, None) => invalid(format!("--dataset {kind} needs --dataset-path FILE")),
-            (kind, Some(_)) => invalid(format!("unknown --dataset {kind}")),
-        }
+        ("random", None) => Ok(Dataset::Random),
+        (kind, None) => invalid(format!("--dataset {kind} needs --dataset-path FILE")),
+        (kind, Some(_)) => invalid(format!("unknown --dataset {kind}")),
     }
 }
 
@@ -540,20 +472,17 @@ mod tests {
     #[test]
     fn datasets_from_flags() {
         let file = || Some(PathBuf::from("d.jsonl"));
+        assert_eq!(dataset_from_flags("random", None).unwrap(), Dataset::Random);
         assert_eq!(
-            Dataset::from_flags("random", None).unwrap(),
-            Dataset::Random
-        );
-        assert_eq!(
-            Dataset::from_flags("jsonl", file()).unwrap(),
+            dataset_from_flags("jsonl", file()).unwrap(),
             Dataset::Jsonl("d.jsonl".into())
         );
         assert_eq!(
-            Dataset::from_flags("trtllm-custom", file()).unwrap(),
+            dataset_from_flags("trtllm-custom", file()).unwrap(),
             Dataset::TrtllmCustom("d.jsonl".into())
         );
         let message = |kind: &str, path: Option<PathBuf>| {
-            let e = Dataset::from_flags(kind, path).unwrap_err();
+            let e = dataset_from_flags(kind, path).unwrap_err();
             assert!(e.is_invalid_input());
             e.to_string()
         };

@@ -99,11 +99,14 @@ pub struct TargetSummary {
     pub queue_series: Vec<(f64, f64)>,
 }
 
-/// One GPU over a run (from `nvidia-smi`).
+/// One GPU over a run (from `nvidia-smi`, or a DCGM exporter read as a target).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuSummary {
-    /// `nvidia-smi`'s index.
+    /// `nvidia-smi`'s index (DCGM's `gpu` label).
     pub index: u32,
+    /// The target whose DCGM exporter reported it; `None`: `nvidia-smi` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Utilization, %.
     pub utilization: Option<Stat>,
     /// Memory used, MiB.
@@ -130,32 +133,60 @@ pub struct TelemetrySummary {
     pub warnings: Vec<String>,
 }
 
+// Each engine's names. TensorRT-LLM's are those of `trtllm-serve`'s `/prometheus/metrics`
+// (`tensorrt_llm/metrics/collector.py`, `MetricsCollector.log_iteration_stats`; see
+// docs/upstream.md): `kv_cache_utilization` is used / max blocks, a fraction as vLLM's.
 const KV_USAGE: &[&str] = &[
     "disagg_sim_kv_cache_usage_ratio",
     "vllm:kv_cache_usage_perc",
     "vllm:gpu_cache_usage_perc",
     "sglang:token_usage",
+    "trtllm_kv_cache_utilization",
 ];
 const QUEUE: &[&str] = &[
     "disagg_sim_requests_waiting",
     "vllm:num_requests_waiting",
     "sglang:num_queue_reqs",
+    "trtllm_num_requests_waiting",
 ];
 const RUNNING: &[&str] = &[
     "disagg_sim_requests_running",
     "vllm:num_requests_running",
     "sglang:num_running_reqs",
+    "trtllm_num_requests_running",
     "disagg_router_worker_in_flight",
 ];
-const HITS: &[(&str, &str)] = &[
-    (
+
+/// A cache hit rate from two counters: hits over lookups, or hits over hits + misses.
+#[derive(Clone, Copy)]
+enum Hits {
+    /// (hits, lookups).
+    OfQueries(&'static str, &'static str),
+    /// (hits, misses): TensorRT-LLM counts reused and missed blocks.
+    AndMisses(&'static str, &'static str),
+}
+
+const HITS: &[Hits] = &[
+    Hits::OfQueries(
         "disagg_sim_prefix_cache_hits_total",
         "disagg_sim_prefix_cache_queries_total",
     ),
-    (
+    Hits::OfQueries(
         "vllm:prefix_cache_hits_total",
         "vllm:prefix_cache_queries_total",
     ),
+    Hits::AndMisses(
+        "trtllm_kv_cache_reused_blocks_total",
+        "trtllm_kv_cache_missed_blocks_total",
+    ),
+];
+
+/// The DCGM exporter's GPU fields (`dcgm-exporter`'s default counters, one sample per GPU,
+/// labelled `gpu="<index>"`) and the [`GpuSummary`] field each fills.
+const DCGM: &[(&str, &str)] = &[
+    ("DCGM_FI_DEV_GPU_UTIL", "utilization"),
+    ("DCGM_FI_DEV_FB_USED", "memory_used_mib"),
+    ("DCGM_FI_DEV_POWER_USAGE", "power_w"),
 ];
 
 /// What stands for `:` in metric names while the parser reads them: `prometheus-parse` 0.2
@@ -276,19 +307,26 @@ pub fn summarize(
             let queue = pick(QUEUE);
             // Hit rate over the window: counters at the last read minus the first read that had
             // them (a counter that appears late counts from its first read).
-            let cache_hit_rate = HITS.iter().find_map(|(hits, queries)| {
+            let cache_hit_rate = HITS.iter().find_map(|&pair| {
+                let (hits, other) = match pair {
+                    Hits::OfQueries(h, q) | Hits::AndMisses(h, q) => (h, q),
+                };
                 let both: Vec<(f64, f64)> = reads
                     .iter()
                     .filter_map(|s| {
                         Some((
                             first_of(&s.samples, &[hits])?,
-                            first_of(&s.samples, &[queries])?,
+                            first_of(&s.samples, &[other])?,
                         ))
                     })
                     .collect();
                 let (first, last) = (both.first()?, both.last()?);
-                let asked = last.1 - first.1;
-                (asked > 0.0).then(|| (last.0 - first.0) / asked)
+                let (hit, other) = (last.0 - first.0, last.1 - first.1);
+                let asked = match pair {
+                    Hits::OfQueries(..) => other,
+                    Hits::AndMisses(..) => hit + other,
+                };
+                (asked > 0.0).then(|| hit / asked)
             });
             TargetSummary {
                 name: name.to_string(),
@@ -311,36 +349,63 @@ pub fn summarize(
     }
 }
 
+/// One GPU figure: its source (`None`: nvidia-smi here), the GPU's index, the field.
+type GpuField<'a> = (Option<&'a str>, u32, &'static str);
+
 fn gpu_summaries(series: &Series) -> Vec<GpuSummary> {
-    let reads: Vec<&Scrape> = series
-        .scrapes
-        .iter()
-        .filter(|s| s.target == "gpu")
-        .collect();
-    let indices: BTreeSet<u32> = reads
-        .iter()
-        .flat_map(|s| s.samples.keys())
-        .filter_map(|k| k.split_once('.')?.0.strip_prefix("gpu")?.parse().ok())
-        .collect();
-    indices
-        .into_iter()
-        .map(|i| {
-            let field = |f: &str| {
-                let key = format!("gpu{i}.{f}");
-                let pts: Vec<(f64, f64)> = reads
-                    .iter()
-                    .filter_map(|s| Some((s.t, *s.samples.get(&key)?)))
-                    .collect();
-                stat(&pts)
+    let mut points: BTreeMap<GpuField<'_>, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in &series.scrapes {
+        let source = (s.target != "gpu").then_some(s.target.as_str());
+        for (key, &v) in &s.samples {
+            let found = match source {
+                None => nvidia_smi_key(key),
+                Some(_) => dcgm_key(key),
             };
+            if let Some((index, field)) = found {
+                points
+                    .entry((source, index, field))
+                    .or_default()
+                    .push((s.t, v));
+            }
+        }
+    }
+    let gpus: BTreeSet<(Option<&str>, u32)> = points.keys().map(|k| (k.0, k.1)).collect();
+    gpus.into_iter()
+        .map(|(source, index)| {
+            let field = |f: &str| stat(points.get(&(source, index, f))?);
             GpuSummary {
-                index: i,
+                index,
+                source: source.map(str::to_string),
                 utilization: field("utilization"),
                 memory_used_mib: field("memory_used_mib"),
                 power_w: field("power_w"),
             }
         })
         .collect()
+}
+
+/// `gpu<i>.<field>` (what [`parse_nvidia_smi`] writes) → (i, field).
+fn nvidia_smi_key(key: &str) -> Option<(u32, &'static str)> {
+    let (gpu, field) = key.split_once('.')?;
+    let index = gpu.strip_prefix("gpu")?.parse().ok()?;
+    DCGM.iter()
+        .map(|d| d.1)
+        .find(|f| *f == field)
+        .map(|f| (index, f))
+}
+
+/// `DCGM_FI_DEV_GPU_UTIL{...,gpu="3",...}` → (3, `utilization`).
+fn dcgm_key(key: &str) -> Option<(u32, &'static str)> {
+    let (name, labels) = key.split_once('{')?;
+    let field = DCGM.iter().find(|d| d.0 == name)?.1;
+    let index = labels
+        .split(',')
+        .find_map(|l| l.strip_prefix("gpu=\""))?
+        .trim_end_matches('}')
+        .trim_end_matches('"')
+        .parse()
+        .ok()?;
+    Some((index, field))
 }
 
 /// `nvidia-smi --query-gpu=index,utilization.gpu,memory.used,power.draw
@@ -624,5 +689,101 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: TelemetrySummary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    /// `trtllm-serve`'s `/prometheus/metrics` as its `MetricsCollector` writes it (names from
+    /// `tensorrt_llm/metrics/collector.py`; values and labels made up here): KV usage, queue,
+    /// running requests, and the hit rate from reused and missed blocks over the window.
+    #[test]
+    fn tensorrt_llm_metric_names_are_summarized() {
+        let exposition = |waiting: u32, kv: f64, reused: u32, missed: u32| {
+            format!(
+                "# HELP trtllm_num_requests_waiting Number of queued requests\n\
+                 # TYPE trtllm_num_requests_waiting gauge\n\
+                 trtllm_num_requests_waiting{{engine_type=\"trtllm\",model_name=\"m\"}} {waiting}\n\
+                 # TYPE trtllm_num_requests_running gauge\n\
+                 trtllm_num_requests_running{{engine_type=\"trtllm\",model_name=\"m\"}} 8\n\
+                 # TYPE trtllm_kv_cache_utilization gauge\n\
+                 trtllm_kv_cache_utilization{{engine_type=\"trtllm\",model_name=\"m\"}} {kv}\n\
+                 # TYPE trtllm_kv_cache_hit_rate gauge\n\
+                 trtllm_kv_cache_hit_rate{{engine_type=\"trtllm\",model_name=\"m\"}} 0.9\n\
+                 # TYPE trtllm_kv_cache_reused_blocks_total counter\n\
+                 trtllm_kv_cache_reused_blocks_total{{engine_type=\"trtllm\",model_name=\"m\"}} {reused}\n\
+                 # TYPE trtllm_kv_cache_missed_blocks_total counter\n\
+                 trtllm_kv_cache_missed_blocks_total{{engine_type=\"trtllm\",model_name=\"m\"}} {missed}\n\
+                 # TYPE trtllm_time_to_first_token_seconds histogram\n\
+                 trtllm_time_to_first_token_seconds_bucket{{le=\"0.1\"}} 3\n\
+                 trtllm_time_to_first_token_seconds_count 3\n\
+                 trtllm_time_to_first_token_seconds_sum 0.2\n"
+            )
+        };
+        let series = Series {
+            scrapes: vec![
+                read(0.0, "CTX_0", &exposition(0, 0.25, 10, 40)),
+                read(1.0, "CTX_0", &exposition(6, 0.75, 40, 50)),
+            ],
+            warnings: Vec::new(),
+        };
+        let s = summarize(&series, Duration::from_secs(1), Vec::new());
+        let t = &s.targets[0];
+        assert_eq!(t.queue.unwrap().max, 6.0);
+        assert_eq!(t.running.unwrap().mean, 8.0);
+        assert_eq!(t.kv_usage.unwrap().max, 0.75);
+        assert_eq!(
+            t.cache_hit_rate,
+            Some(0.75),
+            "30 blocks reused of 30 + 10 looked up in the window"
+        );
+    }
+
+    /// A DCGM exporter read as a target (`--scrape dcgm=http://node:9400/metrics`): its GPU
+    /// utilization, framebuffer memory and power per `gpu` label become GPU summaries named
+    /// after the target, beside nvidia-smi's.
+    #[test]
+    fn dcgm_exporter_fields_are_gpu_summaries() {
+        let exposition = |util: u32, power: f64| {
+            format!(
+                "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n\
+                 # TYPE DCGM_FI_DEV_GPU_UTIL gauge\n\
+                 DCGM_FI_DEV_GPU_UTIL{{gpu=\"0\",UUID=\"GPU-a\",device=\"nvidia0\",modelName=\"NVIDIA B200\",Hostname=\"n1\"}} {util}\n\
+                 DCGM_FI_DEV_GPU_UTIL{{gpu=\"1\",UUID=\"GPU-b\",device=\"nvidia1\",modelName=\"NVIDIA B200\",Hostname=\"n1\"}} 5\n\
+                 # HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).\n\
+                 # TYPE DCGM_FI_DEV_FB_USED gauge\n\
+                 DCGM_FI_DEV_FB_USED{{gpu=\"0\",UUID=\"GPU-a\",device=\"nvidia0\",modelName=\"NVIDIA B200\",Hostname=\"n1\"}} 170000\n\
+                 # HELP DCGM_FI_DEV_POWER_USAGE Power draw (in W).\n\
+                 # TYPE DCGM_FI_DEV_POWER_USAGE gauge\n\
+                 DCGM_FI_DEV_POWER_USAGE{{gpu=\"0\",UUID=\"GPU-a\",device=\"nvidia0\",modelName=\"NVIDIA B200\",Hostname=\"n1\"}} {power}\n\
+                 # TYPE DCGM_FI_DEV_SM_CLOCK gauge\n\
+                 DCGM_FI_DEV_SM_CLOCK{{gpu=\"0\",UUID=\"GPU-a\"}} 1965\n"
+            )
+        };
+        let mut smi = read(0.0, "gpu", "");
+        smi.samples = parse_nvidia_smi("0, 50, 1000, 100\n");
+        let series = Series {
+            scrapes: vec![
+                read(0.0, "dcgm", &exposition(60, 700.5)),
+                read(1.0, "dcgm", &exposition(100, 900.0)),
+                smi,
+            ],
+            warnings: Vec::new(),
+        };
+        let s = summarize(&series, Duration::from_secs(1), Vec::new());
+        let ids: Vec<(Option<&str>, u32)> = s
+            .gpus
+            .iter()
+            .map(|g| (g.source.as_deref(), g.index))
+            .collect();
+        assert_eq!(ids, [(None, 0), (Some("dcgm"), 0), (Some("dcgm"), 1)]);
+        let g0 = &s.gpus[1];
+        let util = g0.utilization.unwrap();
+        assert_eq!((util.mean, util.max, util.max_at_s), (80.0, 100.0, 1.0));
+        assert_eq!(g0.memory_used_mib.unwrap().max, 170_000.0);
+        assert_eq!(g0.power_w.unwrap().max, 900.0);
+        assert_eq!(s.gpus[2].power_w, None);
+        assert_eq!(
+            s.gpus[0].utilization.unwrap().max,
+            50.0,
+            "nvidia-smi's, apart"
+        );
     }
 }

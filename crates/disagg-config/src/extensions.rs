@@ -1,4 +1,5 @@
-//! Our own optional top-level sections: `engine`, `router`, `results`. Unlike the upstream
+//! Our own optional top-level sections: `engine`, `router`, `results` (and `workload`, in
+//! [`crate::workload`]). Unlike the upstream
 //! sections they reject unknown keys, so a typo never silently falls back to a default.
 
 use crate::diag::Sink;
@@ -160,6 +161,10 @@ pub struct Router {
     /// kv_cache_aware`, a request with part of its prompt cached on a generation server and at
     /// most this many tokens uncached skips the context leg.
     pub max_local_prefill_length: Option<u32>,
+    /// How the built-in router tokenizes text prompts for `kv_cache_aware`: `sim`, or the
+    /// absolute path of a Hugging Face tokenizer (a directory with `tokenizer.json`, or the
+    /// file) [default: `sim` with the sim engine, none otherwise].
+    pub tokenizer: Option<String>,
 }
 
 /// `results:`.
@@ -182,6 +187,8 @@ pub struct Extensions {
     pub router: Option<Router>,
     /// `results:`.
     pub results: Option<Results>,
+    /// `workload:`: a generated or traced dataset instead of random prompts.
+    pub workload: Option<crate::Workload>,
 }
 
 impl Extensions {
@@ -191,6 +198,7 @@ impl Extensions {
             router: reader::section(sink, top, "router", "router").map(|r| read_router(sink, r)),
             results: reader::section(sink, top, "results", "results")
                 .map(|r| read_results(sink, r)),
+            workload: crate::workload::read(sink, top),
         }
     }
 }
@@ -333,6 +341,7 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             "server_start_timeout",
             "protocol",
             "max_local_prefill_length",
+            "tokenizer",
         ],
         true,
     );
@@ -395,7 +404,27 @@ fn read_router(sink: &mut Sink, r: MapRef<'_>) -> Router {
             "uncached prompt tokens a generation server may prefill itself",
         )
         .map(|v| v as u32),
+        tokenizer: reader::string(
+            sink,
+            r,
+            "tokenizer",
+            Need::Optional,
+            "`sim`, or the absolute path of a Hugging Face tokenizer.json (or its directory)",
+        ),
     };
+    if let Some(t) = router
+        .tokenizer
+        .as_deref()
+        .filter(|t| *t != "sim" && !t.starts_with('/'))
+    {
+        sink.error(
+            r.get("tokenizer").map(|n| n.pos),
+            &format!("{}.tokenizer", r.path),
+            Some(t.to_string()),
+            "a tokenizer path must be absolute (every role reads it from its own directory)",
+            "write `sim`, or the absolute path of tokenizer.json or of its directory",
+        );
+    }
     if let (Some(n), false) = (
         router.max_local_prefill_length,
         router.policy == Some("kv_cache_aware"),
@@ -481,6 +510,17 @@ mod tests {
         assert_eq!(
             warned,
             ["worker_config.gen.kv_cache_config.event_buffer_max_size"]
+        );
+        let t = parse("router: {policy: kv_cache_aware, tokenizer: /models/m}\n").unwrap();
+        assert_eq!(
+            t.extensions().router.clone().unwrap().tokenizer.as_deref(),
+            Some("/models/m")
+        );
+        let err = parse("router: {tokenizer: models/m}\n").unwrap_err();
+        let text = err.diagnostics().unwrap().to_string();
+        assert!(
+            text.contains("router.tokenizer") && text.contains("must be absolute"),
+            "{text}"
         );
         let err =
             parse("router: {policy: round_robin, max_local_prefill_length: 64}\n").unwrap_err();

@@ -37,6 +37,7 @@ pub mod sweep;
 mod test_config;
 mod test_id;
 mod worker;
+pub mod workload;
 pub mod yaml;
 
 use std::path::PathBuf;
@@ -57,6 +58,7 @@ pub use sweep::{Constraints, DerivedPoint, Sla, SweepSpec, is_sweep_spec};
 pub use test_config::{Benchmark, Environment, Hardware, Metadata, Mode, Slurm, TestConfig};
 pub use test_id::{TestId, config_path, parse_test_list};
 pub use worker::{HARNESS_KEYS, KvCacheOptions, Speculative, WorkerOptions};
+pub use workload::{Dataset, Workload};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,10 @@ pub struct Overrides {
     /// Serve aggregated: no context servers; the generation servers take whole requests.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub aggregated: bool,
+    /// Random prompts of the config's lengths: `benchmark.dataset_file` and `workload` are
+    /// dropped (`--random-prompts`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub random_prompts: bool,
 }
 
 impl Overrides {
@@ -161,6 +165,11 @@ impl TestConfig {
                 });
             }
             self.aggregated = true;
+        }
+        if overrides.random_prompts {
+            b.dataset_file = None;
+            self.extensions.workload = None;
+            self.random_prompts = true;
         }
         if b.concurrency.is_empty() {
             return Err(ConfigError::Override {

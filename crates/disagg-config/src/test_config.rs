@@ -146,13 +146,15 @@ pub struct TestConfig {
     accuracy: Option<Accuracy>,
     ctx: WorkerOptions,
     gen_: WorkerOptions,
-    extensions: Extensions,
+    pub(crate) extensions: Extensions,
     /// The top-level `internal_request_auth_key`, when the config sets its own.
     auth_key: Option<AuthKey>,
     warnings: Diagnostics,
     /// Served aggregated (`--aggregated`): no context servers, the generation servers take
     /// whole requests.
     pub(crate) aggregated: bool,
+    /// Random prompts in place of the config's dataset (`--random-prompts`).
+    pub(crate) random_prompts: bool,
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &[
@@ -169,6 +171,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "engine",
     "router",
     "results",
+    "workload",
 ];
 const METADATA_KEYS: &[&str] = &[
     "model_name",
@@ -293,6 +296,12 @@ impl TestConfig {
         }
     }
 
+    /// Whether `--random-prompts` dropped the config's dataset (`benchmark.dataset_file`,
+    /// `workload`).
+    pub fn random_prompts(&self) -> bool {
+        self.random_prompts
+    }
+
     /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -384,6 +393,18 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
     let (ctx, gen_) = read_workers(sink, top);
     let extensions = Extensions::read(sink, top);
     let auth_key = crate::auth_key::read(sink, top);
+    if let (Some(_), Some(file)) = (
+        &extensions.workload,
+        benchmark.as_ref().and_then(|b| b.dataset_file.as_ref()),
+    ) {
+        sink.error(
+            root.get("workload").map(|n| n.pos),
+            "workload",
+            None,
+            format!("the benchmark cannot send both workload prompts and benchmark.dataset_file `{file}`"),
+            "remove one of the two",
+        );
+    }
 
     if let (Some(hw), Some(b)) = (hardware, &benchmark) {
         if hw.num_ctx_servers == 0 && b.mode != Mode::GenOnlyNoContext {
@@ -420,6 +441,7 @@ fn read_config(sink: &mut Sink, root: &Node, path: &Path, name: String) -> Optio
         auth_key,
         warnings: Diagnostics::default(),
         aggregated: false,
+        random_prompts: false,
     })
 }
 

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod body;
 pub mod kv_cache;
+pub mod prompt;
 mod sse;
 mod types;
 

@@ -249,6 +249,17 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Sum of both.
     pub total_tokens: u64,
+    /// What the prompt tokens were made of: OpenAI's field, which vLLM fills (with
+    /// `--enable-prompt-tokens-details`) from its prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens the server did not compute: found in its prefix cache.
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -258,6 +269,15 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
+        }
+    }
+
+    /// This usage saying `cached_tokens` of the prompt came from the prefix cache.
+    pub fn with_cached(self, cached_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }),
+            ..self
         }
     }
 }

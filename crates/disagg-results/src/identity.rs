@@ -23,11 +23,12 @@ use crate::record::RunRecord;
 /// name.
 pub const MATCH_KEYS: &[&str] = &["s_test_case_name", "s_gpu_type", "s_runtime", "s_branch"];
 
-/// Our own match keys on top of upstream's: the engine when it is not TensorRT-LLM, and the
-/// serving when it is aggregated. Both are written only in those cases, so a TensorRT-LLM
+/// Our own match keys on top of upstream's: the engine when it is not TensorRT-LLM, the
+/// serving when it is aggregated, and the prompts when they are not the config's own
+/// (`workload`, `--random-prompts`). Each is written only in those cases, so a TensorRT-LLM
 /// disaggregated record leaves them empty and matches upstream's documents (which never have
 /// them) by upstream's rule that two empty values are equal.
-pub const OWN_MATCH_KEYS: &[&str] = &["s_engine", "s_serving"];
+pub const OWN_MATCH_KEYS: &[&str] = &["s_engine", "s_serving", "s_workload"];
 
 /// Upstream's runtime for a disaggregated run.
 pub const RUNTIME: &str = "multi_node_disagg_server";
@@ -139,6 +140,17 @@ pub fn identity(
     }
     if config.aggregated() {
         put("s_serving", "aggregated".into());
+    }
+    // Prompts other than the config's own make another case: the `workload` section as written
+    // (a trace's path relative as in the file, so a case does not fork by machine), or random
+    // prompts in place of the config's dataset.
+    if let Some(w) = config.extensions().workload.as_ref() {
+        put(
+            "s_workload",
+            w.dataset.describe().unwrap_or_default().into(),
+        );
+    } else if config.random_prompts() {
+        put("s_workload", "random".into());
     }
     id
 }

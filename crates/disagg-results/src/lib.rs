@@ -14,6 +14,7 @@
 
 pub mod baseline;
 pub mod check;
+pub mod diagnosis;
 pub mod doc_id;
 pub mod identity;
 pub mod junit;

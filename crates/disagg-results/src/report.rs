@@ -329,18 +329,12 @@ fn telemetry_section(out: &mut String, run: &RunData, checks: &[Row]) {
             .iter()
             .any(|c| c.run == r.load && c.verdict == "regression");
         let _ = write!(out, "<h3>{}</h3>", escape(&r.load));
-        if !r.valid || regressed {
-            let lines = disagg_bench::telemetry::diagnose(t);
-            let what = if r.valid { "regressed" } else { "invalid" };
-            if lines.is_empty() {
-                let _ = write!(
-                    out,
-                    "<p>This run is {what}; its telemetry shows no full KV cache, queue or gap.</p>"
-                );
-            } else {
-                let _ = write!(out, "<p>This run is {what}. Diagnosis:</p><ul>");
-                for l in lines {
-                    let _ = write!(out, "<li>{}</li>", escape(&l));
+        if let Some(d) = crate::diagnosis::Diagnosis::of(r, regressed) {
+            let _ = write!(out, "<p>{}</p>", escape(&d.heading()));
+            if !d.lines.is_empty() {
+                out.push_str("<ul>");
+                for l in &d.lines {
+                    let _ = write!(out, "<li>{}</li>", escape(l));
                 }
                 out.push_str("</ul>");
             }
@@ -411,8 +405,11 @@ fn telemetry_section(out: &mut String, run: &RunData, checks: &[Row]) {
         for g in &t.gpus {
             let _ = write!(
                 out,
-                "<p>GPU {}: utilization {} %, memory {} MiB, power {} W (mean)</p>",
+                "<p>GPU {}{}: utilization {} %, memory {} MiB, power {} W (mean)</p>",
                 g.index,
+                g.source
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" ({}, DCGM)", escape(s))),
                 num(g.utilization.map(|u| u.mean)),
                 num(g.memory_used_mib.map(|u| u.mean)),
                 num(g.power_w.map(|u| u.mean)),

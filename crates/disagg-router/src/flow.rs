@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use disagg_protocol::auth;
 use disagg_protocol::body::{BodyError, MSGPACK_HEADER, decode, is_msgpack};
-use disagg_protocol::{ErrorResponse, sse_data};
+use disagg_protocol::{ChatMessage, ErrorResponse, sse_data};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -45,6 +45,13 @@ impl Endpoint {
         match self {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Chat => "/v1/chat/completions",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "completions",
+            Endpoint::Chat => "chat",
         }
     }
 }
@@ -217,21 +224,63 @@ struct Pick {
     tried: Vec<usize>,
 }
 
-/// The prompt's block hashes at `pool`'s block size, when it routes by KV cache and the prompt
-/// is token ids (completions' `prompt`, chat's `prompt_token_ids`). Text is not tokenized here:
-/// such a request is routed by load alone.
-fn hashes_for(pool: &Pool, req: &Value) -> Option<Arc<[u64]>> {
+/// The prompt's block hashes at `pool`'s block size, when it routes by KV cache: of the token
+/// ids the request carries (completions' `prompt`, chat's `prompt_token_ids`; after a hand-off
+/// the context's ids), else of `text_ids`, its text as the router tokenized it ([`text_ids`]).
+fn hashes_for(pool: &Pool, req: &Value, text_ids: Option<&[u32]>) -> Option<Arc<[u64]>> {
     let block = pool.tokens_per_block()?;
-    let ids = req["prompt"]
+    let sent: Option<Vec<u32>> = req["prompt"]
         .as_array()
-        .or_else(|| req["prompt_token_ids"].as_array())?;
-    let ids: Vec<u32> = ids
-        .iter()
-        .map(|v| v.as_u64().map(|n| n as u32))
-        .collect::<Option<_>>()?;
+        .or_else(|| req["prompt_token_ids"].as_array())
+        .and_then(|ids| {
+            ids.iter()
+                .map(|v| v.as_u64().map(|n| n as u32))
+                .collect::<Option<_>>()
+        });
+    let ids = sent.as_deref().or(text_ids)?;
     Some(Arc::from(disagg_protocol::kv_cache::block_hashes(
-        &ids, block,
+        ids, block,
     )))
+}
+
+/// A text prompt's token ids for a kv_cache_aware pool, as upstream's `KvCacheAwareRouter`
+/// tokenizes (`tokenizer(prompt)` for completions, the chat template with the generation prompt
+/// for chat): with the router's [`crate::PromptTokenizer`]. `None` when no pool routes by KV cache, the
+/// request carries ids already, or the text cannot be tokenized here — then the request goes by
+/// load alone, is counted (`disagg_router_untokenized_requests_total`), and the first such
+/// request is logged as a warning.
+fn text_ids(st: &State, ep: Endpoint, req: &Value) -> Option<Arc<[u32]>> {
+    if st.context.tokens_per_block().is_none() && st.generation.tokens_per_block().is_none() {
+        return None;
+    }
+    if req["prompt"].is_array() || req["prompt_token_ids"].is_array() {
+        return None;
+    }
+    let tokenizer = st.settings.tokenizer.as_ref();
+    let ids = match (ep, &req["prompt"]) {
+        (Endpoint::Completions, Value::String(text)) => tokenizer.map(|t| t.completion(text)),
+        (Endpoint::Chat, _) => tokenizer.and_then(|t| {
+            let messages = serde_json::from_value::<Vec<ChatMessage>>(req["messages"].clone());
+            t.chat(&messages.ok()?)
+        }),
+        _ => None,
+    };
+    if ids.is_none() {
+        st.metrics.untokenized.fetch_add(1, Ordering::Relaxed);
+        if !st.warned_untokenized.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a {} request with a text prompt is routed by load alone: the router has {} \
+                 (give it a tokenizer: `disagg router --tokenizer sim|PATH`, `router.tokenizer`); \
+                 disagg_router_untokenized_requests_total counts such requests",
+                ep.name(),
+                match tokenizer {
+                    None => "no tokenizer",
+                    Some(_) => "no chat template for this tokenizer",
+                }
+            );
+        }
+    }
+    ids.map(Arc::from)
 }
 
 /// Take a worker of `pool` for a leg, counting what a kv_cache_aware pick matched.
@@ -305,15 +354,15 @@ async fn concurrent_legs(
     st: Arc<State>,
     ep: Endpoint,
     req: Value,
-    tokens: u64,
+    (tokens, text): (u64, Option<Arc<[u32]>>),
     stream: bool,
     deadline: Instant,
     started: Instant,
 ) -> Response {
     let mut tried = Vec::new();
     let mut last = None;
-    let ctx_hashes = hashes_for(&st.context, &req);
-    let gen_hashes = hashes_for(&st.generation, &req);
+    let ctx_hashes = hashes_for(&st.context, &req, text.as_deref());
+    let gen_hashes = hashes_for(&st.generation, &req, text.as_deref());
     for n in 0..=st.settings.max_retries {
         let Some(ctx_lease) = st.context.lease_for(&tried, tokens, ctx_hashes.as_ref()) else {
             break;
@@ -543,11 +592,14 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
             "messages must be a list",
         );
     }
-    let tokens = prompt_tokens(&req);
+    let text = text_ids(&st, ep, &req);
+    let tokens = text
+        .as_ref()
+        .map_or_else(|| prompt_tokens(&req), |ids| ids.len() as u64);
 
     let whole = |req: &Value| Pick {
         tokens,
-        hashes: hashes_for(&st.generation, req),
+        hashes: hashes_for(&st.generation, req, text.as_deref()),
         ..Pick::default()
     };
     if st.settings.gen_only {
@@ -565,7 +617,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
         return generation(st, ep, req, stream, deadline, started, pick).await;
     }
     if handoff.concurrent() {
-        return concurrent_legs(st, ep, req, tokens, stream, deadline, started).await;
+        return concurrent_legs(st, ep, req, (tokens, text), stream, deadline, started).await;
     }
 
     // Conditional disaggregation (upstream's `_check_conditional_disagg`): pick the generation
@@ -603,7 +655,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
     let ctx_started = Instant::now();
     let ctx_pick = Pick {
         tokens,
-        hashes: hashes_for(&st.context, &req),
+        hashes: hashes_for(&st.context, &req, text.as_deref()),
         reserved: None,
         tried: ctx_tried,
     };
@@ -673,7 +725,7 @@ async fn handle(st: Arc<State>, ep: Endpoint, headers: &HeaderMap, body: Bytes) 
     handoff.generation_leg(&mut req, &ctx, ep == Endpoint::Chat);
     let pick = Pick {
         tokens,
-        hashes: hashes_for(&st.generation, &req),
+        hashes: hashes_for(&st.generation, &req, text.as_deref()),
         reserved,
         tried: same_server(&st, &ctx_addr),
     };

@@ -62,6 +62,7 @@ pub use crate::handoff::HandOff;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 pub use crate::pool::{KvAwareArgs, Policy};
+pub use disagg_protocol::prompt::PromptTokenizer;
 
 /// What the router needs to know.
 #[derive(Debug, Clone)]
@@ -100,6 +101,9 @@ pub struct RouterSettings {
     /// request it already holds part of, with at most this many prompt tokens uncached, is sent
     /// to it whole, without a context leg.
     pub max_local_prefill_length: Option<u32>,
+    /// How a kv_cache_aware pool gets the token ids of a text prompt (upstream's router loads
+    /// the model's tokenizer); `None`: text prompts are routed by load alone, and counted.
+    pub tokenizer: Option<disagg_protocol::prompt::PromptTokenizer>,
 }
 
 impl RouterSettings {
@@ -174,6 +178,7 @@ impl Default for RouterSettings {
             bootstrap_ports: Vec::new(),
             auth_key: None,
             max_local_prefill_length: None,
+            tokenizer: None,
         }
     }
 }
@@ -204,6 +209,8 @@ pub(crate) struct State {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub next_id: AtomicU64,
+    /// Whether the first text prompt routed without tokens was logged.
+    pub warned_untokenized: AtomicBool,
 }
 
 impl State {
@@ -232,6 +239,7 @@ impl State {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             next_id: AtomicU64::new(start.max(1 << 40)),
+            warned_untokenized: AtomicBool::new(false),
         }
     }
 

@@ -111,6 +111,9 @@ pub struct Metrics {
     pub kv_events: AtomicU64,
     /// Failed reads of workers' KV cache events.
     pub kv_event_errors: AtomicU64,
+    /// Text-prompt requests a kv_cache_aware pool routed by load alone: no tokenizer could
+    /// take their text.
+    pub untokenized: AtomicU64,
     /// Context leg duration.
     pub context_time: Histogram,
     /// From sending the generation leg to its first byte.
@@ -198,6 +201,11 @@ impl Metrics {
             "# HELP disagg_router_kv_events_total Block updates read from KV cache events.\n# TYPE disagg_router_kv_events_total counter\ndisagg_router_kv_events_total {}\n# HELP disagg_router_kv_event_errors_total Failed reads of KV cache events.\n# TYPE disagg_router_kv_event_errors_total counter\ndisagg_router_kv_event_errors_total {}",
             self.kv_events.load(Ordering::Relaxed),
             self.kv_event_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP disagg_router_untokenized_requests_total Text-prompt requests routed by load alone: no tokenizer took their text.\n# TYPE disagg_router_untokenized_requests_total counter\ndisagg_router_untokenized_requests_total {}",
+            self.untokenized.load(Ordering::Relaxed)
         );
         let per_worker = |out: &mut String,
                           name: &str,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use disagg_router::{KvAwareArgs, Policy, Router, RouterSettings};
+use disagg_router::{KvAwareArgs, Policy, PromptTokenizer, Router, RouterSettings};
 use disagg_sim::prefix_cache::CacheSettings;
 use disagg_sim::scheduler::{CostModel, Limits};
 use disagg_sim::{Role, SimConfig};
@@ -201,4 +201,80 @@ async fn conditional_disaggregation_skips_the_context_leg_for_a_cached_prefix() 
     // Nothing cached for another group: the context leg runs.
     send(prompt(2, 0)).await;
     assert_eq!((requests(&c).await, requests(&g).await), (2.0, 3.0));
+}
+
+/// Group `g`'s text prompt number `k`: 256 shared words, then 32 of its own.
+fn text_prompt(g: u32, k: u32) -> String {
+    let shared = (0..256).map(|i| format!("g{g}w{i}"));
+    let own = (0..32).map(|i| format!("k{k}g{g}o{i}"));
+    shared.chain(own).collect::<Vec<_>>().join(" ")
+}
+
+/// [`hit_share`] for text prompts (completions' `prompt`, or one chat message), routed with
+/// `tokenizer`; also the router's count of requests it could not tokenize.
+async fn text_hit_share(tokenizer: Option<PromptTokenizer>, chat: bool) -> (f64, f64) {
+    let ctx = [
+        sim(Role::Context).await,
+        sim(Role::Context).await,
+        sim(Role::Context).await,
+    ];
+    let gen_ = sim(Role::Generation).await;
+    let r = router(RouterSettings {
+        context: ctx.iter().map(|s| s.addr.to_string()).collect(),
+        generation: vec![gen_.addr.to_string()],
+        context_policy: KV,
+        health_check_interval: Duration::from_millis(100),
+        tokenizer,
+        ..RouterSettings::default()
+    })
+    .await;
+    let http = Http::new();
+    // Four groups in turn over three workers: by load alone (ties in turn) a group meets its
+    // worker again only every third round.
+    let order: Vec<(u32, u32)> = (0..16).map(|i| (i % 4, i / 4)).collect();
+    for (g, k) in order {
+        let (path, body) = if chat {
+            let messages = json!([{"role": "user", "content": text_prompt(g, k)}]);
+            (
+                "chat/completions",
+                json!({"model": "sim", "messages": messages, "max_tokens": 2}),
+            )
+        } else {
+            (
+                "completions",
+                json!({"model": "sim", "prompt": text_prompt(g, k), "max_tokens": 2}),
+            )
+        };
+        let resp = http.post(&format!("{}/v1/{path}", r.url), &body).await;
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        // Time for the router to read the worker's new blocks, as a later client would find.
+        let events = value(&http, &r.url, "disagg_router_kv_events_total").await;
+        for _ in 0..100 {
+            if value(&http, &r.url, "disagg_router_kv_events_total").await > events {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut hits = 0.0;
+    for s in &ctx {
+        hits += value(&http, &s.url(), "disagg_sim_prefix_cache_hits_total").await;
+    }
+    let untokenized = value(&http, &r.url, "disagg_router_untokenized_requests_total").await;
+    (hits / (4.0 * 3.0 * 256.0), untokenized)
+}
+
+/// Text prompts sharing a prefix go to the worker holding it once the router tokenizes them as
+/// the sim does (completions and chat alike); without a tokenizer they go by load, counted.
+#[tokio::test]
+async fn text_prompts_with_a_shared_prefix_go_to_the_worker_holding_it() {
+    for chat in [false, true] {
+        let (share, untokenized) = text_hit_share(Some(PromptTokenizer::Words), chat).await;
+        assert!(share >= 0.95, "chat {chat}: {share:.2} of the ideal hits");
+        assert_eq!(untokenized, 0.0);
+    }
+    let (share, untokenized) = text_hit_share(None, false).await;
+    assert_eq!(untokenized, 16.0, "every text request is counted");
+    assert!(share < 0.5, "by load alone: {share:.2} of the ideal hits");
 }

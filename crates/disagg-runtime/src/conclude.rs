@@ -170,10 +170,7 @@ pub fn collect(
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    let planned: Vec<String> = crate::roles::planned_concurrency(&p.config)
-        .iter()
-        .map(|c| format!("con{c}"))
-        .collect();
+    let planned = crate::roles::planned_runs(&p.config, p.spec.workload.as_ref());
     let root = p.run.root().display().to_string();
     let summary = Summary::build(
         &RunFacts {

@@ -373,6 +373,7 @@ mod tests {
             models_root: None,
             llm_root: None,
             dataset_path: None,
+            workload: None,
             gpu_type: None,
             router: None,
             servers: Vec::new(),

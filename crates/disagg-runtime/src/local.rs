@@ -39,7 +39,8 @@ pub fn run(request: &RunRequest, grace: Duration, store: &StoreTo) -> anyhow::Re
             }
         };
     eprintln!(
-        "{} {}: {} roles ({} GPUs on {} node(s) as planned), engine {}{}, run directory {}",
+        "{} {}: {} roles ({} GPUs on {} node(s) as planned), engine {}{}, prompts: {}, run \
+         directory {}",
         at(t0),
         p.config.name(),
         p.spec.roles.len(),
@@ -51,6 +52,10 @@ pub fn run(request: &RunRequest, grace: Duration, store: &StoreTo) -> anyhow::Re
         } else {
             ""
         },
+        p.spec
+            .dataset()
+            .describe()
+            .unwrap_or_else(|| "random".to_string()),
         p.run.root().display()
     );
     let mut children: Vec<Child> = Vec::new();

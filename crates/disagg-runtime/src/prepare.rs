@@ -372,6 +372,7 @@ fn prepare_with_env(
         ))
         .into());
     }
+    let (dataset_path, workload) = datasets(&config, cluster.as_ref(), host.is_some())?;
     RunDir::create(dir)?;
     // Roles get absolute paths: they may run elsewhere (Slurm) or change directory.
     let dir =
@@ -416,7 +417,8 @@ fn prepare_with_env(
         }),
         models_root,
         llm_root,
-        dataset_path: dataset_path(&config, cluster.as_ref()),
+        dataset_path,
+        workload,
         gpu_type: if engine == EngineKind::Sim {
             Some("sim".to_string())
         } else {
@@ -483,6 +485,58 @@ fn check_worker_options(
         })?;
     }
     Ok(())
+}
+
+/// The run's prompts, with their files where every role finds them: `benchmark.dataset_file`
+/// under the models root, a `workload` trace relative to the config's folder. A file that
+/// cannot be resolved, or (`local`: every role runs here) does not exist, is an input error:
+/// upstream's client fails on it too, and random prompts would measure another test.
+/// `--random-prompts` drops both before this point.
+fn datasets(
+    config: &TestConfig,
+    cluster: Option<&Cluster>,
+    local: bool,
+) -> anyhow::Result<(Option<String>, Option<disagg_config::Workload>)> {
+    let file = config.path().display();
+    let dataset = match config.benchmark().dataset_file.as_deref() {
+        None => None,
+        Some(f) => Some(dataset_path(config, cluster).ok_or_else(|| {
+            InvalidInput(format!(
+                "{file}: benchmark.dataset_file `{f}` is relative to the models root, and no \
+                 cluster gives one: pass --cluster with a models_root, write an absolute path, \
+                 or pass --random-prompts to send random prompts of the config's lengths"
+            ))
+        })?),
+    };
+    let dir = std::path::absolute(config.path())
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let workload = config
+        .extensions()
+        .workload
+        .as_ref()
+        .map(|w| w.resolved(&dir));
+    if local {
+        let missing = |key: &str, path: &Path| {
+            InvalidInput(format!(
+                "{file}: {key} `{}` does not exist: fix the path, or pass --random-prompts to \
+                 send random prompts of the config's lengths",
+                path.display()
+            ))
+        };
+        if let Some(p) = dataset.as_deref().map(Path::new).filter(|p| !p.exists()) {
+            return Err(missing("benchmark.dataset_file", p).into());
+        }
+        if let Some(disagg_config::Dataset::Mooncake { path, .. }) =
+            workload.as_ref().map(|w| &w.dataset)
+        {
+            if !path.exists() {
+                return Err(missing("workload.mooncake.path", path).into());
+            }
+        }
+    }
+    Ok((dataset, workload))
 }
 
 /// `benchmark.dataset_file` under the cluster's models root (`CLUSTER_LLM_DATA`), as upstream
@@ -693,6 +747,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = RunOptions {
             engine: Some(EngineKind::Trtllm),
+            // Its dataset lives under a cluster's models root.
+            overrides: Overrides {
+                random_prompts: true,
+                ..Overrides::default()
+            },
             ..RunOptions::default()
         };
         let no_env = |_: &str| None;

@@ -134,9 +134,13 @@ pub struct RunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_root: Option<String>,
     /// The benchmark's dataset file (`benchmark.dataset_file` under the models root); `None`:
-    /// random prompts.
+    /// random prompts or the `workload`.
     #[serde(default)]
     pub dataset_path: Option<String>,
+    /// The config's `workload` (a trace's path made absolute); `None`: `dataset_path` or random
+    /// prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<disagg_config::Workload>,
     /// GPU type for the results' identity (the cluster profile's `gpu_type`; `sim` for the
     /// simulated engine).
     #[serde(default)]
@@ -147,6 +151,18 @@ pub struct RunSpec {
     /// What each worker role takes from the plan: its nodes and ports.
     #[serde(default)]
     pub servers: Vec<ServerRun>,
+}
+
+impl RunSpec {
+    /// The prompts of the run, as `prepare` resolved them: the `workload`, else
+    /// `benchmark.dataset_file` (a file gone by the time it is read fails the run), else random.
+    pub fn dataset(&self) -> disagg_config::Dataset {
+        match (&self.workload, &self.dataset_path) {
+            (Some(w), _) => w.dataset.clone(),
+            (None, Some(p)) => disagg_config::Dataset::TrtllmCustom(p.into()),
+            (None, None) => disagg_config::Dataset::Random,
+        }
+    }
 }
 
 /// A server's share of the plan, as its worker role reads it.

@@ -298,6 +298,13 @@ fn store_and_check(
         let mut out = std::io::stdout().lock();
         writeln!(out, "check (post-merge {}):", !gate.pre_merge)?;
         write!(out, "{}", check::table(&rows))?;
+        // The benchmark already printed an invalid run's diagnosis under its line.
+        for d in diagnoses(run, &rows)
+            .iter()
+            .filter(|d| d.what == "regressed")
+        {
+            write!(out, "{}", d.text())?;
+        }
         regressed
     } else {
         false
@@ -311,6 +318,17 @@ fn store_and_check(
         }
     }
     Ok(regressed)
+}
+
+/// The telemetry diagnosis of each invalid or regressed run of the run directory; a record
+/// file that cannot be read only costs its diagnosis.
+fn diagnoses(run: &RunDir, rows: &[Row]) -> Vec<disagg_results::diagnosis::Diagnosis> {
+    let records: Vec<disagg_results::RunRecord> = disagg_results::load_records(&run.results_dir())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    disagg_results::diagnosis::Diagnosis::of_all(&records, rows)
 }
 
 /// `disagg check`: which run, and how.
@@ -338,6 +356,9 @@ pub struct Checked {
     pub regressed: bool,
     /// Where `regression.yaml` was written.
     pub written: PathBuf,
+    /// What the telemetry says of each invalid or regressed run (records of the run directory
+    /// that carry telemetry).
+    pub diagnoses: Vec<disagg_results::diagnosis::Diagnosis>,
 }
 
 /// Store the run's records when they are not yet, and check them against their baselines.
@@ -370,6 +391,7 @@ pub fn check(req: &CheckRequest) -> anyhow::Result<Checked> {
         .transpose()?;
     let (rows, regressed) = check_stored(&store, &run, &runs, &gate, pinned.as_ref())?;
     Ok(Checked {
+        diagnoses: diagnoses(&run, &rows),
         rows,
         regressed,
         written: run.results_dir().join("regression.yaml"),

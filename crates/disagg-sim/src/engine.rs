@@ -22,6 +22,8 @@ pub struct Delivery {
     pub tokens: u32,
     /// Whether the sequence is done.
     pub finished: bool,
+    /// Prompt tokens found in the prefix cache when the sequence was admitted.
+    pub cached_tokens: u32,
 }
 
 enum Command {
@@ -130,6 +132,7 @@ pub struct Sequence {
     pub rx: mpsc::UnboundedReceiver<Delivery>,
     id: u64,
     done: bool,
+    cached_tokens: u32,
     engine: Engine,
 }
 
@@ -140,18 +143,26 @@ impl Sequence {
         if d.is_none_or(|d| d.finished) {
             self.done = true;
         }
+        if let Some(d) = d {
+            self.cached_tokens = d.cached_tokens;
+        }
         d
     }
-}
 
-impl Sequence {
     /// A delivery that has already arrived, without waiting.
     pub fn try_next(&mut self) -> Option<Delivery> {
         let d = self.rx.try_recv().ok()?;
         if d.finished {
             self.done = true;
         }
+        self.cached_tokens = d.cached_tokens;
         Some(d)
+    }
+
+    /// Prompt tokens this server took from its prefix cache instead of computing them (known
+    /// from the first delivery on; 0 for a sequence whose KV was handed over).
+    pub fn cached_tokens(&self) -> u32 {
+        self.cached_tokens
     }
 }
 
@@ -247,6 +258,7 @@ impl Engine {
             rx,
             id,
             done: false,
+            cached_tokens: 0,
             engine: self.clone(),
         })
     }
@@ -263,6 +275,8 @@ async fn run(
     let mut previous: Option<Duration> = None;
     let mut outs: std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>> =
         std::collections::HashMap::new();
+    // Each running sequence's cached prompt tokens, from its admission.
+    let mut cached: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     let mut clock = Instant::now();
     loop {
         // Take everything that arrived; wait for work when idle.
@@ -284,6 +298,7 @@ async fn run(
             continue;
         }
         let step = sched.step();
+        cached.extend(step.admitted.iter().copied());
         let new_events = sched.take_events();
         if !new_events.is_empty() {
             if let Ok(mut buffer) = events.lock() {
@@ -321,9 +336,13 @@ async fn run(
                 tx.send(Delivery {
                     tokens: e.tokens,
                     finished: e.finished,
+                    cached_tokens: cached.get(&e.id).copied().unwrap_or(0),
                 })
                 .is_ok()
             });
+            if e.finished || !delivered {
+                cached.remove(&e.id);
+            }
             if e.finished {
                 outs.remove(&e.id);
                 stats.finished.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +353,10 @@ async fn run(
                     stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if cached.len() > outs.len() {
+            // Cancelled sequences leave no emission behind to clear theirs.
+            cached.retain(|id, _| outs.contains_key(id));
         }
         publish(&sched, &stats);
     }

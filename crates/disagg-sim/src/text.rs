@@ -7,7 +7,7 @@
 //! with a leading space.
 
 /// Token ids are below this.
-pub const VOCAB_SIZE: u32 = 32_000;
+pub const VOCAB_SIZE: u32 = disagg_protocol::prompt::WORD_VOCAB;
 
 const WORDS: &[&str] = &[
     "the",
@@ -97,11 +97,10 @@ fn finish(mut z: u64) -> u64 {
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Tokenize text: one token per whitespace-separated word.
+/// Tokenize text: one token per whitespace-separated word (the router tokenizes with the same
+/// function, so its block hashes match this server's).
 pub fn tokenize(text: &str) -> Vec<u32> {
-    text.split_whitespace()
-        .map(|w| (finish(mix(OFFSET, w.as_bytes())) % u64::from(VOCAB_SIZE)) as u32)
-        .collect()
+    disagg_protocol::prompt::word_tokens(text)
 }
 
 /// A fingerprint of a prompt, the basis of its output tokens.

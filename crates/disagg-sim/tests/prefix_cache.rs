@@ -171,3 +171,43 @@ async fn enable_block_reuse_false_turns_it_off_and_no_buffer_means_no_events() {
         .json();
     assert_eq!(events, Value::Array(Vec::new()));
 }
+
+/// `usage.prompt_tokens_details.cached_tokens`, as OpenAI and vLLM report it: 0 the first time;
+/// for a repeat, the prompt's whole blocks that were cached (2000 tokens = 62 blocks of 32 and a
+/// partial one: 1984), in a plain response, in a stream's usage chunk and for chat.
+#[tokio::test]
+async fn a_repeated_prompt_reports_its_cached_block_aligned_prefix_in_usage() {
+    let s = TestSim::start(cfg(CacheSettings::default()), Limits::default()).await;
+    let http = Http::new();
+    let url = format!("{}/v1/completions", s.url());
+    let long: Vec<u32> = (0..2000u32).map(|i| 7 + i).collect();
+    let ask = |stream: bool| {
+        json!({"model": "sim", "prompt": long, "max_tokens": 2, "ignore_eos": true,
+               "stream": stream, "stream_options": {"include_usage": stream}})
+    };
+    let cached = |usage: &Value| usage["prompt_tokens_details"]["cached_tokens"].as_u64();
+    let first = http.post(&url, &ask(false)).await.json();
+    assert_eq!(cached(&first["usage"]), Some(0), "{first}");
+    let again = http.post(&url, &ask(false)).await.json();
+    assert_eq!(again["usage"]["prompt_tokens"], 2000);
+    assert_eq!(cached(&again["usage"]), Some(1984), "{again}");
+    let streamed = http.post(&url, &ask(true)).await.events();
+    let usage: Value = streamed
+        .iter()
+        .filter(|e| !e.is_done())
+        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+        .find(|c| !c["usage"].is_null())
+        .unwrap();
+    assert_eq!(cached(&usage["usage"]), Some(1984), "{usage}");
+
+    // Chat: the templated prompt, cached from the second time on.
+    let chat = format!("{}/v1/chat/completions", s.url());
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    let body = json!({"model": "sim", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": words.join(" ")}]});
+    let cold = http.post(&chat, &body).await.json();
+    assert_eq!(cached(&cold["usage"]), Some(0), "{cold}");
+    let warm = http.post(&chat, &body).await.json();
+    let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(cached(&warm["usage"]), Some(prompt / 32 * 32), "{warm}");
+}

@@ -116,6 +116,11 @@ pub struct OverrideArgs {
     /// layout has to beat
     #[arg(long)]
     pub aggregated: bool,
+    /// Send random prompts of the config's lengths instead of its dataset
+    /// (`benchmark.dataset_file`, `workload`): a dataset that cannot be found is otherwise an
+    /// error
+    #[arg(long)]
+    pub random_prompts: bool,
     /// Input length instead of benchmark.input_length
     #[arg(long)]
     pub isl: Option<u32>,
@@ -421,28 +426,28 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub dataset_path: Option<PathBuf>,
     /// shared-prefix: distinct prefixes; request i uses prefix i mod N
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::GROUPS)]
     pub prefix_groups: u32,
     /// shared-prefix: tokens of each prefix
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::PREFIX_LEN)]
     pub prefix_len: u32,
     /// shared-prefix: tokens each prompt adds after its prefix
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::SUFFIX_LEN)]
     pub suffix_len: u32,
     /// multi-turn: turns per session (--num-prompts / turns sessions; the first prompt --isl tokens)
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::TURNS)]
     pub turns: u32,
     /// multi-turn: new user tokens per later turn
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::TURN_LEN)]
     pub turn_len: u32,
     /// multi-turn: seconds between an answer and the session's next turn
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::THINK_TIME)]
     pub think_time: f64,
     /// mooncake: replay the trace this many times faster than recorded (1 = as recorded)
     #[arg(long)]
     pub trace_speedup: Option<f64>,
     /// mooncake: tokens per hash_ids block
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = disagg_config::workload::defaults::BLOCK_SIZE)]
     pub trace_block_size: u32,
     /// Ask the server to ignore EOS (exact output lengths; checked by the validity gate)
     #[arg(long)]
@@ -535,6 +540,12 @@ pub struct RouterArgs {
     /// Worker threads. One thread is the default: next to the workers on a busy node, waking
     /// another thread costs more per request (~150 µs measured) than the routing itself, and one
     /// core relays thousands of requests per second
+    /// How a kv_cache_aware pool turns text prompts into token ids: `sim` (the simulated
+    /// engine's word tokenizer and chat template) or a Hugging Face tokenizer (a directory with
+    /// tokenizer.json, or the file; completions only). Without one, text prompts are routed by
+    /// load alone
+    #[arg(long, value_name = "sim|PATH")]
+    pub tokenizer: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }
@@ -739,6 +750,7 @@ impl OverrideArgs {
                 multi_round: self.multi_round,
                 sim: Overrides::parse_sim(&self.sim)?,
                 aggregated: self.aggregated,
+                random_prompts: self.random_prompts,
             },
             ready_timeout: self.ready_timeout,
             timeout: self.timeout,

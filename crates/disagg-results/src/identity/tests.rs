@@ -379,6 +379,47 @@ fn other_engines_and_aggregated_serving_are_their_own_cases() {
     assert_eq!(id["l_num_ctx_servers"], 0);
 }
 
+/// A run with other prompts than the config's is another case: the `workload` as the file
+/// writes it, or `random` in place of the config's dataset; the config's own prompts add
+/// nothing (upstream's documents match).
+#[test]
+fn prompts_other_than_the_configs_fork_the_case() {
+    assert!(!fixture().contains_key("s_workload"));
+    let text = std::fs::read_to_string(FIXTURE).expect("fixture");
+    // A workload replaces the fixture's dataset file (both at once are refused).
+    let no_file: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("dataset_file:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let with = |tail: &str, o: disagg_config::Overrides| {
+        let text = if tail.is_empty() { &text } else { &no_file };
+        let c = TestConfig::parse(std::path::Path::new("w.yaml"), &format!("{text}{tail}"))
+            .and_then(|c| c.with_overrides(&o))
+            .expect("config");
+        identity(
+            &c,
+            EngineKind::Trtllm,
+            Some("GB200"),
+            &record("con2048", 10240, 1024, 1024),
+        )
+    };
+    let traced = with(
+        "workload:\n  mooncake: {path: traces/t.jsonl}\n",
+        disagg_config::Overrides::default(),
+    );
+    assert_eq!(traced["s_workload"], "mooncake traces/t.jsonl block=512");
+    let random = with(
+        "",
+        disagg_config::Overrides {
+            random_prompts: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(random["s_workload"], "random");
+    assert_eq!(random["s_dataset_file"], "");
+}
+
 #[test]
 fn every_field_has_upstreams_type_prefix_and_no_null() {
     for id in [fixture(), edge(EngineKind::Sim)] {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use disagg_bench::drive::{Hooks, execute};
-use disagg_bench::plan::{BenchPlan, Dataset};
+use disagg_bench::plan::BenchPlan;
 use disagg_bench::runner::Load;
-use disagg_config::{EngineKind, Mode};
+use disagg_config::{EngineKind, Mode, Workload};
 use disagg_plan::Role;
 use tokio_util::sync::CancellationToken;
 
@@ -67,10 +67,11 @@ pub(super) fn run(me: &Arc<RoleRun>) -> ExitStatus {
     // the run are the run's own.
     let gen_logs = me.gen_only().then(|| gen_logs(me));
     eprintln!(
-        "BENCHMARK: {} against {}, concurrencies {:?}",
+        "BENCHMARK: {} against {}, concurrencies {:?}, prompts: {}",
         me.config.name(),
         plan.url,
-        me.config.benchmark().concurrency
+        me.config.benchmark().concurrency,
+        plan.dataset.describe().as_deref().unwrap_or("random")
     );
     let hooks = Hooks {
         stop: stop.clone(),
@@ -353,30 +354,15 @@ async fn router_url(
 /// client settings (`--ignore-eos`, percentiles 50/90/99 of TTFT/TPOT/ITL/E2EL).
 pub fn bench_plan(me: &RoleRun, url: String) -> BenchPlan {
     let b = me.config.benchmark();
-    // The config's dataset when it is there; random prompts of the config's lengths otherwise.
-    let dataset = match me.spec.dataset_path.as_deref() {
-        Some(p) if std::path::Path::new(p).exists() => Dataset::TrtllmCustom(p.into()),
-        Some(p) => {
-            eprintln!(
-                "BENCHMARK: dataset {p} not found; using random prompts of the config's lengths"
-            );
-            Dataset::Random
-        }
-        None => Dataset::Random,
-    };
     let shape = Shape::of(&me.config);
     BenchPlan {
-        loads: shape
-            .concurrency
-            .iter()
-            .map(|&c| Load::Concurrency(c as usize))
-            .collect(),
+        loads: loads(&me.config, me.spec.workload.as_ref()),
+        dataset: me.spec.dataset(),
         num_prompts: me.spec.overrides.num_prompts,
         multi_round: shape.multi_round as usize,
         isl: b.isl,
         osl: b.osl,
         range_ratio: b.range_ratio,
-        dataset,
         ignore_eos: true,
         stream: b.streaming,
         warmup: shape.warmup,
@@ -428,9 +414,32 @@ fn telemetry_targets(me: &RoleRun) -> Vec<disagg_bench::telemetry::Target> {
         .collect()
 }
 
-/// The concurrencies the benchmark runs: the config's, or its first alone in the gen-only modes.
-pub fn planned_concurrency(config: &disagg_config::TestConfig) -> Vec<u32> {
-    Shape::of(config).concurrency
+/// The runs: a trace's one replay, else the config's concurrencies (the first alone in the
+/// gen-only modes).
+fn loads(config: &disagg_config::TestConfig, workload: Option<&Workload>) -> Vec<Load> {
+    match workload.and_then(|w| w.trace_speedup) {
+        Some(speedup) => vec![Load::Trace { speedup }],
+        None => Shape::of(config)
+            .concurrency
+            .iter()
+            .map(|&c| Load::Concurrency(c as usize))
+            .collect(),
+    }
+}
+
+/// The labels of the runs the benchmark makes (`con8`, `trace1x`), as its records name them.
+pub fn planned_runs(
+    config: &disagg_config::TestConfig,
+    workload: Option<&Workload>,
+) -> Vec<String> {
+    let plan = BenchPlan {
+        loads: loads(config, workload),
+        ..BenchPlan::new("", "")
+    };
+    plan.runs()
+        .into_iter()
+        .map(|l| plan.label_and_prompts(l).0)
+        .collect()
 }
 
 /// What upstream's harness makes of the config's `benchmark` section for its clients

@@ -9,7 +9,7 @@ mod benchmark;
 mod server;
 mod worker;
 
-pub use benchmark::planned_concurrency;
+pub use benchmark::planned_runs;
 #[cfg(test)]
 pub(crate) use server::{coordinator_argv, coordinator_timeouts};
 pub use server::{handoff_of, router_policy};

@@ -132,6 +132,7 @@ pub(super) async fn run(me: &RoleRun, signal: &CancellationToken) -> anyhow::Res
         bootstrap_ports,
         auth_key: Some(auth_key),
         max_local_prefill_length: routing.max_local_prefill_length,
+        tokenizer: router_tokenizer(me.spec.engine, ext.tokenizer.as_deref())?,
     };
     settings
         .check()
@@ -288,5 +289,55 @@ pub fn router_policy(config: &TestConfig, side: ServerKind) -> RouterPolicy {
             backfill_block_hashes_on_finish: false,
         }),
         _ => RouterPolicy::RoundRobin,
+    }
+}
+
+/// The built-in router's tokenizer for text prompts: the config's `router.tokenizer`, else the
+/// sim's own with the sim engine (its workers count one token per word, so the router makes the
+/// very ids and block hashes they make); another engine's tokenizer is not known without it.
+fn router_tokenizer(
+    engine: disagg_config::EngineKind,
+    configured: Option<&str>,
+) -> anyhow::Result<Option<disagg_router::PromptTokenizer>> {
+    Ok(match configured {
+        Some("sim") => Some(disagg_router::PromptTokenizer::Words),
+        Some(path) => {
+            let tok = disagg_bench::dataset::Tokenizer::load(std::path::Path::new(path))
+                .map_err(|e| anyhow::anyhow!("router.tokenizer: {e}"))?;
+            Some(disagg_router::PromptTokenizer::Model(std::sync::Arc::new(
+                move |t: &str| tok.encode_prompt(t),
+            )))
+        }
+        None => (engine == disagg_config::EngineKind::Sim)
+            .then_some(disagg_router::PromptTokenizer::Words),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use disagg_config::EngineKind;
+    use disagg_router::PromptTokenizer;
+
+    use super::router_tokenizer;
+
+    #[test]
+    fn the_routers_tokenizer_is_the_configs_else_the_sims_own_on_the_sim() {
+        let words = |t: Option<PromptTokenizer>| matches!(t, Some(PromptTokenizer::Words));
+        assert!(words(router_tokenizer(EngineKind::Sim, None).unwrap()));
+        assert!(router_tokenizer(EngineKind::Vllm, None).unwrap().is_none());
+        assert!(words(
+            router_tokenizer(EngineKind::Vllm, Some("sim")).unwrap()
+        ));
+        let tiny = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../disagg/tests/data/tiny-tokenizer"
+        );
+        let model = router_tokenizer(EngineKind::Vllm, Some(tiny)).unwrap();
+        let Some(PromptTokenizer::Model(_)) = &model else {
+            panic!("a model tokenizer: {model:?}");
+        };
+        assert!(!model.unwrap().completion("hello world").is_empty());
+        let err = router_tokenizer(EngineKind::Trtllm, Some("/nonexistent/tok")).unwrap_err();
+        assert!(err.to_string().contains("router.tokenizer"), "{err}");
     }
 }

@@ -96,14 +96,15 @@ pub(super) async fn generate(
             include_usage,
         ));
     }
-    let (count, first_time) = collect(st, seq).await?;
+    let (count, first_time, cached) = collect(st, seq).await?;
     let last_time = st.started.elapsed().as_secs_f64();
     record(st, &g, count, first_time, last_time);
     let tokens: Vec<u32> = (0..count).map(|p| g.token(p)).collect();
     let mut reply = Reply {
         text: render_text(&g, 0, tokens.len() as u32),
         created: now_unix(),
-        usage: Usage::new(u64::from(g.prompt_len), tokens.len() as u64),
+        usage: Usage::new(u64::from(g.prompt_len), tokens.len() as u64)
+            .with_cached(u64::from(cached)),
         finish: finish_reason(&g, tokens.len() as u32),
         tokens,
         handoff: HandOff::default(),
@@ -305,8 +306,8 @@ fn render_text(g: &Generated, from: u32, to: u32) -> String {
     s
 }
 
-/// Wait for every token; returns the count and when the first arrived.
-async fn collect(st: &AppState, mut seq: Sequence) -> Result<(u32, f64), ApiError> {
+/// A whole sequence: its tokens, the time of its first and its prompt tokens found cached.
+async fn collect(st: &AppState, mut seq: Sequence) -> Result<(u32, f64, u32), ApiError> {
     let mut count = 0u32;
     let mut first = None;
     loop {
@@ -326,5 +327,5 @@ async fn collect(st: &AppState, mut seq: Sequence) -> Result<(u32, f64), ApiErro
             }
         }
     }
-    Ok((count, first.unwrap_or_default()))
+    Ok((count, first.unwrap_or_default(), seq.cached_tokens()))
 }

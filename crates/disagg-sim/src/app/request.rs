@@ -116,18 +116,8 @@ pub(super) async fn chat(
     }
     let prompt = match req.prompt_token_ids {
         Some(ids) => ids,
-        None => {
-            // The simulator's chat template: a role marker before each message, one at the end.
-            let mut ids = Vec::new();
-            for m in &req.messages {
-                ids.extend(st.cfg.tokenize(&format!("<|{}|>", m.role)));
-                if let Some(c) = &m.content {
-                    ids.extend(st.cfg.tokenize(&c.text()));
-                }
-            }
-            ids.extend(st.cfg.tokenize("<|assistant|>"));
-            ids
-        }
+        // The simulator's chat template: a role marker before each message, one at the end.
+        None => disagg_protocol::prompt::marker_chat_ids(&req.messages, &|t| st.cfg.tokenize(t)),
     };
     generate(
         &st,

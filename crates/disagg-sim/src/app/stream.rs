@@ -213,7 +213,8 @@ impl Chunks {
     /// The usage event (when asked for) and `[DONE]`; the request's timings are recorded.
     fn write_end(&mut self, out: &mut String) {
         if self.include_usage {
-            let u = Usage::new(u64::from(self.g.prompt_len), u64::from(self.available));
+            let u = Usage::new(u64::from(self.g.prompt_len), u64::from(self.available))
+                .with_cached(u64::from(self.seq.cached_tokens()));
             out.push_str(&self.frames.usage_head);
             out.push_str(&serde_json::to_string(&u).unwrap_or_default());
             out.push_str("}\n\n");

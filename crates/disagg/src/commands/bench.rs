@@ -1,6 +1,6 @@
 //! `disagg bench`: benchmark any OpenAI-compatible server.
 
-use disagg_bench::plan::{BenchPlan, Dataset, parse_slo};
+use disagg_bench::plan::{BenchPlan, Dataset, dataset_from_flags, parse_slo};
 use disagg_bench::runner::{Endpoint, Load};
 use disagg_bench::{Hooks, execute};
 use disagg_runtime::ExitStatus;
@@ -90,7 +90,7 @@ fn dataset(args: &BenchArgs) -> anyhow::Result<Dataset> {
             ))
             .into());
         }
-        (kind, path) => Dataset::from_flags(kind, path.clone())?,
+        (kind, path) => dataset_from_flags(kind, path.clone())?,
     })
 }
 

@@ -22,6 +22,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     })?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", check::table(&checked.rows))?;
+    // Why an invalid or regressed run went wrong, as the report says it.
+    for d in &checked.diagnoses {
+        write!(out, "{}", d.text())?;
+    }
     writeln!(out, "written: {}", checked.written.display())?;
     if checked.regressed {
         let names: Vec<String> = checked

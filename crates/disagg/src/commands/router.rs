@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use disagg_config::CoordinatorConfig;
-use disagg_router::{Router, RouterSettings};
+use disagg_router::{PromptTokenizer, Router, RouterSettings};
 use disagg_runtime::{ExitStatus, InvalidInput};
 
 use crate::cli::RouterArgs;
@@ -18,6 +18,21 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
         ))
         .into())
     }
+}
+
+/// `--tokenizer sim|PATH`.
+fn tokenizer(arg: Option<&str>) -> anyhow::Result<Option<PromptTokenizer>> {
+    Ok(match arg {
+        None => None,
+        Some("sim") => Some(PromptTokenizer::Words),
+        Some(path) => {
+            let tok = disagg_bench::dataset::Tokenizer::load(path.as_ref())
+                .map_err(|e| InvalidInput(format!("--tokenizer: {e}")))?;
+            Some(PromptTokenizer::Model(std::sync::Arc::new(
+                move |t: &str| tok.encode_prompt(t),
+            )))
+        }
+    })
 }
 
 pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
@@ -44,6 +59,7 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<ExitStatus> {
         // Upstream's coordinator signs with the key of its server_config.yaml.
         auth_key: config.auth_key.clone(),
         max_local_prefill_length: config.max_local_prefill_length,
+        tokenizer: tokenizer(args.tokenizer.as_deref())?,
     };
     if let Err(e) = settings.check() {
         return Err(InvalidInput(format!("{}: {e}", args.config.display())).into());

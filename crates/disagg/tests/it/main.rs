@@ -22,3 +22,4 @@ mod slurm_cli;
 mod slurm_faults;
 mod storage_faults;
 mod sweep_cli;
+mod workload_cli;

@@ -68,6 +68,7 @@ fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
     let out = text(&slow);
     assert_eq!(slow.status.code(), Some(1), "{out}");
     assert!(out.contains("regressed against its baseline"), "{out}");
+    assert!(out.contains("con4: This run is regressed"), "{out}");
     for metric in ["token_throughput", "total_token_throughput"] {
         let line = out
             .lines()
@@ -87,6 +88,9 @@ fn a_slower_sim_fails_the_check_and_invalid_runs_leave_the_baseline() {
         "{}",
         text(&check)
     );
+    // With the telemetry diagnosis of the regressed run, as the report shows it.
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("con4: This run is regressed"), "{stdout}");
     let yaml = std::fs::read_to_string(tmp.path().join("b/results/regression.yaml")).unwrap();
     assert!(
         yaml.contains("regressed: true") && yaml.contains("verdict: regression"),

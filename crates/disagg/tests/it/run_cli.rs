@@ -407,6 +407,8 @@ fn every_upstream_fixture_runs_locally_on_the_sim_engine() {
                         "2",
                         "--num-prompts",
                         "4",
+                        // Their datasets live under a cluster's models root.
+                        "--random-prompts",
                     ])
                     // Fixtures of identical settings are one case: no baselines between them.
                     .args([
