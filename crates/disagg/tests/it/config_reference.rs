@@ -1,4 +1,4 @@
-//! `docs/config.md` names every key our own config sections and cluster profiles accept: the
+//! `docs/config.md` (with `docs/workloads.md` for `workload:`) names every key our own config sections and cluster profiles accept: the
 //! keys are read from what `disagg` itself says it knows (the `known keys:` hint of an unknown
 //! key), so a key added to the code and not to the reference fails here.
 
@@ -69,6 +69,15 @@ fn the_config_reference_names_every_key_of_our_sections_and_of_cluster_profiles(
     )
     .unwrap();
     let mut sections = known_keys(&stderr_of(&["validate", "c.yaml"], dir.path()));
+    // `workload:` takes one workload at a time: each is probed in a file of its own.
+    for workload in ["", "shared_prefix", "multi_turn", "mooncake"] {
+        let section = match workload {
+            "" => "{bogus: 1}".to_string(),
+            w => format!("{{{w}: {{bogus: 1}}}}"),
+        };
+        std::fs::write(&config, format!("{base}\nworkload: {section}\n")).unwrap();
+        sections.extend(known_keys(&stderr_of(&["validate", "c.yaml"], dir.path())));
+    }
     std::fs::write(
         dir.path().join("clusters.yaml"),
         "clusters:\n  x: {bogus: 1, container: {bogus: 1}}\n",
@@ -94,6 +103,10 @@ fn the_config_reference_names_every_key_of_our_sections_and_of_cluster_profiles(
         "engine.sim",
         "router",
         "results",
+        "workload",
+        "workload.shared_prefix",
+        "workload.multi_turn",
+        "workload.mooncake",
         "clusters.x",
         "clusters.x.container",
     ] {
@@ -102,7 +115,10 @@ fn the_config_reference_names_every_key_of_our_sections_and_of_cluster_profiles(
             "no known-keys hint for {want}: {names:?}"
         );
     }
-    let reference = std::fs::read_to_string(repo_root().join("docs/config.md")).unwrap();
+    // The reference, and the workloads page it sends `workload:`'s keys to.
+    let reference = ["docs/config.md", "docs/workloads.md"]
+        .map(|f| std::fs::read_to_string(repo_root().join(f)).unwrap())
+        .join("\n");
     let mut missing = Vec::new();
     for (section, keys) in &sections {
         for key in keys {
