@@ -113,6 +113,16 @@ pub fn conclude(
     let passed = failure.is_none() && summary.outcome == Outcome::Passed;
     let regressed = *store != StoreTo::Off
         && crate::store::after_run(&p.run, &p.spec, store, &p.config, passed);
+    // The report of what ran (a failed run's too); one that cannot be written is a warning.
+    let report = crate::report::ReportRequest {
+        run: p.run.root().to_path_buf(),
+        store: store.clone(),
+        ..Default::default()
+    };
+    match crate::report::write(&report) {
+        Ok(path) => println!("report: {}", path.display()),
+        Err(e) => eprintln!("warning: the report was not written: {e:#}"),
+    }
     let status = match (failure, summary.outcome) {
         (Some(f), _) => {
             eprintln!("error: the run failed: {}", f.why);

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use disagg_results::check::maximizes;
 use disagg_results::report::{self, History, RunData};
+use disagg_results::store::Store;
 use disagg_results::summary::Summary;
 
 use crate::conclude::StoreTo;
@@ -100,7 +101,7 @@ fn checks_and_history(
     db: Option<&Path>,
     with_history: bool,
 ) -> anyhow::Result<(Vec<disagg_results::check::Row>, Vec<History>)> {
-    let mut store = crate::store::open_store(db)?;
+    let mut store = Store::open(&crate::store::run_store_path(db, Some(dir)))?;
     let run = RunDir::open(dir);
     let (runs, config) = crate::store::stored_runs(&mut store, &run)?;
     let gate = crate::store::config_gate(config.as_ref());

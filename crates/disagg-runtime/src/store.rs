@@ -49,6 +49,16 @@ pub fn store_path(flag: Option<&Path>, config: Option<&TestConfig>) -> PathBuf {
         .unwrap_or_else(store::default_path)
 }
 
+/// The store of the run in `dir` (when it is one): `flag` (`--db`), else `$DISAGG_DB`, else its
+/// config's `results.db`, else the default — where `disagg run` stored it.
+pub fn run_store_path(flag: Option<&Path>, dir: Option<&Path>) -> PathBuf {
+    let config = dir.map(RunDir::open).and_then(|run| {
+        let spec = RunSpec::read(&run).ok()?;
+        crate::prepare::load_run_config(&run, &spec).ok()
+    });
+    store_path(flag, config.as_ref())
+}
+
 /// A run directory's stored records — stored first when it is a run made by `disagg run` or
 /// `submit` — and its config when it has one.
 pub fn stored_runs(
@@ -363,14 +373,20 @@ pub struct Checked {
 
 /// Store the run's records when they are not yet, and check them against their baselines.
 pub fn check(req: &CheckRequest) -> anyhow::Result<Checked> {
-    let mut store = open_store(req.db.as_deref())?;
-    let dir = match &req.run {
+    let (mut store, dir) = match &req.run {
         Some(d) => {
-            std::fs::canonicalize(d).with_context(|| format!("no run directory {}", d.display()))?
+            let dir = std::fs::canonicalize(d)
+                .with_context(|| format!("no run directory {}", d.display()))?;
+            let store = Store::open(&run_store_path(req.db.as_deref(), Some(&dir)))?;
+            (store, dir)
         }
-        None => PathBuf::from(store.latest_run_dir()?.ok_or_else(|| {
-            crate::error::InvalidInput("--latest: the store holds no run yet".to_string())
-        })?),
+        None => {
+            let store = open_store(req.db.as_deref())?;
+            let latest = store.latest_run_dir()?.ok_or_else(|| {
+                crate::error::InvalidInput("--latest: the store holds no run yet".to_string())
+            })?;
+            (store, PathBuf::from(latest))
+        }
     };
     let run = RunDir::open(&dir);
     let (runs, config) = stored_runs(&mut store, &run)?;

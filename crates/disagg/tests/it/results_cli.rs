@@ -469,5 +469,28 @@ fn the_config_names_the_store_when_no_flag_or_variable_does() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(db.exists(), "the store named by the config was not written");
+    // The run wrote its report, with the check table read from the same store.
+    let report = tmp.path().join("run/results/report.html");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("report: {}", report.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .contains("token_throughput")
+    );
+    // `check` and `report` of that run directory read the store its config names too.
+    for args in [&["check"][..], &["report"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_disagg"))
+            .env_remove("DISAGG_DB")
+            .env("XDG_DATA_HOME", tmp.path().join("xdg"))
+            .args(args)
+            .arg(tmp.path().join("run"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
     assert!(!tmp.path().join("xdg/disagg/results.sqlite").exists());
 }
