@@ -111,7 +111,7 @@ fn ended(
 }
 
 /// A job cancelled when dropped, so a failing test leaves no job holding the nodes.
-struct Job<'a>(&'a str, String);
+pub(crate) struct Job<'a>(pub(crate) &'a str, pub(crate) String);
 
 impl Drop for Job<'_> {
     fn drop(&mut self) {
@@ -124,9 +124,9 @@ impl Drop for Job<'_> {
 }
 
 /// A node set DOWN for a test, resumed when dropped (a panicking test included).
-struct DownNode<'a> {
-    conf: &'a str,
-    node: String,
+pub(crate) struct DownNode<'a> {
+    pub(crate) conf: &'a str,
+    pub(crate) node: String,
 }
 
 impl Drop for DownNode<'_> {
