@@ -148,7 +148,13 @@ const NAMED: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // A quarter of `one_wrong_field_is_named_with_its_line`'s draws are good lines, skipped:
+    // room for that at any PROPTEST_CASES.
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        max_global_rejects: 1_000_000,
+        ..ProptestConfig::default()
+    })]
 
     /// Mangled Mooncake traces: read and replayed, or refused with the file, a line that exists
     /// and what is wrong with it; never a panic.
@@ -168,7 +174,9 @@ proptest! {
                 prop_assert!(offsets.windows(2).all(|w| w[0] <= w[1]));
             }
             Err(DatasetError::TraceLine { line, why, .. }) => {
-                prop_assert!((1..=lines.len()).contains(&line), "line {line}: {why}");
+                // Random bytes may hold newlines: the file's lines, not the generator's.
+                let file_lines = std::fs::read(&path).unwrap().split(|b| *b == b'\n').count();
+                prop_assert!((1..=file_lines).contains(&line), "line {line}: {why}");
                 prop_assert!(NAMED.iter().any(|n| why.contains(n)), "{why}");
             }
             Err(DatasetError::Empty(p)) => prop_assert!(p.ends_with("trace.jsonl")),
