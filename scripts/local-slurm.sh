@@ -15,6 +15,8 @@
 #   scripts/local-slurm.sh up       # install the packages if needed, start, write env.sh and the `local` cluster profile
 #   scripts/local-slurm.sh status   # daemons and nodes
 #   scripts/local-slurm.sh down     # cancel every job, stop our daemons, undo /etc/hosts
+#   scripts/local-slurm.sh start-node NODE   # start NODE's slurmd again as `up` does (after a
+#                                            # fault test killed it; nothing if it runs)
 #
 # Settings (environment): LOCAL_SLURM_DIR (default /tmp/disagg-local-slurm), LOCAL_SLURM_NODES (4),
 # LOCAL_SLURM_GPUS (4 per node), LOCAL_SLURM_CPUS (8 per node), LOCAL_SLURM_CTLD_PORT (16817),
@@ -370,6 +372,37 @@ down() {
   say "down"
 }
 
+# Start one node's slurmd again, exactly as `up` starts it: a fault test kills a node daemon by
+# its recorded PID and gives the node back through here, so the cluster stays whole for others.
+start_node() { # node-name
+  need_root
+  local name=${1:-} i f t
+  if ! [[ "$name" =~ ^$PREFIX([1-9][0-9]*)$ ]] || ((BASH_REMATCH[1] > NODES)); then
+    die "start-node needs one of ${NODE_NAMES[*]}, got '$name'"
+  fi
+  i=${BASH_REMATCH[1]}
+  [[ -f "$DIR/etc/slurm.conf" ]] || die "not up (no $DIR/etc/slurm.conf)"
+  NET=$(cat "$DIR/etc/net.layout")
+  f="$DIR/pids/slurmd-$name.pid"
+  if [[ -f "$f" ]] && ours "$(cat "$f")"; then
+    say "slurmd of $name runs (pid $(cat "$f"))"
+    return 0
+  fi
+  # A killed slurmd leaves its PID file: record_pid must wait for the new one.
+  rm -f "$DIR/run/slurmd-$name.pid" "$f"
+  in_node "$i" slurmd -f "$DIR/etc/slurm.conf" -N "$name"
+  record_pid "slurmd-$name" "$DIR/run/slurmd-$name.pid"
+  # Responding again: no `*` (not responding) after its state.
+  for ((t = 0; t < 300; t++)); do
+    if [[ $(sinfo -h -N -n "$name" -o '%t' 2>/dev/null | head -n 1) =~ ^[a-z]+$ ]]; then
+      say "slurmd of $name started (pid $(cat "$f"))"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "$name does not respond within 30 s after its slurmd started; see $DIR/log/slurmd-$name.log"
+}
+
 # The addresses, in one line.
 layout_line() {
   local i out="slurmctld $(ctld_addr)"
@@ -395,5 +428,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  start-node) start_node "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|start-node NODE" >&2; exit 2 ;;
 esac

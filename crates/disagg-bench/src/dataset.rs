@@ -321,6 +321,18 @@ pub enum DatasetError {
         /// What is wrong.
         why: String,
     },
+    /// A line of a Mooncake trace is not a usable request.
+    #[error(
+        "{path}:{line}: {why}; each line of a Mooncake trace must be {{\"timestamp\": ms, \"input_length\": N, \"output_length\": N, \"hash_ids\": [block ids]}}"
+    )]
+    TraceLine {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
     /// No request in the file.
     #[error("{0}: the dataset has no requests")]
     Empty(String),
@@ -341,20 +353,28 @@ pub(crate) fn read_json_lines<T>(
     parse: impl Fn(&serde_json::Value) -> Result<T, String>,
 ) -> Result<Vec<T>, DatasetError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Read {
         path: name.clone(),
         source,
     })?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    // Line by line, so that a byte that is not UTF-8 is reported with its line.
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let bad = |why: String| DatasetError::Line {
             path: name.clone(),
             line: i + 1,
             why,
         };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line).map_err(|e| {
+            bad(format!(
+                "not UTF-8 (an invalid byte at column {})",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| bad(format!("not JSON ({e})")))?;
         out.push(parse(&v).map_err(bad)?);

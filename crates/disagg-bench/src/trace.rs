@@ -37,25 +37,68 @@ pub struct TraceEntry {
     pub hash_ids: Vec<u64>,
 }
 
+/// The longest prompt a trace line may ask for, in tokens: a replay builds every prompt up front
+/// (4 bytes a token), so a line of `input_length: 4294967295` would ask for 16 GiB; 16 M tokens is
+/// past every model's context and 64 MiB at most.
+pub const MAX_INPUT_LENGTH: u32 = 1 << 24;
+
 /// Read a Mooncake trace; lines out of time order are refused (a replay would reorder them).
+/// Every refusal names the line and the field ([`DatasetError::TraceLine`]).
 pub fn load_mooncake(path: &Path) -> Result<Vec<TraceEntry>, DatasetError> {
+    // The previous line's timestamp: checked here, so that the error names the file's line.
+    let last = std::cell::Cell::new(0.0_f64);
     let entries = read_json_lines(path, |v| {
+        if !v.is_object() {
+            return Err(format!("not an object: {}", shown(v)));
+        }
         let timestamp_ms = v["timestamp"]
             .as_f64()
             .filter(|t| t.is_finite() && *t >= 0.0)
-            .ok_or("timestamp must be a non-negative number of milliseconds")?;
-        let input_length =
-            positive(&v["input_length"]).ok_or("input_length must be a positive integer")?;
-        let output_length =
-            positive(&v["output_length"]).ok_or("output_length must be a positive integer")?;
+            .ok_or_else(|| {
+                format!(
+                    "timestamp must be a non-negative number of milliseconds, got {}",
+                    shown(&v["timestamp"])
+                )
+            })?;
+        if timestamp_ms < last.get() {
+            return Err(format!(
+                "timestamps must not decrease ({timestamp_ms} after {})",
+                last.get()
+            ));
+        }
+        last.set(timestamp_ms);
+        let input_length = positive(&v["input_length"])
+            .filter(|n| *n <= MAX_INPUT_LENGTH)
+            .ok_or_else(|| {
+                format!(
+                    "input_length must be a positive integer of at most {MAX_INPUT_LENGTH} tokens, got {}",
+                    shown(&v["input_length"])
+                )
+            })?;
+        let output_length = positive(&v["output_length"]).ok_or_else(|| {
+            format!(
+                "output_length must be a positive integer below 2^32, got {}",
+                shown(&v["output_length"])
+            )
+        })?;
         let hash_ids = match &v["hash_ids"] {
             serde_json::Value::Null => Vec::new(),
             serde_json::Value::Array(ids) => ids
                 .iter()
                 .map(serde_json::Value::as_u64)
                 .collect::<Option<Vec<u64>>>()
-                .ok_or("hash_ids must be non-negative integers")?,
-            _ => return Err("hash_ids must be a list of integers".to_string()),
+                .ok_or_else(|| {
+                    format!(
+                        "hash_ids must be non-negative integers below 2^64, got {}",
+                        shown(&v["hash_ids"])
+                    )
+                })?,
+            other => {
+                return Err(format!(
+                    "hash_ids must be a list of integers, got {}",
+                    shown(other)
+                ));
+            }
         };
         Ok(TraceEntry {
             timestamp_ms,
@@ -63,18 +106,24 @@ pub fn load_mooncake(path: &Path) -> Result<Vec<TraceEntry>, DatasetError> {
             output_length,
             hash_ids,
         })
+    })
+    .map_err(|e| match e {
+        DatasetError::Line { path, line, why } => DatasetError::TraceLine { path, line, why },
+        other => other,
     })?;
-    if let Some(i) = entries
-        .windows(2)
-        .position(|w| w[1].timestamp_ms < w[0].timestamp_ms)
-    {
-        return Err(DatasetError::Line {
-            path: path.display().to_string(),
-            line: i + 2,
-            why: "timestamps must not decrease".into(),
-        });
-    }
     Ok(entries)
+}
+
+/// A value as the error shows it: missing, or its JSON cut to 40 characters.
+fn shown(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        return "nothing (missing or null)".into();
+    }
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 /// The requests of `entries` and when each is due (seconds from the start at `speedup`×).

@@ -4,7 +4,8 @@
 //! - **Commands** ([`Slurm`]): which program runs with which arguments, `SLURM_CONF` set on every
 //!   one when the cluster profile names a `slurm.conf`. Nothing here reads Slurm's output.
 //! - **Parsers** ([`parse_sbatch_parsable`], [`parse_scontrol_job`], [`parse_scontrol_job_name`],
-//!   [`parse_sacct`], [`parse_squeue`]): plain functions from the text Slurm printed to a value.
+//!   [`parse_sacct`], [`parse_squeue`], [`parse_scontrol_completing`],
+//!   [`parse_sinfo_not_responding`]): plain functions from the text Slurm printed to a value.
 //!   They are tested on outputs captured from a real Slurm (`src/slurm/testdata/`, one file per
 //!   case, written by `src/slurm/testdata/capture.sh`) and on malformed text; they never panic.
 //!
@@ -229,6 +230,18 @@ impl Slurm {
         parse_scontrol_job_name(&ran.stdout)
     }
 
+    /// [`Stuck`] when job `id` is `COMPLETING` on nodes that do not respond (`scontrol show job
+    /// ID -o`, then `sinfo -h -N -n NODES -o '%N %t'`); `None` otherwise, or when either command
+    /// cannot be run.
+    pub fn stuck(&self, id: u64) -> Option<Stuck> {
+        let job = Ran::from(self.scontrol_job_cmd(id).output().ok()?);
+        let (exit_code, nodes) = parse_scontrol_completing(&job.stdout)?;
+        let mut sinfo = self.command("sinfo");
+        sinfo.args(["-h", "-N", "-n", &nodes, "-o", "%N %t"]);
+        let nodes = parse_sinfo_not_responding(&Ran::from(sinfo.output().ok()?).stdout);
+        (!nodes.is_empty()).then_some(Stuck { exit_code, nodes })
+    }
+
     /// Whether the job is still in the queue (pending, running, completing...), from
     /// `squeue -h -j ID -o %i`: `Some(false)` once it has ended or is unknown to slurmctld,
     /// `None` when `squeue` cannot be run or fails otherwise (slurmctld unreachable, an id past
@@ -390,6 +403,45 @@ pub fn parse_sacct(text: &str) -> JobState {
         },
         None => JobState::Unknown,
     }
+}
+
+/// A job whose script has ended but which Slurm cannot finish: it is `COMPLETING` and some of
+/// its nodes do not respond (their `slurmd` is down), so Slurm waits for them until they answer
+/// or `SlurmdTimeout` marks them DOWN — minutes, and nothing of the job runs meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The batch script's exit code (before the `:` of `ExitCode=`; -1 when absent).
+    pub exit_code: i32,
+    /// The job's nodes that do not respond.
+    pub nodes: Vec<String>,
+}
+
+/// The exit code and the `NodeList=` of a `COMPLETING` job in `scontrol show job ID -o`
+/// output; `None` in any other state or without a node list.
+pub fn parse_scontrol_completing(text: &str) -> Option<(i32, String)> {
+    if field(text, "JobState=")? != "COMPLETING" {
+        return None;
+    }
+    let nodes = field(text, "NodeList=").filter(|n| !n.is_empty() && *n != "(null)")?;
+    Some((
+        exit_code(field(text, "ExitCode=").unwrap_or_default()),
+        nodes.to_string(),
+    ))
+}
+
+/// The nodes of `sinfo -h -N -o '%N %t'` output whose state ends with `*` (Slurm's mark of a
+/// node that does not respond), each once (a node in two partitions has two lines).
+pub fn parse_sinfo_not_responding(text: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(node), Some(state)) = (words.next(), words.next()) {
+            if state.ends_with('*') && !nodes.iter().any(|n| n == node) {
+                nodes.push(node.to_string());
+            }
+        }
+    }
+    nodes
 }
 
 /// Whether `squeue -h -j ID -o %i` output lists job `id`: a line that is the id (or, for an

@@ -1,7 +1,8 @@
 //! The wire protocol shared by the simulated engine, the router and the benchmark: OpenAI
 //! completions and chat requests/responses/stream chunks, usage and errors; TensorRT-LLM's
-//! `disaggregated_params` and its internal request signature (`auth`); and a Server-Sent Events
-//! codec.
+//! `disaggregated_params` and its internal request signature (`auth`); a Server-Sent Events
+//! codec; and the one accept loop of the sim and the router (`serve`: HTTP/1 with a header-read
+//! timeout and graceful shutdown).
 //!
 //! Requests keep fields they do not model in `extra`, so a router can forward a body without
 //! dropping what a client sent. Field names follow the OpenAI API and TensorRT-LLM's
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod kv_cache;
 pub mod prompt;
+pub mod serve;
 mod sse;
 mod types;
 

@@ -49,9 +49,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use disagg_config::AuthKey;
+use disagg_protocol::serve::{HEADER_READ_TIMEOUT, serve};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -219,7 +219,10 @@ impl State {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the servers' own idle limit (ours: `disagg_protocol::serve`'s 30 s; uvicorn's
+            // 5 s in front of TensorRT-LLM and vLLM is met by the retry of a failed connect), so
+            // a pooled connection is dropped here before a worker closes it under a request.
+            .pool_idle_timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(4096)
             .build(connector);
         // Request ids above 2^40 (the range upstream leaves to the coordinator), unique per run.
@@ -264,6 +267,7 @@ pub struct Router {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<State>,
+    header_read_timeout: Duration,
 }
 
 impl Router {
@@ -279,7 +283,15 @@ impl Router {
             listener,
             addr,
             state: Arc::new(State::new(settings)),
+            header_read_timeout: HEADER_READ_TIMEOUT,
         })
+    }
+
+    /// Close a client connection that has not sent a whole request header (or, idle, its next
+    /// one) within `timeout` instead of [`HEADER_READ_TIMEOUT`] ([`disagg_protocol::serve`]).
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Router {
+        self.header_read_timeout = timeout;
+        self
     }
 
     /// The bound address.
@@ -298,12 +310,12 @@ impl Router {
                 tasks.spawn(event_loop(state.clone(), pool, cancel.clone()));
             }
         }
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let shutdown = cancel.clone();
-        let server = axum::serve(listener, flow::routes(state.clone()))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let server = serve(
+            self.listener,
+            flow::routes(state.clone()),
+            self.header_read_timeout,
+            cancel.clone(),
+        );
         let start_timeout = state.settings.server_start_timeout;
         let watchdog = {
             let state = state.clone();

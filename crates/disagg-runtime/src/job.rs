@@ -294,7 +294,10 @@ pub fn submit_and_follow(
         requeued,
     } = follow(p, &slurm, job_id, t0)?;
     let verdict = match (&ended, p.run.status()) {
-        (Some((state, 0)), Some(Status::Done)) if state == "COMPLETED" => None,
+        // COMPLETING: the script ended and Slurm waits for nodes that do not answer (`follow`).
+        (Some((state, 0)), Some(Status::Done)) if state == "COMPLETED" || state == "COMPLETING" => {
+            None
+        }
         (ended, status) => {
             let job = match ended {
                 Some((state, code)) => format!("job {job_id} ended {state} with exit code {code}"),
@@ -381,7 +384,9 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
     let mut failure: Option<String> = None;
     let mut started = false;
     let mut requeued = false;
+    let mut polls: u64 = 0;
     let ended = loop {
+        polls += 1;
         runtime.block_on(async {
             tokio::select! {
                 _ = signal.cancelled() => {}
@@ -432,7 +437,26 @@ fn follow(p: &Prepared, slurm: &Slurm, job_id: u64, t0: Instant) -> anyhow::Resu
                     last_pending.clone_from(reason);
                 }
             }
-            JobState::Running => started = true,
+            JobState::Running => {
+                started = true;
+                // The run has its verdict but Slurm still holds the job: a job whose node daemon
+                // died stays COMPLETING until the node answers again or SlurmdTimeout (minutes)
+                // marks it DOWN, while everything of the run is done. Looked at once a second.
+                if polls % 5 == 0 && p.run.status().is_some() {
+                    if let Some(stuck) = slurm.stuck(job_id) {
+                        eprintln!(
+                            "{} job {job_id} ended (its script's exit code {}) but Slurm cannot \
+                             finish it: node(s) {} do not respond (slurmd down?); Slurm waits \
+                             for them until they answer or SlurmdTimeout marks them DOWN. The \
+                             run ends here.",
+                            at(t0),
+                            stuck.exit_code,
+                            stuck.nodes.join(", ")
+                        );
+                        break Some(("COMPLETING".to_string(), stuck.exit_code));
+                    }
+                }
+            }
             JobState::Ended { state, exit_code } => break Some((state, exit_code)),
             JobState::Unknown => break None,
         }

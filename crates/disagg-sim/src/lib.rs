@@ -34,8 +34,9 @@ pub mod scheduler;
 pub mod text;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
+use disagg_protocol::serve::{HEADER_READ_TIMEOUT, serve};
 use tokio_util::sync::CancellationToken;
 
 pub use app::{Protocol, Role, SimConfig, TextTokenizer, app};
@@ -60,6 +61,7 @@ pub struct Sim {
     cfg: SimConfig,
     limits: Limits,
     bootstrap: Option<tokio::net::TcpListener>,
+    header_read_timeout: Duration,
 }
 
 impl Sim {
@@ -73,7 +75,15 @@ impl Sim {
             cfg,
             limits,
             bootstrap: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
         })
+    }
+
+    /// Close a connection that has not sent a whole request header (or, idle, its next one)
+    /// within `timeout` instead of [`HEADER_READ_TIMEOUT`] ([`disagg_protocol::serve`]).
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Sim {
+        self.header_read_timeout = timeout;
+        self
     }
 
     /// Also serve on `addr`, as SGLang's prefill server serves its KV bootstrap on a port of its
@@ -106,22 +116,15 @@ impl Sim {
             engine_cancel.clone(),
         );
         let router = app(cfg, engine);
-        let listener = self.listener.tap_io(|tcp| {
-            // Every streamed chunk is a small write: never let Nagle hold one back.
-            let _ = tcp.set_nodelay(true);
-        });
         let bootstrap = self.bootstrap.map(|l| {
-            let shutdown = cancel.clone();
-            tokio::spawn(
-                axum::serve(l, router.clone())
-                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                    .into_future(),
-            )
+            tokio::spawn(serve(
+                l,
+                router.clone(),
+                self.header_read_timeout,
+                cancel.clone(),
+            ))
         });
-        let shutdown = cancel.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let served = serve(self.listener, router, self.header_read_timeout, cancel).await;
         if let Some(b) = bootstrap {
             let _ = b.await;
         }

@@ -644,3 +644,34 @@ fn an_unreachable_controller_reads_as_unknown() {
 fn no_slurm_commands() {
     assert_eq!(state_outcome(None, || None), JobState::Unknown);
 }
+
+/// A `COMPLETING` job's exit code and nodes (captured right after `scancel`), nothing in any
+/// other state; the nodes that do not respond in `sinfo` output (as the local Slurm printed it
+/// with `n1`'s slurmd killed: `comp*`).
+#[test]
+fn a_completing_job_on_nodes_that_do_not_respond_is_stuck() {
+    let cancelling = load("scontrol-cancelling").stdout;
+    assert_eq!(
+        parse_scontrol_completing(&cancelling),
+        Some((0, "n2".to_string()))
+    );
+    for case in [
+        "scontrol-running",
+        "scontrol-completed",
+        "scontrol-node-fail",
+    ] {
+        assert_eq!(
+            parse_scontrol_completing(&load(case).stdout),
+            None,
+            "{case}"
+        );
+    }
+    assert_eq!(
+        parse_scontrol_completing("JobState=COMPLETING NodeList=(null)"),
+        None
+    );
+    assert_eq!(parse_scontrol_completing(""), None);
+    let sinfo = "n1 comp*\nn1 comp*\nn2 comp\nn3 idle*\nn4 down*\ngarbage\n\n";
+    assert_eq!(parse_sinfo_not_responding(sinfo), ["n1", "n3", "n4"]);
+    assert!(parse_sinfo_not_responding("n1 comp\nn2 alloc\n").is_empty());
+}

@@ -1,8 +1,8 @@
 //! Slurm faults (docs/RELIABILITY.md) on the local Slurm: a node set DOWN under a running job,
-//! a step's node daemon (`slurmstepd`) killed, a job past its time limit, a job requeued. Each
-//! ends `disagg submit` within 30 s of the fault with a diagnosis that names it, and the
-//! concurrencies that finished are kept. A node set DOWN is set back to service at the end, also
-//! when the test fails.
+//! a step's node daemon (`slurmstepd`) killed, a node's daemon (`slurmd`) killed, a job past its
+//! time limit, a job requeued. Each ends `disagg submit` soon after the fault with a diagnosis
+//! that names it, and the concurrencies that finished are kept. A node set DOWN is set back to
+//! service at the end, and a killed `slurmd` started again, also when the test fails.
 
 #![expect(
     clippy::unwrap_used,
@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::slurm_cli::{clusters, data, disagg, exclusive, job_id, slurm, slurm_conf};
+use crate::support::repo_root;
 
 /// `disagg submit` of the 3-node example in the background: a long benchmark (con1, 160
 /// requests of 64 tokens), its stderr in a file.
@@ -110,7 +111,7 @@ fn ended(
 }
 
 /// A job cancelled when dropped, so a failing test leaves no job holding the nodes.
-struct Job<'a>(&'a str, String);
+pub(crate) struct Job<'a>(pub(crate) &'a str, pub(crate) String);
 
 impl Drop for Job<'_> {
     fn drop(&mut self) {
@@ -123,9 +124,9 @@ impl Drop for Job<'_> {
 }
 
 /// A node set DOWN for a test, resumed when dropped (a panicking test included).
-struct DownNode<'a> {
-    conf: &'a str,
-    node: String,
+pub(crate) struct DownNode<'a> {
+    pub(crate) conf: &'a str,
+    pub(crate) node: String,
 }
 
 impl Drop for DownNode<'_> {
@@ -142,6 +143,134 @@ impl Drop for DownNode<'_> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// A node whose `slurmd` a test killed, by the PID `scripts/local-slurm.sh` recorded for it.
+/// Dropped (a panicking test included), it is started again as `up` starts it
+/// (`scripts/local-slurm.sh start-node`), the job Slurm could not finish on it is ended (the
+/// node set DOWN and resumed) and the node is back in service for the next test.
+struct KilledSlurmd<'a> {
+    conf: &'a str,
+    node: String,
+}
+
+impl<'a> KilledSlurmd<'a> {
+    fn kill(conf: &'a str, node: &str) -> KilledSlurmd<'a> {
+        let dir = local_slurm_dir(conf);
+        let pid = std::fs::read_to_string(dir.join(format!("pids/slurmd-{node}.pid")))
+            .unwrap()
+            .trim()
+            .to_string();
+        // Ours: the recorded PID is a slurmd of this cluster's config, not a reused number.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.starts_with("slurmd ") && cmdline.contains(conf),
+            "pid {pid} is `{cmdline}`"
+        );
+        assert!(
+            Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        KilledSlurmd {
+            conf,
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Drop for KilledSlurmd<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/local-slurm.sh"))
+            .args(["start-node", &self.node])
+            .env("LOCAL_SLURM_DIR", local_slurm_dir(self.conf))
+            .env("SLURM_CONF", self.conf)
+            .status();
+        // Slurm resends the job's end to the node only every 100 s or so: end it now, while
+        // the node still holds that job only (a completing node takes no other job).
+        let state = slurm(
+            self.conf,
+            &["sinfo", "-h", "-N", "-n", &self.node, "-o", "%t"],
+        );
+        if !state.trim_start().starts_with("comp") {
+            return;
+        }
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("nodename={}", self.node), "state=down"])
+            .arg("reason=disagg fault test: slurmd restarted")
+            .env("SLURM_CONF", self.conf)
+            .status();
+        drop(DownNode {
+            conf: self.conf,
+            node: self.node.clone(),
+        });
+    }
+}
+
+/// The local Slurm's directory: `DIR/etc/slurm.conf`.
+fn local_slurm_dir(conf: &str) -> PathBuf {
+    Path::new(conf)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `slurmd` of GEN_0's first node killed once the first concurrency is done. Its steps live
+/// on (each `slurmstepd` is a process of its own), so the benchmark finishes and the job's
+/// script ends; Slurm then cannot finish the job (the node does not answer the job's end) and
+/// keeps it COMPLETING until the node answers or `SlurmdTimeout` (300 s here) marks it DOWN.
+/// The run does not wait for that: it passes once Slurm marks the node not responding, naming
+/// it, with both concurrencies kept.
+#[test]
+fn a_killed_slurmd_ends_the_run_without_waiting_for_slurm_to_give_up_the_node() {
+    let Some(conf) = slurm_conf() else { return };
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let load = ["--concurrency", "4,1", "--num-prompts", "16", "--osl", "64"];
+    let (mut child, run, stderr) =
+        submit_load(conf, tmp.path(), &clusters(tmp.path(), conf), &load);
+    let (id, nodes) = benchmark_running(conf, &run);
+    let _job = Job(conf, id);
+    let t0 = Instant::now();
+    while !run.join("results/con4.json").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "con4 never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let node = slurm(conf, &["scontrol", "show", "hostnames", &nodes])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let killed = KilledSlurmd::kill(conf, &node);
+    let (code, text, took) = ended(
+        &mut child,
+        &stderr,
+        Instant::now(),
+        Duration::from_secs(120),
+    );
+    drop(killed);
+    eprintln!("slurmd of {node} killed: the run ended after {took:?}");
+    assert_eq!(code, 0, "{text}");
+    assert!(took < Duration::from_secs(60), "{took:?}: {text}");
+    assert!(
+        text.contains(&format!("node(s) {node} do not respond")),
+        "{text}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results/summary.json")).unwrap())
+            .unwrap();
+    for (i, label) in ["con4", "con1"].iter().enumerate() {
+        assert_eq!(summary["runs"][i]["label"], *label, "{summary}");
+        assert_eq!(summary["runs"][i]["status"], "valid", "{summary}");
     }
 }
 

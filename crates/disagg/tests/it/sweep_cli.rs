@@ -1,7 +1,8 @@
 //! `disagg sweep` and `disagg ci --parallel`: a local sweep on the sim whose frontier is checked
 //! against one computed by hand from the stored records; a sweep killed mid-way and resumed;
 //! the SLA answer against the concurrency the sim's documented cost model predicts; and, on the
-//! local Slurm, `--max-parallel` and `ci --parallel 2` counted in `squeue`.
+//! local Slurm, `--max-parallel` and `ci --parallel 2` counted in `squeue`, and `--retry-failed`
+//! under a node failure and a killed worker (docs/RELIABILITY.md).
 
 #![expect(
     clippy::unwrap_used,
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::slurm_cli::{clusters, disagg as slurm_disagg, exclusive, slurm, slurm_conf};
+use crate::slurm_faults::{DownNode, Job};
 use crate::support::{log_tail, repo_root};
 
 /// One local sweep at a time: each runs a whole test per point on this machine's two cores, and
@@ -493,4 +495,211 @@ fn ci_parallel_runs_two_jobs_at_once_and_writes_one_junit() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
         .count();
     assert_eq!(logs, 3);
+}
+
+/// `disagg sweep --retry-failed 2` of three one-node points on the local Slurm, all running at
+/// once: the first point's node is set DOWN (NODE_FAIL, the infrastructure: retried in a new run
+/// directory, and the retry passes), the second point's worker step is killed (the test's own
+/// failure: never retried), the third is left alone. `--resume` then runs only the failed point;
+/// the store holds one valid record per point, none twice.
+#[test]
+fn a_sweep_retries_a_node_failure_but_not_a_killed_worker_and_resume_reruns_only_the_failure() {
+    let Some(conf) = slurm_conf() else { return };
+    let _one = exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    one_node_config(tmp.path(), "sweeprf");
+    let spec = tmp.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "base: sweeprf.yaml\naxes:\n  worker_config.gen.max_batch_size: [4, 8, 16]\n",
+    )
+    .unwrap();
+    let (out, db) = (tmp.path().join("sweep"), tmp.path().join("results.sqlite"));
+    let clusters = clusters(tmp.path(), conf);
+    let sweep = |resume: bool, stderr: &Path| {
+        let mut c = slurm_disagg(conf, &clusters);
+        c.arg("sweep").arg(&spec);
+        if resume {
+            c.arg("--resume");
+        }
+        c.args(["--cluster", "local", "--aggregated", "--max-parallel", "3"])
+            .args(["--retry-failed", "2", "--concurrency", "2"])
+            // Long enough to be killed mid-benchmark (~15 s a run).
+            .args(["--num-prompts", "40", "--osl", "64"])
+            .arg("--out")
+            .arg(&out)
+            .arg("--db")
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let stderr = tmp.path().join("stderr");
+    let mut child = sweep(false, &stderr);
+    // The three first runs, once each one's benchmark runs: (run directory, job id).
+    let t0 = Instant::now();
+    let running: Vec<(PathBuf, String)> = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "three benchmarks never ran at once: {}",
+            log_tail(&stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let mut runs: Vec<(PathBuf, String)> = std::fs::read_dir(out.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|r| {
+                std::fs::read_to_string(r.join("rendezvous/BENCHMARK.json"))
+                    .is_ok_and(|b| b.contains("\"ready\""))
+            })
+            .filter_map(|r| {
+                let job: Value =
+                    serde_json::from_str(&std::fs::read_to_string(r.join("job.json")).ok()?)
+                        .ok()?;
+                let id = job["job_id"].as_u64()?.to_string();
+                Some((r, id))
+            })
+            .collect();
+        if runs.len() == 3 {
+            runs.sort();
+            break runs;
+        }
+    };
+    let _jobs: Vec<Job> = running
+        .iter()
+        .map(|(_, id)| Job(conf, id.clone()))
+        .collect();
+    let point = |run: &Path| -> String {
+        let name = run.file_name().unwrap().to_string_lossy().into_owned();
+        name.rsplit_once('-').unwrap().0.to_string()
+    };
+    let (node_failed, killed, untouched) = (
+        point(&running[0].0),
+        point(&running[1].0),
+        point(&running[2].0),
+    );
+    // The infrastructure: the first point's node fails.
+    let node = slurm(conf, &["squeue", "-h", "-j", &running[0].1, "-o", "%N"])
+        .trim()
+        .to_string();
+    let down = DownNode { conf, node };
+    assert!(
+        Command::new("scontrol")
+            .args(["update", &format!("nodename={}", down.node), "state=down"])
+            .arg("reason=disagg sweep fault test")
+            .env("SLURM_CONF", conf)
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(down);
+    // The test: the second point's worker is killed.
+    let steps = slurm(
+        conf,
+        &["squeue", "-h", "-s", "-j", &running[1].1, "-o", "%i %j"],
+    );
+    let step = steps
+        .lines()
+        .find(|l| l.ends_with(" GEN_0"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    Command::new("scancel")
+        .args(["--signal=KILL", &step])
+        .env("SLURM_CONF", conf)
+        .status()
+        .unwrap();
+    let wait = |child: &mut std::process::Child, stderr: &Path| {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            if t0.elapsed() > Duration::from_secs(240) {
+                let _ = child.kill();
+                panic!("the sweep still runs after 240 s: {}", log_tail(stderr));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let code = wait(&mut child, &stderr);
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("retrying") || l.contains("FAILED"))
+    {
+        eprintln!("sweep: {l}");
+    }
+    assert_eq!(code, Some(1), "a point failed: {log}");
+    let doc = json(&out.join("sweep.json"));
+    let by_name = |doc: &Value, name: &str| -> Value {
+        doc["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no point {name}: {doc}"))
+            .clone()
+    };
+    let outcomes = |p: &Value| -> Vec<String> {
+        p["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r["purpose"].as_str().unwrap(),
+                    r["outcome"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let p = by_name(&doc, &node_failed);
+    assert_eq!(p["state"], "passed", "{p}");
+    assert_eq!(outcomes(&p), ["run:infrastructure", "retry:passed"], "{p}");
+    assert!(
+        p["runs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("NODE_FAIL"),
+        "{p}"
+    );
+    let p = by_name(&doc, &killed);
+    assert_eq!(p["state"], "failed", "{p}");
+    assert_eq!(outcomes(&p), ["run:failed"], "never retried: {p}");
+    let p = by_name(&doc, &untouched);
+    assert_eq!(outcomes(&p), ["run:passed"], "{p}");
+    // Resumed: only the failed point runs again.
+    let stderr2 = tmp.path().join("stderr-resume");
+    let mut child = sweep(true, &stderr2);
+    let code = wait(&mut child, &stderr2);
+    let log2 = std::fs::read_to_string(&stderr2).unwrap();
+    eprintln!("resumed sweep:\n{log2}");
+    assert_eq!(code, Some(0), "{log2}");
+    let doc = json(&out.join("sweep.json"));
+    for name in [&node_failed, &untouched, &killed] {
+        assert_eq!(by_name(&doc, name)["state"], "passed", "{doc}");
+    }
+    let runs_now = std::fs::read_dir(out.join("runs")).unwrap().count();
+    assert_eq!(runs_now, 5, "3 runs, 1 retry, 1 resumed run: {log2}");
+    // One valid record per point (one concurrency each), none twice.
+    let export = slurm_disagg(conf, &clusters)
+        .args(["results", "export", "--format", "json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", text(&export));
+    let stored: Vec<Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let valid: Vec<String> = stored
+        .iter()
+        .filter(|r| r["valid"] == true)
+        .map(|r| format!("{} {}", r["job"]["s_sweep_point"], r["label"]))
+        .collect();
+    let distinct: BTreeSet<&String> = valid.iter().collect();
+    assert_eq!(valid.len(), 3, "{valid:?}");
+    assert_eq!(distinct.len(), 3, "{valid:?}");
 }
