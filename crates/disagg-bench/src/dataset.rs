@@ -51,6 +51,32 @@ pub struct Request {
     pub session: Option<u32>,
 }
 
+/// The prompt tokenizer of a Hugging Face model (its directory, or its `tokenizer.json`): the
+/// tokenizer for completions (special tokens added, as `tokenizer(prompt)`) and its chat template
+/// for chat (rendered, then tokenized without special tokens, as `apply_chat_template(...,
+/// tokenize=True)`); what a router uses to make the ids the engine makes.
+pub fn prompt_tokenizer(
+    path: &Path,
+) -> Result<disagg_protocol::prompt::PromptTokenizer, DatasetError> {
+    use std::sync::Arc;
+    let tok = Arc::new(Tokenizer::load(path)?);
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let template = crate::chat_template::ChatTemplate::load(dir)?;
+    let text = {
+        let tok = Arc::clone(&tok);
+        Arc::new(move |s: &str| tok.encode_prompt(s)) as Arc<disagg_protocol::prompt::TokenizeFn>
+    };
+    let chat = template.map(|tpl| {
+        Arc::new(move |m: &[disagg_protocol::ChatMessage]| tpl.render(m).map(|s| tok.encode(&s)))
+            as Arc<disagg_protocol::prompt::ChatFn>
+    });
+    Ok(disagg_protocol::prompt::PromptTokenizer::Model { text, chat })
+}
+
 /// A Hugging Face `tokenizer.json`, for text prompts of exact length and client-side counts.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,

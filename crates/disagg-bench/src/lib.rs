@@ -62,6 +62,7 @@
 //! ```
 
 pub mod arrival;
+pub mod chat_template;
 pub mod dataset;
 pub mod drive;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! A prompt's token ids from its text, in the one place both the simulated engine and the
-//! router take them from: the sim's word tokenizer and chat template, or a model's tokenizer
-//! plugged in as a function (the binary loads a Hugging Face `tokenizer.json`).
+//! router take them from: the sim's word tokenizer and chat template, or a model's tokenizer and
+//! chat template plugged in as functions (`disagg_bench::dataset::prompt_tokenizer` loads a
+//! Hugging Face model directory: `tokenizer.json` and the Jinja chat template).
 //!
 //! The router hashes a prompt's blocks to find the worker that caches them; the hashes match the
 //! worker's KV cache events only when both made the same ids from the same text, so the sim and
@@ -53,22 +54,32 @@ pub fn marker_chat_ids(messages: &[ChatMessage], tokenize: &dyn Fn(&str) -> Vec<
 /// Text → token ids.
 pub type TokenizeFn = dyn Fn(&str) -> Vec<u32> + Send + Sync;
 
+/// Chat messages → token ids, the chat template applied with the generation prompt; the error
+/// says why the template could not be applied.
+pub type ChatFn = dyn Fn(&[ChatMessage]) -> Result<Vec<u32>, String> + Send + Sync;
+
 /// How a component that is not the engine turns a request's text into the engine's token ids.
 #[derive(Clone)]
 pub enum PromptTokenizer {
     /// The sim's own: [`word_tokens`], chat by [`marker_chat_ids`].
     Words,
-    /// A model's tokenizer (Hugging Face `tokenizer.json`, special tokens added as the model's
-    /// `tokenizer(prompt)` adds them). Its chat template is a Jinja program this crate does not
-    /// run, so chat messages are not tokenized with it.
-    Model(Arc<TokenizeFn>),
+    /// A model's tokenizer: `text` adds the special tokens the model's `tokenizer(prompt)` adds;
+    /// `chat` applies its chat template as `apply_chat_template(messages,
+    /// add_generation_prompt=True, tokenize=True)` does (`None`: the model has no template).
+    Model {
+        /// A completions prompt's ids.
+        text: Arc<TokenizeFn>,
+        /// A chat request's ids.
+        chat: Option<Arc<ChatFn>>,
+    },
 }
 
 impl std::fmt::Debug for PromptTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PromptTokenizer::Words => "PromptTokenizer::Words",
-            PromptTokenizer::Model(_) => "PromptTokenizer::Model",
+            PromptTokenizer::Model { chat: Some(_), .. } => "PromptTokenizer::Model(chat template)",
+            PromptTokenizer::Model { chat: None, .. } => "PromptTokenizer::Model(no chat template)",
         })
     }
 }
@@ -78,16 +89,18 @@ impl PromptTokenizer {
     pub fn completion(&self, text: &str) -> Vec<u32> {
         match self {
             PromptTokenizer::Words => word_tokens(text),
-            PromptTokenizer::Model(f) => f(text),
+            PromptTokenizer::Model { text: f, .. } => f(text),
         }
     }
 
-    /// A chat request's ids, its template applied; `None` when this tokenizer cannot apply the
-    /// model's template.
-    pub fn chat(&self, messages: &[ChatMessage]) -> Option<Vec<u32>> {
+    /// A chat request's ids, its template applied; the error says why it could not be.
+    pub fn chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
         match self {
-            PromptTokenizer::Words => Some(marker_chat_ids(messages, &word_tokens)),
-            PromptTokenizer::Model(_) => None,
+            PromptTokenizer::Words => Ok(marker_chat_ids(messages, &word_tokens)),
+            PromptTokenizer::Model { chat: Some(f), .. } => f(messages),
+            PromptTokenizer::Model { chat: None, .. } => {
+                Err("the model has no chat template".to_string())
+            }
         }
     }
 }
@@ -116,8 +129,11 @@ mod tests {
             ids,
             word_tokens("<|system|> be brief <|user|> hello <|assistant|>")
         );
-        let model = PromptTokenizer::Model(Arc::new(|t: &str| vec![t.len() as u32]));
-        assert_eq!(model.chat(&messages), None);
+        let model = PromptTokenizer::Model {
+            text: Arc::new(|t: &str| vec![t.len() as u32]),
+            chat: None,
+        };
+        assert!(model.chat(&messages).is_err());
         assert_eq!(model.completion("abc"), [3]);
     }
 }

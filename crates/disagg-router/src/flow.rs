@@ -256,31 +256,32 @@ fn text_ids(st: &State, ep: Endpoint, req: &Value) -> Option<Arc<[u32]>> {
     if req["prompt"].is_array() || req["prompt_token_ids"].is_array() {
         return None;
     }
-    let tokenizer = st.settings.tokenizer.as_ref();
-    let ids = match (ep, &req["prompt"]) {
-        (Endpoint::Completions, Value::String(text)) => tokenizer.map(|t| t.completion(text)),
-        (Endpoint::Chat, _) => tokenizer.and_then(|t| {
-            let messages = serde_json::from_value::<Vec<ChatMessage>>(req["messages"].clone());
-            t.chat(&messages.ok()?)
-        }),
-        _ => None,
+    let ids = match (st.settings.tokenizer.as_ref(), ep, &req["prompt"]) {
+        (None, _, _) => Err("the router has no tokenizer (give it one: `disagg router \
+                             --tokenizer sim|PATH`, `router.tokenizer`)"
+            .to_string()),
+        (Some(t), Endpoint::Completions, Value::String(text)) => Ok(t.completion(text)),
+        (Some(t), Endpoint::Chat, _) => {
+            serde_json::from_value::<Vec<ChatMessage>>(req["messages"].clone())
+                .map_err(|e| format!("its messages are not chat messages ({e})"))
+                .and_then(|m| t.chat(&m))
+        }
+        (Some(_), _, _) => Err("its prompt is neither text nor token ids".to_string()),
     };
-    if ids.is_none() {
-        st.metrics.untokenized.fetch_add(1, Ordering::Relaxed);
-        if !st.warned_untokenized.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "a {} request with a text prompt is routed by load alone: the router has {} \
-                 (give it a tokenizer: `disagg router --tokenizer sim|PATH`, `router.tokenizer`); \
-                 disagg_router_untokenized_requests_total counts such requests",
-                ep.name(),
-                match tokenizer {
-                    None => "no tokenizer",
-                    Some(_) => "no chat template for this tokenizer",
-                }
-            );
+    match ids {
+        Ok(ids) => Some(Arc::from(ids)),
+        Err(why) => {
+            st.metrics.untokenized.fetch_add(1, Ordering::Relaxed);
+            if !st.warned_untokenized.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "a {} request with a text prompt is routed by load alone: {why}; \
+                     disagg_router_untokenized_requests_total counts such requests",
+                    ep.name(),
+                );
+            }
+            None
         }
     }
-    ids.map(Arc::from)
 }
 
 /// Take a worker of `pool` for a leg, counting what a kv_cache_aware pick matched.

@@ -541,9 +541,9 @@ pub struct RouterArgs {
     /// another thread costs more per request (~150 µs measured) than the routing itself, and one
     /// core relays thousands of requests per second
     /// How a kv_cache_aware pool turns text prompts into token ids: `sim` (the simulated
-    /// engine's word tokenizer and chat template) or a Hugging Face tokenizer (a directory with
-    /// tokenizer.json, or the file; completions only). Without one, text prompts are routed by
-    /// load alone
+    /// engine's word tokenizer and chat template) or a Hugging Face model's (a directory with
+    /// tokenizer.json and its chat template, or the tokenizer.json file). Without one, text
+    /// prompts are routed by load alone
     #[arg(long, value_name = "sim|PATH")]
     pub tokenizer: Option<String>,
     #[arg(long, default_value_t = 1)]

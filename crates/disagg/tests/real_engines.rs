@@ -760,3 +760,72 @@ fn disagg_router_and_vllm_router_answer_the_same_in_front_of_a_real_vllm_pair() 
         assert_all_ended(t, Duration::from_secs(30));
     }
 }
+
+/// The router's tokenizer for a real model makes the ids Hugging Face transformers makes — the
+/// library vLLM, SGLang and TensorRT-LLM tokenize with: `tokenizer(prompt)` for completions and
+/// `apply_chat_template(messages, add_generation_prompt=True, tokenize=True)` for chat, with the
+/// model's own Jinja template (the tiny Qwen3's: namespaces, reversed slices, Python string
+/// methods). No server needed: transformers runs in the engine's venv.
+#[test]
+fn the_routers_model_tokenizer_makes_the_ids_transformers_makes() {
+    if !vllm() {
+        return;
+    }
+    let model = PathBuf::from(std::env::var("DISAGG_VLLM_MODEL").unwrap());
+    let python = Path::new(&std::env::var("DISAGG_VLLM_BIN").unwrap()).with_file_name("python");
+    let chats = serde_json::json!([
+        [{"role": "user", "content": "NVIDIA is a great company because"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is KV cache?"}],
+        [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "<think>\nthe user greets\n</think>\n\nHi there!"},
+            {"role": "user", "content": [{"type": "text", "text": "two"}, {"type": "text", "text": "parts"}]}
+        ]
+    ]);
+    let prompts = serde_json::json!([
+        "NVIDIA is a great company because",
+        "  spaces\tand\nlines  "
+    ]);
+    let script = r#"
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+def ids(r):
+    return list(r["input_ids"] if hasattr(r, "keys") else r)
+def text(m):
+    c = m["content"]
+    return c if isinstance(c, str) else "\n".join(p["text"] for p in c)
+chats = [ids(tok.apply_chat_template([dict(m, content=text(m)) for m in c], add_generation_prompt=True, tokenize=True)) for c in json.loads(sys.argv[2])]
+prompts = [tok(p)["input_ids"] for p in json.loads(sys.argv[3])]
+print(json.dumps({"chats": chats, "prompts": prompts}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(&model)
+        .arg(chats.to_string())
+        .arg(prompts.to_string())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "transformers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = disagg_bench::dataset::prompt_tokenizer(&model).unwrap();
+    for (i, chat) in chats.as_array().unwrap().iter().enumerate() {
+        let messages: Vec<disagg_protocol::ChatMessage> =
+            serde_json::from_value(chat.clone()).unwrap();
+        let got = ours.chat(&messages).unwrap();
+        let want: Vec<u32> = serde_json::from_value(want["chats"][i].clone()).unwrap();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "chat {i}: {chat}");
+    }
+    for (i, prompt) in prompts.as_array().unwrap().iter().enumerate() {
+        let got = ours.completion(prompt.as_str().unwrap());
+        let want: Vec<u32> = serde_json::from_value(want["prompts"][i].clone()).unwrap();
+        assert_eq!(got, want, "prompt {i}: {prompt}");
+    }
+}

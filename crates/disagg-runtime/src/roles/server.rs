@@ -301,13 +301,10 @@ fn router_tokenizer(
 ) -> anyhow::Result<Option<disagg_router::PromptTokenizer>> {
     Ok(match configured {
         Some("sim") => Some(disagg_router::PromptTokenizer::Words),
-        Some(path) => {
-            let tok = disagg_bench::dataset::Tokenizer::load(std::path::Path::new(path))
-                .map_err(|e| anyhow::anyhow!("router.tokenizer: {e}"))?;
-            Some(disagg_router::PromptTokenizer::Model(std::sync::Arc::new(
-                move |t: &str| tok.encode_prompt(t),
-            )))
-        }
+        Some(path) => Some(
+            disagg_bench::dataset::prompt_tokenizer(std::path::Path::new(path))
+                .map_err(|e| anyhow::anyhow!("router.tokenizer: {e}"))?,
+        ),
         None => (engine == disagg_config::EngineKind::Sim)
             .then_some(disagg_router::PromptTokenizer::Words),
     })
@@ -333,7 +330,7 @@ mod tests {
             "/../disagg/tests/data/tiny-tokenizer"
         );
         let model = router_tokenizer(EngineKind::Vllm, Some(tiny)).unwrap();
-        let Some(PromptTokenizer::Model(_)) = &model else {
+        let Some(PromptTokenizer::Model { .. }) = &model else {
             panic!("a model tokenizer: {model:?}");
         };
         assert!(!model.unwrap().completion("hello world").is_empty());

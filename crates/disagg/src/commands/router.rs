@@ -25,13 +25,10 @@ fn tokenizer(arg: Option<&str>) -> anyhow::Result<Option<PromptTokenizer>> {
     Ok(match arg {
         None => None,
         Some("sim") => Some(PromptTokenizer::Words),
-        Some(path) => {
-            let tok = disagg_bench::dataset::Tokenizer::load(path.as_ref())
-                .map_err(|e| InvalidInput(format!("--tokenizer: {e}")))?;
-            Some(PromptTokenizer::Model(std::sync::Arc::new(
-                move |t: &str| tok.encode_prompt(t),
-            )))
-        }
+        Some(path) => Some(
+            disagg_bench::dataset::prompt_tokenizer(path.as_ref())
+                .map_err(|e| InvalidInput(format!("--tokenizer: {e}")))?,
+        ),
     })
 }
 
