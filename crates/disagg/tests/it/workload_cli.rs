@@ -1,4 +1,5 @@
-//! `disagg run` with the config's `workload:` section (shared prefixes, a Mooncake trace) and
+//! `disagg run` with the config's `workload:` section (shared prefixes, multi-turn sessions, a
+//! Mooncake trace) and
 //! its dataset rules: the record and `run.json` say which prompts ran, and a dataset that
 //! cannot be found is an input error, never random prompts in its place.
 
@@ -82,6 +83,61 @@ fn a_shared_prefix_workload_runs_and_its_record_shows_cache_hits() {
     let ctx = targets.iter().find(|t| t["name"] == "CTX_0").unwrap();
     let rate = ctx["cache_hit_rate"].as_f64().unwrap();
     assert!(rate > 0.5, "CTX_0's prefix-cache hit rate {rate}: {ctx}");
+}
+
+/// Multi-turn sessions of 3 turns, each later turn the whole previous prompt, its answer and
+/// new tokens, 0.3 s of think time between turns: 20 prompts and the warm-up request make 7
+/// whole sessions (21 requests; the warm-up is the first turn of the first), and from the second
+/// turn on the context server finds the session's earlier prompt in its cache.
+#[test]
+fn a_multi_turn_workload_runs_whole_sessions_and_later_turns_hit_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        "multi-turn-sim",
+        "workload:\n  multi_turn: {turns: 3, turn_len: 32, think_time: 0.3}\n",
+    );
+    let out = run(
+        &config,
+        dir.path(),
+        &[
+            "--concurrency",
+            "2",
+            "--num-prompts",
+            "20",
+            "--isl",
+            "256",
+            "--osl",
+            "8",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let described = "multi-turn turns=3 turn=32 think=0.3s";
+    assert!(
+        both(&out).contains(&format!("prompts: {described}")),
+        "{}",
+        both(&out)
+    );
+    let run_dir = dir.path().join("run");
+    let spec = json(run_dir.join("run.json"));
+    assert_eq!(
+        spec["workload"]["dataset"]["multi_turn"]["turns"], 3,
+        "{spec}"
+    );
+    let record = json(run_dir.join("results/con2.json"));
+    assert_eq!(record["dataset"], described);
+    assert_eq!(record["valid"], true, "{record}");
+    assert_eq!(record["metrics"]["total_requests"], 20, "{record}");
+    // 7 sessions of turns of 256, 256+8+32 and 296+8+32 tokens, less the warm-up's 256.
+    assert_eq!(
+        record["metrics"]["total_input_tokens"],
+        7 * (256 + 296 + 336) - 256,
+        "{record}"
+    );
+    let targets = record["telemetry"]["targets"].as_array().unwrap();
+    let ctx = targets.iter().find(|t| t["name"] == "CTX_0").unwrap();
+    let rate = ctx["cache_hit_rate"].as_f64().unwrap();
+    assert!(rate > 0.3, "CTX_0's prefix-cache hit rate {rate}: {ctx}");
 }
 
 /// A trace of six requests next to the config, named relative to it, replayed ten times
