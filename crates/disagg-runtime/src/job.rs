@@ -276,11 +276,16 @@ pub fn submit_and_follow(
         &serde_json::to_string_pretty(&record)?,
     )?;
     eprintln!(
-        "{} submitted job {job_id} ({}) for {}: {} nodes, run directory {}",
+        "{} submitted job {job_id} ({}) for {}: {} nodes, engine {}, prompts: {}, run directory {}",
         at(t0),
         record.job_name,
         p.config.name(),
         p.plan.total_nodes,
+        p.spec.engine,
+        p.spec
+            .dataset()
+            .describe()
+            .unwrap_or_else(|| "random".to_string()),
         p.run.root().display()
     );
     if no_wait {
