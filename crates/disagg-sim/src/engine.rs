@@ -264,6 +264,12 @@ impl Engine {
     }
 }
 
+/// A running sequence's receiver, and its prompt tokens found cached when it was admitted.
+struct Out {
+    tx: mpsc::UnboundedSender<Delivery>,
+    cached_tokens: u32,
+}
+
 async fn run(
     mut sched: Scheduler,
     mut rx: mpsc::UnboundedReceiver<Command>,
@@ -273,10 +279,7 @@ async fn run(
     iter_log: bool,
 ) {
     let mut previous: Option<Duration> = None;
-    let mut outs: std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>> =
-        std::collections::HashMap::new();
-    // Each running sequence's cached prompt tokens, from its admission.
-    let mut cached: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut outs: std::collections::HashMap<u64, Out> = std::collections::HashMap::new();
     let mut clock = Instant::now();
     loop {
         // Take everything that arrived; wait for work when idle.
@@ -298,7 +301,11 @@ async fn run(
             continue;
         }
         let step = sched.step();
-        cached.extend(step.admitted.iter().copied());
+        for (id, cached_tokens) in &step.admitted {
+            if let Some(out) = outs.get_mut(id) {
+                out.cached_tokens = *cached_tokens;
+            }
+        }
         let new_events = sched.take_events();
         if !new_events.is_empty() {
             if let Ok(mut buffer) = events.lock() {
@@ -332,17 +339,15 @@ async fn run(
             stats
                 .generated_tokens
                 .fetch_add(u64::from(e.tokens), Ordering::Relaxed);
-            let delivered = outs.get(&e.id).is_some_and(|tx| {
-                tx.send(Delivery {
-                    tokens: e.tokens,
-                    finished: e.finished,
-                    cached_tokens: cached.get(&e.id).copied().unwrap_or(0),
-                })
-                .is_ok()
+            let delivered = outs.get(&e.id).is_some_and(|out| {
+                out.tx
+                    .send(Delivery {
+                        tokens: e.tokens,
+                        finished: e.finished,
+                        cached_tokens: out.cached_tokens,
+                    })
+                    .is_ok()
             });
-            if e.finished || !delivered {
-                cached.remove(&e.id);
-            }
             if e.finished {
                 outs.remove(&e.id);
                 stats.finished.fetch_add(1, Ordering::Relaxed);
@@ -354,10 +359,6 @@ async fn run(
                 }
             }
         }
-        if cached.len() > outs.len() {
-            // Cancelled sequences leave no emission behind to clear theirs.
-            cached.retain(|id, _| outs.contains_key(id));
-        }
         publish(&sched, &stats);
     }
 }
@@ -365,7 +366,7 @@ async fn run(
 fn apply(
     cmd: Command,
     sched: &mut Scheduler,
-    outs: &mut std::collections::HashMap<u64, mpsc::UnboundedSender<Delivery>>,
+    outs: &mut std::collections::HashMap<u64, Out>,
     stats: &Stats,
 ) {
     match cmd {
@@ -377,7 +378,13 @@ fn apply(
             let id = spec.id;
             let result = sched.submit(spec);
             if result.is_ok() {
-                outs.insert(id, out);
+                outs.insert(
+                    id,
+                    Out {
+                        tx: out,
+                        cached_tokens: 0,
+                    },
+                );
             }
             let _ = admitted.send(result);
         }
