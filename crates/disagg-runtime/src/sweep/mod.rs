@@ -102,9 +102,7 @@ pub struct SpecCheck {
 /// `config_dir`: where a base given as a test id is looked up (default: the spec's directory).
 pub fn check_spec(path: &Path, config_dir: Option<&Path>) -> anyhow::Result<SpecCheck> {
     let spec = SweepSpec::load(path)?;
-    let base = base_path(&spec, config_dir)?;
-    let base_text = std::fs::read_to_string(&base)
-        .with_context(|| format!("{}: reading its base {}", path.display(), base.display()))?;
+    let (base, base_text) = read_base(&spec, config_dir)?;
     let (derived, warnings) = spec.points(&base, &base_text, Path::new("points"))?;
     let points = derived.len();
     let invalid = derived
@@ -118,6 +116,19 @@ pub fn check_spec(path: &Path, config_dir: Option<&Path>) -> anyhow::Result<Spec
     })
 }
 
+/// The spec's base config ([`base_path`]) and its text.
+fn read_base(spec: &SweepSpec, config_dir: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
+    let base = base_path(spec, config_dir)?;
+    let text = std::fs::read_to_string(&base).with_context(|| {
+        format!(
+            "{}: cannot read its base {}",
+            spec.path().display(),
+            base.display()
+        )
+    })?;
+    Ok((base, text))
+}
+
 /// Run (or with `dry_run` only price) the sweep; the exit status: 130 when interrupted, 1 when a
 /// point failed, else 0.
 pub fn sweep(req: &SweepRequest) -> anyhow::Result<ExitStatus> {
@@ -129,9 +140,7 @@ pub fn sweep(req: &SweepRequest) -> anyhow::Result<ExitStatus> {
         }
         anyhow::Error::new(e)
     })?;
-    let base = base_path(&spec, req.config_dir.as_deref())?;
-    let base_text = std::fs::read_to_string(&base)
-        .with_context(|| format!("cannot read {}", base.display()))?;
+    let (base, base_text) = read_base(&spec, req.config_dir.as_deref())?;
     let stem = req
         .spec
         .file_stem()
